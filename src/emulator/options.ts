@@ -1,0 +1,63 @@
+/** Settings of one emulated Cloudreve v4 server. Every limit mirrors a real server setting. */
+export interface EmulatorUser {
+  email: string;
+  password: string;
+  /** Group `max_storage` in bytes. Default: the emulator's `capacity`. */
+  capacity?: number;
+}
+
+export interface EmulatorOptions {
+  /** TCP port; 0 (default) picks a free one. */
+  port?: number;
+  /** Listen address. Default 127.0.0.1. */
+  host?: string;
+  /** The primary account. Default admin@example.com / cloudreve-dav. */
+  email?: string;
+  password?: string;
+  /** More accounts, e.g. to check that one user cannot touch another's sessions. */
+  extraUsers?: EmulatorUser[];
+  /** Local policy chunk size in bytes (`chunk_size` of upload sessions). Default 25 MiB. */
+  chunkSize?: number;
+  /** Setting `max_page_size`. Default 2000. */
+  maxPageSize?: number;
+  /** Setting `use_cursor_pagination`: cursor (default) or offset. */
+  pagination?: "cursor" | "offset";
+  /** Setting `access_token_ttl` in seconds. Default 3600. */
+  accessTtl?: number;
+  /** Setting `refresh_token_ttl` in seconds. Default 1 209 600 (14 days). */
+  refreshTtl?: number;
+  /** Added latency before every /api/v4 request, in milliseconds. Default 0. */
+  latencyMs?: number;
+  /** Setting `login_captcha` with the `normal` captcha type. Default off. */
+  captcha?: boolean;
+  /** Base32 TOTP secret; when set, the primary account has 2FA enabled. */
+  otpSecret?: string;
+  /** Group `max_storage` of the primary account in bytes. Default 1 GiB (the default User group). */
+  capacity?: number;
+  /** Setting `max_batched_file` (site config `max_batch_size`). Default 3000. */
+  maxBatchSize?: number;
+  /** Setting `maxEditSize`, the `PUT /file/content` limit. Default 50 MiB. */
+  maxEditSize?: number;
+  /** Setting `upload_session_timeout` in seconds. Default 86400. */
+  uploadSessionTtl?: number;
+  /** Setting `entity_url_default_ttl` in seconds. Default 3600. */
+  entityUrlTtl?: number;
+  /** Group `trash_retention` in seconds. Default 7 days. */
+  trashRetention?: number;
+  /** Storage policy `max_size` in bytes; 0 (default) = unlimited. */
+  policyMaxSize?: number;
+  /** Storage policy type. Only `local` is emulated so far. */
+  policy?: "local";
+  /** Site URL written into signed content URLs. Default: the URL the emulator listens on. */
+  siteUrl?: string;
+  /** Server time zone offset used when writing timestamps, in minutes. Default 480 (+08:00). */
+  utcOffsetMinutes?: number;
+  /** Where blobs live. Default: a fresh temporary directory, removed on close. */
+  dataDir?: string;
+}
+
+export interface RunningEmulator {
+  /** Base URL without trailing slash, e.g. http://127.0.0.1:5212 */
+  url: string;
+  close(): Promise<void>;
+}
