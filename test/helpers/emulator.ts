@@ -38,17 +38,21 @@ export class Api {
 
   constructor(readonly base: string) {}
 
-  async call<T = unknown>(method: string, path: string, opts: CallOptions = {}): Promise<ApiReply<T>> {
+  async call<T = unknown>(
+    method: string,
+    path: string,
+    opts: CallOptions = {},
+  ): Promise<ApiReply<T>> {
     const url = new URL(path.startsWith("/__") ? path : `/api/v4${path}`, this.base);
     for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { ...opts.headers };
     if ((opts.auth ?? true) && this.token) headers["authorization"] = `Bearer ${this.token}`;
-    let body: BodyInit | undefined;
+    let body: RequestInit["body"];
     if (opts.json !== undefined) {
       headers["content-type"] = "application/json";
       body = JSON.stringify(opts.json);
     } else if (opts.body !== undefined) {
-      body = opts.body as BodyInit;
+      body = opts.body as RequestInit["body"];
     }
     const res = await fetch(url, { method, headers, body, redirect: "manual" });
     const text = await res.text();

@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { startEmulator } from "./index.js";
+
+const usage = `usage: cloudreve-emulator --port N --email E --password P [--host H] [--chunk-size BYTES]
+  [--max-page-size N] [--pagination cursor|offset] [--access-ttl S] [--refresh-ttl S]
+  [--latency-ms MS] [--captcha] [--otp-secret BASE32] [--capacity BYTES] [--policy local]`;
+
+function int(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) {
+    process.stderr.write(`--${name} must be a non-negative integer, got "${value}"\n${usage}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+let args;
+try {
+  args = parseArgs({
+    options: {
+      port: { type: "string" },
+      host: { type: "string" },
+      email: { type: "string" },
+      password: { type: "string" },
+      "chunk-size": { type: "string" },
+      "max-page-size": { type: "string" },
+      pagination: { type: "string" },
+      "access-ttl": { type: "string" },
+      "refresh-ttl": { type: "string" },
+      "latency-ms": { type: "string" },
+      captcha: { type: "boolean" },
+      "otp-secret": { type: "string" },
+      capacity: { type: "string" },
+      policy: { type: "string" },
+      help: { type: "boolean" },
+    },
+  }).values;
+} catch (err) {
+  process.stderr.write(`${(err as Error).message}\n${usage}\n`);
+  process.exit(2);
+}
+if (args.help) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
+}
+const pagination = args.pagination ?? "cursor";
+if (pagination !== "cursor" && pagination !== "offset") {
+  process.stderr.write(`--pagination must be cursor or offset, got "${pagination}"\n`);
+  process.exit(2);
+}
+if (args.policy !== undefined && args.policy !== "local") {
+  process.stderr.write(`--policy: only "local" is emulated, got "${args.policy}"\n`);
+  process.exit(2);
+}
+
+const emulator = await startEmulator({
+  port: int("port", args.port) ?? 5212,
+  host: args.host,
+  email: args.email,
+  password: args.password,
+  chunkSize: int("chunk-size", args["chunk-size"]),
+  maxPageSize: int("max-page-size", args["max-page-size"]),
+  pagination,
+  accessTtl: int("access-ttl", args["access-ttl"]),
+  refreshTtl: int("refresh-ttl", args["refresh-ttl"]),
+  latencyMs: int("latency-ms", args["latency-ms"]),
+  captcha: args.captcha,
+  otpSecret: args["otp-secret"],
+  capacity: int("capacity", args.capacity),
+});
+process.stdout.write(`listening on ${emulator.url}\n`);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => void emulator.close().then(() => process.exit(0)));
+}

@@ -1,0 +1,170 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { writeFile } from "node:fs/promises";
+import type { Auth } from "./auth.js";
+import { newNode, type FileNode } from "./model.js";
+import type { EmulatorState } from "./state.js";
+import { parseUri } from "./uri.js";
+
+/** Calls per route and body bytes, for tests and benchmarks that count upstream work. */
+export class Stats {
+  requests: Record<string, number> = {};
+  bytesIn = 0;
+  bytesOut = 0;
+
+  count(key: string): void {
+    this.requests[key] = (this.requests[key] ?? 0) + 1;
+  }
+
+  reset(): void {
+    this.requests = {};
+    this.bytesIn = 0;
+    this.bytesOut = 0;
+  }
+}
+
+export interface FaultRule {
+  route?: string;
+  latencyMs?: number;
+  failRate?: number;
+  failWith?: 502 | 503 | "reset";
+  times?: number;
+  fired: number;
+}
+
+/** Injected latency and failures, per route or for all of them. */
+export class Faults {
+  private rules: FaultRule[] = [];
+
+  set(rules: Omit<FaultRule, "fired">[]): void {
+    this.rules = rules.map((r) => ({ ...r, fired: 0 }));
+  }
+
+  /** The latency to add and the failure to produce (if any) for one request. */
+  decide(key: string): { latencyMs: number; fail: FaultRule["failWith"] } {
+    let latencyMs = 0;
+    let fail: FaultRule["failWith"];
+    for (const rule of this.rules) {
+      if (rule.route !== undefined && rule.route !== key) continue;
+      latencyMs += rule.latencyMs ?? 0;
+      if (!rule.failWith || fail) continue;
+      if (rule.times !== undefined && rule.fired >= rule.times) continue;
+      if (Math.random() < (rule.failRate ?? 1)) {
+        rule.fired++;
+        fail = rule.failWith;
+      }
+    }
+    return { latencyMs, fail };
+  }
+}
+
+async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req as AsyncIterable<Buffer>) chunks.push(chunk);
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text ? (JSON.parse(text) as Record<string, unknown>) : {};
+}
+
+function reply(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+/** Byte i of seeded content is i % 251, so any range can be checked without the file. */
+export function seedBytes(size: number): Buffer {
+  const buf = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) buf[i] = i % 251;
+  return buf;
+}
+
+/** The /__emulator/ routes (see README.md). */
+export async function handleControl(
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  query: URLSearchParams,
+  env: { state: EmulatorState; auth: Auth; stats: Stats; faults: Faults },
+): Promise<void> {
+  const { state, stats, faults } = env;
+  const route = `${req.method} ${path}`;
+  let body: Record<string, unknown>;
+  try {
+    body = req.method === "POST" ? await readJsonBody(req) : {};
+  } catch {
+    return reply(res, 400, { error: "body must be JSON" });
+  }
+  switch (route) {
+    case "GET /__emulator/stats":
+      return reply(res, 200, {
+        requests: stats.requests,
+        bytesIn: stats.bytesIn,
+        bytesOut: stats.bytesOut,
+      });
+    case "POST /__emulator/stats/reset":
+      stats.reset();
+      return reply(res, 200, {});
+    case "POST /__emulator/clock":
+      state.clock.advance(Number(body.advanceSeconds ?? 0));
+      return reply(res, 200, { now: new Date(state.clock.now()).toISOString() });
+    case "POST /__emulator/faults":
+      if (!Array.isArray(body.rules)) return reply(res, 400, { error: "rules must be an array" });
+      faults.set(body.rules as Omit<FaultRule, "fired">[]);
+      return reply(res, 200, {});
+    case "GET /__emulator/captcha": {
+      const answer = env.auth.captchaAnswer(query.get("ticket") ?? "");
+      return answer === undefined
+        ? reply(res, 404, { error: "unknown ticket" })
+        : reply(res, 200, { answer });
+    }
+    case "POST /__emulator/seed":
+      return reply(res, 200, await seed(state, body));
+    default:
+      return reply(res, 404, { error: `unknown control route ${route}` });
+  }
+}
+
+/**
+ * Creates `folders` folders and `files` files of `size` bytes under `uri` in one go. The files
+ * share one entity, as copies do, so 10,000 of them cost one blob.
+ */
+async function seed(
+  state: EmulatorState,
+  body: Record<string, unknown>,
+): Promise<Record<string, number>> {
+  const user = state.users.find((u) => u.email === body.email) ?? state.users[0]!;
+  const files = Number(body.files ?? 0);
+  const folders = Number(body.folders ?? 0);
+  const size = Number(body.size ?? 0);
+  const now = state.clock.now();
+  let folder: FileNode = user.root;
+  for (const name of parseUri(String(body.uri ?? "cloudreve://my")).elements) {
+    folder = folder.children!.get(name) ?? newNode(state.ids, user, folder, name, 1, now);
+  }
+  const pad = (i: number) => String(i).padStart(5, "0");
+  for (let i = 0; i < folders; i++) {
+    const name = `folder-${pad(i)}`;
+    if (!folder.children!.has(name)) newNode(state.ids, user, folder, name, 1, now);
+  }
+  if (files > 0) {
+    let entity = null;
+    if (size > 0) {
+      const tmp = state.tmpPath();
+      await writeFile(tmp, seedBytes(size));
+      entity = await state.createEntity(tmp, size);
+      entity.refs = 0;
+    }
+    for (let i = 0; i < files; i++) {
+      const name = `file-${pad(i)}.bin`;
+      if (folder.children!.has(name)) continue;
+      const node = newNode(state.ids, user, folder, name, 0, now);
+      if (entity) {
+        entity.refs++;
+        node.entity = entity;
+      }
+    }
+  }
+  return { files, folders };
+}

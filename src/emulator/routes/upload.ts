@@ -1,0 +1,148 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { open, unlink } from "node:fs/promises";
+import { ApiError, Code, errors, paramError } from "../errors.js";
+import { decodeId, encodeId, IdType } from "../hashid.js";
+import { declaredLength, readJson, receiveBody, type Router } from "../http.js";
+import { optInt, optObject, optString, reqString } from "../bind.js";
+import { detach, validateName } from "../model.js";
+import type { EmulatorState, UploadSession } from "../state.js";
+import { formatUri } from "../uri.js";
+import { requireUser } from "./account.js";
+import { createFileAt } from "./content.js";
+import { metadataMapToPatches } from "./files.js";
+
+/**
+ * Upload sessions (§6). Only the local policy (and relay, which uses the same flow) is
+ * emulated: chunks are POSTed to the server itself. Other policy types would hand out
+ * provider URLs in `upload_urls` at session creation and complete through callbacks.
+ */
+export function registerUploadRoutes(router: Router, state: EmulatorState): void {
+  const api = "/api/v4/file/upload";
+  const now = () => state.clock.now();
+
+  router.add("PUT", api, async (ctx) => {
+    const user = requireUser(ctx);
+    const body = await readJson(ctx);
+    const raw = reqString(body, "uri", "Uri");
+    const size = optInt(body, "size") ?? 0;
+    if (size < 0) throw paramError();
+    const policyId = optString(body, "policy_id");
+    if (policyId && decodeId(policyId, IdType.policy) === undefined) throw paramError();
+    const lastModified = optInt(body, "last_modified");
+    const entityType = optString(body, "entity_type") ?? "";
+    if (!["", "version", "live_photo"].includes(entityType)) throw paramError();
+    const metadataMap = optObject(body, "metadata");
+    if (metadataMap && Object.keys(metadataMap).length > 256) throw paramError();
+    const patches = metadataMapToPatches(metadataMap);
+    const previous = optString(body, "previous") ?? optString(body, "Previous");
+
+    const t = state.resolve(user, raw);
+    if (t.fs !== "my" || t.uri.elements.length === 0) throw errors.notSupported();
+    for (const name of t.uri.elements) validateName(name);
+    const max = state.settings.policyMaxSize;
+    if (max > 0 && size > max) throw errors.tooLarge();
+
+    const existing = t.node;
+    if (!existing && entityType === "live_photo") throw errors.pathNotExist();
+    if (existing) {
+      if (existing.type === 1 || entityType === "") throw errors.exists();
+      state.locks.check(user, t.uri.elements, false);
+      if (previous && previous !== encodeId(existing.entity?.id ?? 0, IdType.entity)) {
+        throw new ApiError(Code.StaleVersion, "File version is stale");
+      }
+    }
+    if (size > 0 && state.used(user) + size > user.capacity) throw errors.insufficientCapacity();
+
+    const node = existing ?? createFileAt(state, user, t.uri.elements);
+    const id = randomUUID();
+    if (!existing) node.metadata.set("sys:upload_session_id", id);
+    const chunkSize = state.settings.chunkSize;
+    const expiresAt = now() + state.settings.uploadSessionTtl * 1000;
+    const session: UploadSession = {
+      id,
+      user,
+      node,
+      placeholder: !existing,
+      size,
+      chunkSize,
+      chunks: chunkSize === 0 || size === 0 ? 1 : Math.ceil(size / chunkSize),
+      received: new Set(),
+      lastModified: lastModified && lastModified > 0 ? lastModified : undefined,
+      metadata: new Map(patches.filter((p) => !p.remove).map((p) => [p.key, p.value])),
+      expiresAt,
+      lockToken: state.locks.acquire(user, t.uri.elements, "upload", expiresAt),
+      callbackSecret: randomBytes(16).toString("hex"),
+      tmpPath: state.tmpPath(),
+      previous,
+    };
+    // The local policy pre-allocates the file, which is what lets chunks arrive out of order.
+    const file = await open(session.tmpPath, "w");
+    await file.truncate(size);
+    await file.close();
+    state.uploads.set(id, session);
+    return {
+      session_id: id,
+      upload_id: "",
+      chunk_size: chunkSize,
+      expires: Math.floor(expiresAt / 1000),
+      storage_policy: state.policyJson(),
+      uri: formatUri("my", t.uri.elements),
+      callback_secret: session.callbackSecret,
+    };
+  });
+
+  router.add("POST", `${api}/:sessionId/:index`, async (ctx) => {
+    const user = requireUser(ctx);
+    const session = state.uploads.get(ctx.params.sessionId!);
+    if (!session || session.user !== user || session.expiresAt <= now())
+      throw errors.sessionExpired();
+    if (!/^\d+$/.test(ctx.params.index!)) throw paramError();
+    const index = Number(ctx.params.index);
+    const { size, chunkSize } = session;
+    const offset = index * chunkSize;
+    if ((chunkSize === 0 && index > 0) || (offset >= size && !(size === 0 && index === 0))) {
+      throw new ApiError(Code.InvalidChunkIndex, "Chunk index out of range");
+    }
+    const expected = chunkSize === 0 ? size : Math.min(chunkSize, size - offset);
+    if (declaredLength(ctx) !== expected) {
+      throw new ApiError(Code.InvalidContentLength, "Invalid content length");
+    }
+    const got = await receiveBody(ctx, session.tmpPath, expected, { offset });
+    if (got !== expected) throw new ApiError(Code.IOFailed, "Failed to upload file");
+    session.received.add(index);
+    // Completion runs inline in the request that carries the last missing chunk.
+    if (session.received.size === session.chunks && state.uploads.get(session.id) === session) {
+      state.uploads.delete(session.id);
+      await complete(state, session);
+    }
+    return undefined;
+  });
+
+  router.add("DELETE", api, async (ctx) => {
+    const user = requireUser(ctx);
+    const body = await readJson(ctx);
+    const id = reqString(body, "id", "ID");
+    const t = state.existing(user, reqString(body, "uri", "Uri"));
+    const session = state.uploads.get(id);
+    if (!session || session.user !== user || session.node !== t.node) {
+      throw new ApiError(Code.NotFound, "Upload session not found");
+    }
+    state.uploads.delete(id);
+    state.locks.release(session.lockToken);
+    await unlink(session.tmpPath).catch(() => undefined);
+    // A brand-new file goes with its placeholder; an existing file keeps its current version.
+    if (session.placeholder && !session.node.entity) detach(session.node);
+    return undefined;
+  });
+}
+
+/** CompleteUpload: the pending version becomes current, placeholder metadata goes. */
+async function complete(state: EmulatorState, session: UploadSession): Promise<void> {
+  const entity = await state.createEntity(session.tmpPath, session.size);
+  const node = session.node;
+  node.metadata.delete("sys:upload_session_id");
+  node.metadata.delete("thumb:disabled");
+  for (const [k, v] of session.metadata) node.metadata.set(k, v);
+  state.setVersion(node, entity, session.lastModified ?? state.clock.now());
+  state.locks.release(session.lockToken);
+}
