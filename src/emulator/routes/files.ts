@@ -109,21 +109,23 @@ export function registerFileRoutes(router: Router, state: EmulatorState): void {
     const json = state.fileJson(node, { metadataObject: true });
     if (ctx.query.get("extended") === "true") {
       const policy = state.policyJson();
-      json.extended_info = {
+      const info: Record<string, unknown> = {
         storage_policy: policy,
         storage_used: node.entity?.size ?? 0,
-        entities: node.entity
-          ? [
-              {
-                id: encodeId(node.entity.id, IdType.entity),
-                size: node.entity.size,
-                type: 0,
-                created_at: state.time(node.entity.createdAt),
-                storage_policy: policy,
-              },
-            ]
-          : [],
       };
+      // entities is omitempty: absent for folders and never-written files.
+      if (node.entity) {
+        info.entities = [
+          {
+            id: encodeId(node.entity.id, IdType.entity),
+            size: node.entity.size,
+            type: 0,
+            created_at: state.time(node.entity.createdAt),
+            storage_policy: policy,
+          },
+        ];
+      }
+      json.extended_info = info;
     }
     if (ctx.query.get("folder_summary") === "true" && node.type === 1) {
       let files = 0;

@@ -1,0 +1,328 @@
+import type { Readable } from "node:stream";
+import { z } from "zod";
+import { splitBatches, type RequestPriority } from "./queue.js";
+import { Transport, type TransportOptions } from "./transport.js";
+import {
+  CapacitySchema,
+  FileSchema,
+  FileUrlResponseSchema,
+  ListResponseSchema,
+  PingSchema,
+  SiteConfigExplorerSchema,
+  UploadSessionSchema,
+  UserSchema,
+  type File,
+  type ListResponse,
+  type UploadSession,
+} from "./types.js";
+
+const Nothing = z.unknown();
+/** The page size asked for before the server has told its `max_page_size` (its default). */
+const FIRST_PAGE_SIZE = 2000;
+/** `max_batched_file` default, until the site config says otherwise. */
+const DEFAULT_MAX_BATCH = 3000;
+
+export interface MetadataPatch {
+  key: string;
+  value?: string;
+  remove?: boolean;
+}
+
+export interface UploadSessionRequest {
+  uri: string;
+  size: number;
+  /** Modification time in milliseconds since the epoch. */
+  lastModified?: number;
+  /** Replace an existing file (a new version) instead of failing with Exists. */
+  replace?: boolean;
+  mimeType?: string;
+  previous?: string;
+}
+
+/**
+ * The Cloudreve v4 routes the gateway uses, typed. Knows the API, never WebDAV. Batch calls are
+ * split at the site's `max_batch_size`, listings use the server's `max_page_size`.
+ */
+export class CloudreveApi {
+  readonly transport: Transport;
+  private maxPageSize: number | undefined;
+  private maxBatch: Promise<number> | undefined;
+
+  constructor(options: TransportOptions | Transport) {
+    this.transport = options instanceof Transport ? options : new Transport(options);
+  }
+
+  close(): Promise<void> {
+    return this.transport.close();
+  }
+
+  ping(): Promise<string> {
+    return this.transport.call({
+      method: "GET",
+      path: "/site/ping",
+      schema: PingSchema,
+      idempotent: true,
+      anonymous: true,
+    });
+  }
+
+  me() {
+    return this.transport.call({
+      method: "GET",
+      path: "/user/me",
+      schema: UserSchema,
+      idempotent: true,
+    });
+  }
+
+  capacity() {
+    return this.transport.call({
+      method: "GET",
+      path: "/user/capacity",
+      schema: CapacitySchema,
+      idempotent: true,
+    });
+  }
+
+  /** The site's batch limit, asked once. */
+  private batchSize(): Promise<number> {
+    this.maxBatch ??= this.transport
+      .call({
+        method: "GET",
+        path: "/site/config/explorer",
+        schema: SiteConfigExplorerSchema,
+        idempotent: true,
+        anonymous: true,
+      })
+      .then((c) => c.max_batch_size ?? DEFAULT_MAX_BATCH)
+      .catch((err: unknown) => {
+        this.maxBatch = undefined;
+        throw err;
+      });
+    return this.maxBatch;
+  }
+
+  /** Runs a batch route once per `max_batch_size` slice of `uris`. */
+  private async batched(
+    uris: readonly string[],
+    run: (slice: string[]) => Promise<unknown>,
+  ): Promise<void> {
+    for (const slice of splitBatches(uris, await this.batchSize())) await run(slice);
+  }
+
+  /** One page of a folder; `cursor` is the previous page's `next_token`, or a page number in offset mode. */
+  listPage(
+    uri: string,
+    cursor?: { token?: string; page?: number },
+    priority?: RequestPriority,
+  ): Promise<ListResponse> {
+    return this.transport.call({
+      method: "GET",
+      path: "/file",
+      query: {
+        uri,
+        page_size: this.maxPageSize ?? FIRST_PAGE_SIZE,
+        next_page_token: cursor?.token,
+        page: cursor?.page,
+      },
+      schema: ListResponseSchema,
+      idempotent: true,
+      priority,
+    });
+  }
+
+  /**
+   * Every page of a folder, in both pagination modes (§4.2): cursor pages until `next_token`
+   * is absent; offset pages until `total_items` is covered. The page size follows the
+   * server's `props.max_page_size` from the first reply on.
+   */
+  async *list(uri: string, priority?: RequestPriority): AsyncGenerator<ListResponse> {
+    let page = await this.listPage(uri, undefined, priority);
+    for (let index = 0; ;) {
+      this.maxPageSize = page.props.max_page_size;
+      yield page;
+      const p = page.pagination;
+      if (p.next_token) {
+        page = await this.listPage(uri, { token: p.next_token }, priority);
+      } else if (
+        !p.is_cursor &&
+        p.total_items !== undefined &&
+        (index + 1) * p.page_size < p.total_items &&
+        page.files.length > 0
+      ) {
+        index++;
+        page = await this.listPage(uri, { page: index }, priority);
+      } else {
+        return;
+      }
+    }
+  }
+
+  info(
+    uri: string,
+    options: { extended?: boolean; priority?: RequestPriority } = {},
+  ): Promise<File> {
+    return this.transport.call({
+      method: "GET",
+      path: "/file/info",
+      query: { uri, extended: options.extended || undefined },
+      schema: FileSchema,
+      idempotent: true,
+      priority: options.priority,
+    });
+  }
+
+  create(uri: string, type: "file" | "folder", errOnConflict: boolean): Promise<File> {
+    return this.transport.call({
+      method: "POST",
+      path: "/file/create",
+      json: { uri, type, err_on_conflict: errOnConflict },
+      schema: FileSchema,
+      idempotent: !errOnConflict,
+    });
+  }
+
+  rename(uri: string, newName: string): Promise<File> {
+    return this.transport.call({
+      method: "POST",
+      path: "/file/rename",
+      json: { uri, new_name: newName },
+      schema: FileSchema,
+      idempotent: false,
+    });
+  }
+
+  /** Moves (or copies) items into the folder `dst`, keeping their names (§5.4). */
+  move(uris: readonly string[], dst: string, copy = false): Promise<void> {
+    return this.batched(uris, (slice) =>
+      this.transport.call({
+        method: "POST",
+        path: "/file/move",
+        json: { uris: slice, dst, copy },
+        schema: Nothing,
+        idempotent: false,
+        uris: slice.length,
+      }),
+    );
+  }
+
+  /** Into the trash, or gone for good with `permanent` (§5.5). */
+  remove(uris: readonly string[], permanent: boolean): Promise<void> {
+    return this.batched(uris, (slice) =>
+      this.transport.call({
+        method: "DELETE",
+        path: "/file",
+        json: { uris: slice, skip_soft_delete: permanent },
+        schema: Nothing,
+        idempotent: false,
+        uris: slice.length,
+      }),
+    );
+  }
+
+  patchMetadata(uris: readonly string[], patches: readonly MetadataPatch[]): Promise<void> {
+    return this.batched(uris, (slice) =>
+      this.transport.call({
+        method: "PATCH",
+        path: "/file/metadata",
+        json: { uris: slice, patches },
+        schema: Nothing,
+        // Setting the same values twice leaves the same state.
+        idempotent: true,
+        uris: slice.length,
+      }),
+    );
+  }
+
+  /** Whole-file write (upsert, up to the server's edit limit, §5.8). */
+  putContent(
+    uri: string,
+    body: Buffer | Readable,
+    length: number,
+    previous?: string,
+  ): Promise<File> {
+    return this.transport.call({
+      method: "PUT",
+      path: "/file/content",
+      query: { uri, previous },
+      raw: { body, length },
+      schema: FileSchema,
+      idempotent: Buffer.isBuffer(body) && previous !== undefined,
+      priority: "bulk",
+    });
+  }
+
+  /** A signed download URL for one file's current version and its expiry (§5.9). */
+  async fileUrl(
+    uri: string,
+    priority?: RequestPriority,
+  ): Promise<{ url: string; expires: string | null }> {
+    const data = await this.transport.call({
+      method: "POST",
+      path: "/file/url",
+      json: { uris: [uri] },
+      schema: FileUrlResponseSchema,
+      idempotent: true,
+      uris: 1,
+      priority,
+    });
+    return { url: data.urls[0]?.url ?? "", expires: data.expires };
+  }
+
+  /** Force-unlocks (§5.11). */
+  unlock(tokens: readonly string[]): Promise<unknown> {
+    return this.transport.call({
+      method: "DELETE",
+      path: "/file/lock",
+      json: { tokens },
+      schema: Nothing,
+      idempotent: true,
+    });
+  }
+
+  createUploadSession(r: UploadSessionRequest): Promise<UploadSession> {
+    return this.transport.call({
+      method: "PUT",
+      path: "/file/upload",
+      json: {
+        uri: r.uri,
+        size: r.size,
+        last_modified: r.lastModified,
+        entity_type: r.replace ? "version" : undefined,
+        mime_type: r.mimeType,
+        previous: r.previous,
+      },
+      schema: UploadSessionSchema,
+      idempotent: false,
+      priority: "bulk",
+    });
+  }
+
+  /** One chunk of a local/relay upload; re-sending a chunk is harmless before completion (§6.2). */
+  uploadChunk(
+    sessionId: string,
+    index: number,
+    chunk: Buffer,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    return this.transport.call({
+      method: "POST",
+      path: `/file/upload/${encodeURIComponent(sessionId)}/${index}`,
+      raw: { body: chunk, length: chunk.length },
+      schema: Nothing,
+      idempotent: true,
+      priority: "bulk",
+      signal,
+    });
+  }
+
+  cancelUpload(sessionId: string, uri: string): Promise<unknown> {
+    return this.transport.call({
+      method: "DELETE",
+      path: "/file/upload",
+      json: { id: sessionId, uri },
+      schema: Nothing,
+      idempotent: true,
+    });
+  }
+}

@@ -1,0 +1,172 @@
+import { randomUUID } from "node:crypto";
+import type { Readable } from "node:stream";
+import { Agent, request, type Dispatcher } from "undici";
+import type { z } from "zod";
+import { AuthRequired, UpstreamError } from "../errors.js";
+import { Authenticator, type AuthOptions, type Credentials } from "./auth.js";
+import { errorFromBatch, errorFromEnvelope } from "./errors.js";
+import { RequestQueue, type RequestPriority, type RequestQueueOptions } from "./queue.js";
+import { EnvelopeSchema } from "./types.js";
+
+export interface TransportOptions extends Credentials {
+  /** The Cloudreve site, e.g. https://pan.example.com (the API lives under /api/v4). */
+  baseUrl: string;
+  queue?: RequestQueueOptions;
+  auth?: AuthOptions;
+  /** Connections kept to the upstream. Default: twice the queue's concurrency. */
+  connections?: number;
+  dispatcher?: Dispatcher;
+}
+
+export interface ApiCall<T> {
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  /** Route below /api/v4, e.g. "/file/info". */
+  path: string;
+  query?: Record<string, string | number | boolean | undefined>;
+  json?: unknown;
+  /** A raw body (chunks, whole-file writes) with its exact length. */
+  raw?: { body: Buffer | Readable; length: number };
+  schema: z.ZodType<T>;
+  /** Safe to repeat: only idempotent calls are retried on transient failures. */
+  idempotent: boolean;
+  priority?: RequestPriority;
+  /** How many URIs the call names: a 40081 for one URI is unwrapped to its inner error. */
+  uris?: number;
+  /** Calls made before there is a session (login, refresh) carry no bearer token. */
+  anonymous?: boolean;
+  signal?: AbortSignal;
+}
+
+const RETRYABLE_STATUS = new Set([502, 503, 504]);
+
+/** Seconds or an HTTP date, as Retry-After allows. */
+function retryAfterMs(header: string | string[] | undefined): number | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+/**
+ * Every call to the Cloudreve API goes through here: queued per account, authenticated,
+ * decoded from Cloudreve's envelope (HTTP 200 with a code, §1) into data or a typed error.
+ */
+export class Transport {
+  readonly queue: RequestQueue;
+  readonly auth: Authenticator;
+  readonly dispatcher: Dispatcher;
+  readonly origin: string;
+
+  constructor(options: TransportOptions) {
+    const url = new URL(options.baseUrl);
+    this.origin = `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
+    this.queue = new RequestQueue(options.queue);
+    const concurrency = options.queue?.concurrency ?? 8;
+    this.dispatcher =
+      options.dispatcher ??
+      new Agent({ connections: options.connections ?? concurrency * 2, keepAliveTimeout: 30_000 });
+    this.auth = new Authenticator(
+      options,
+      (path, body, schema) =>
+        this.call({ method: "POST", path, json: body, schema, idempotent: false, anonymous: true }),
+      options.auth,
+    );
+  }
+
+  call<T>(c: ApiCall<T>): Promise<T> {
+    return this.queue.run(() => this.attempt(c), {
+      idempotent: c.idempotent,
+      priority: c.priority,
+      signal: c.signal,
+    });
+  }
+
+  /** One try; a 401 (the token died early) costs one renewal and one repeat. */
+  private async attempt<T>(c: ApiCall<T>): Promise<T> {
+    if (c.anonymous) return this.exchange(c, undefined);
+    const token = await this.auth.accessToken();
+    try {
+      return await this.exchange(c, token);
+    } catch (err) {
+      if (!(err instanceof AuthRequired)) throw err;
+      // A streamed body is gone once sent; only buffered calls can be repeated here.
+      if (c.raw && !Buffer.isBuffer(c.raw.body)) throw err;
+      return this.exchange(c, await this.auth.rejected(token));
+    }
+  }
+
+  private async exchange<T>(c: ApiCall<T>, token: string | undefined): Promise<T> {
+    const url = new URL(`${this.origin}/api/v4${c.path}`);
+    for (const [k, v] of Object.entries(c.query ?? {})) {
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    }
+    const headers: Record<string, string> = { "x-cr-correlation-id": randomUUID() };
+    if (token) headers.authorization = `Bearer ${token}`;
+    let body: string | Buffer | Readable | undefined;
+    if (c.json !== undefined) {
+      headers["content-type"] = "application/json";
+      body = JSON.stringify(c.json);
+    } else if (c.raw) {
+      headers["content-type"] = "application/octet-stream";
+      headers["content-length"] = String(c.raw.length);
+      body = c.raw.body;
+    }
+
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method: c.method,
+        headers,
+        body,
+        dispatcher: this.dispatcher,
+        signal: c.signal,
+      });
+    } catch (err) {
+      if (c.signal?.aborted) throw err;
+      throw new UpstreamError(`Cloudreve unreachable: ${(err as Error).message}`, {
+        cause: err,
+        retryable: true,
+      });
+    }
+    const text = await res.body.text();
+    if (res.statusCode !== 200) {
+      throw new UpstreamError(
+        `Cloudreve answered HTTP ${res.statusCode} for ${c.method} ${c.path}`,
+        {
+          retryable: RETRYABLE_STATUS.has(res.statusCode),
+          retryAfterMs: retryAfterMs(res.headers["retry-after"]),
+        },
+      );
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new UpstreamError(`Cloudreve sent a reply that is not JSON for ${c.method} ${c.path}`);
+    }
+    const env = EnvelopeSchema.safeParse(json);
+    if (!env.success)
+      throw new UpstreamError(`Cloudreve sent a reply without an envelope for ${c.path}`);
+    const { code } = env.data;
+    // 203 is "continue", not an error: login hands back the 2FA session id (§1.1).
+    if (code !== 0 && code !== 203) {
+      throw code === 40081 ? errorFromBatch(env.data, c.uris ?? 1) : errorFromEnvelope(env.data);
+    }
+    const data = c.schema.safeParse(env.data.data);
+    if (!data.success) {
+      throw new UpstreamError(
+        `Cloudreve's reply to ${c.method} ${c.path} has an unexpected shape: ${data.error.issues
+          .slice(0, 3)
+          .map((i) => `${i.path.join(".")}: ${i.message}`)
+          .join("; ")}`,
+      );
+    }
+    return data.data;
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
