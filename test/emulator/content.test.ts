@@ -169,6 +169,31 @@ describe("§5.8 PUT /file/content", () => {
     expect(ok(await info(ctx.api, "chunked/f.txt")).size).toBe(0);
   });
 
+  it("§5.8 without Content-Length, X-Expected-Entity-Length gives the length", async () => {
+    const url = new URL("/api/v4/file/content", ctx.emu.url);
+    url.searchParams.set("uri", myUri("chunked/expected.txt"));
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(new TextEncoder().encode("abcdef"));
+        c.close();
+      },
+    });
+    const init = {
+      method: "PUT",
+      headers: {
+        authorization: `Bearer ${ctx.api.token}`,
+        "x-expected-entity-length": "6",
+      },
+      body: stream,
+      duplex: "half",
+    } as RequestInit & { duplex: "half" };
+    const json = (await (await fetch(url, init)).json()) as { code: number; data?: CrFile };
+    expect(json.code, JSON.stringify(json)).toBe(0);
+    expect(json.data?.size).toBe(6);
+    const { text } = await get(await urlOf(ctx.api, "chunked/expected.txt"));
+    expect(text).toBe("abcdef");
+  });
+
   it("§5.8 a folder target → 40004", async () => {
     ok(
       await ctx.api.call("POST", "/file/create", {
@@ -325,6 +350,34 @@ describe("§5.9 POST /file/url and the signed content URL", () => {
     const cd = res.headers.get("content-disposition") ?? "";
     expect(cd).toMatch(/^attachment/);
     expect(cd).toContain('filename="hello.txt"');
+  });
+
+  it("§5.9 the name in the URL is path-escaped; non-ASCII names get filename*", async () => {
+    await put(ctx.api, "dl/中文 名.txt", "unicode");
+    const url = await urlOf(ctx.api, "dl/中文 名.txt", { download: true });
+    const m = CONTENT_PATH.exec(new URL(url).pathname);
+    expect(m).not.toBe(null);
+    expect(decodeURIComponent(m![3]!)).toBe("中文 名.txt");
+    expect(m![3]).not.toContain(" ");
+    const { res, text } = await get(url);
+    expect(res.status).toBe(200);
+    expect(text).toBe("unicode");
+    const cd = res.headers.get("content-disposition") ?? "";
+    expect(cd).toMatch(/^attachment/);
+    expect(cd).toContain("filename*=UTF-8''%E4%B8%AD%E6%96%87%20%E5%90%8D.txt");
+  });
+
+  it('§5.9 §1.3 skip_error:true turns failed items into {url:""} and keeps positions', async () => {
+    const d = ok(await urlCall(ctx.api, ["dl/missing.txt", "dl/hello.txt"], { skip_error: true }));
+    expect(d.urls).toHaveLength(2);
+    expect(d.urls[0]!.url).toBe("");
+    expect(CONTENT_PATH.exec(new URL(d.urls[1]!.url).pathname)?.[1]).toBe(file.primary_entity);
+  });
+
+  it("§5.9 a missing uri → 40081 with inner 40016", async () => {
+    const r = await urlCall(ctx.api, ["dl/missing.txt"]);
+    expect(code(r), r.text).toBe(40081);
+    expect(r.json.aggregated_error?.[myUri("dl/missing.txt")]?.code, r.text).toBe(40016);
   });
 
   it("§5.9 a single Range → 206 with the exact Content-Range", async () => {

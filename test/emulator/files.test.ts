@@ -326,6 +326,28 @@ describe("§5.3 POST /file/rename", () => {
     expect(ms(again.updated_at)).toBe(ms(after.updated_at));
   });
 
+  it("§5.3 changing a file's extension clears thumb:disabled; keeping it does not", async () => {
+    await put(ctx.api, "thumb/a.jpg", "img");
+    await put(ctx.api, "thumb/b.jpg", "img");
+    for (const p of ["thumb/a.jpg", "thumb/b.jpg"]) {
+      const r = await patch(ctx.api, [myUri(p)], [{ key: "thumb:disabled", value: "1" }]);
+      expect(code(r), r.text).toBe(0);
+    }
+    const a = ok(
+      await ctx.api.call<CrFile>("POST", "/file/rename", {
+        json: { uri: myUri("thumb/a.jpg"), new_name: "a.png" },
+      }),
+    );
+    expect(a.name).toBe("a.png");
+    expect(ok(await info(ctx.api, "thumb/a.png")).metadata?.["thumb:disabled"]).toBeUndefined();
+    ok(
+      await ctx.api.call("POST", "/file/rename", {
+        json: { uri: myUri("thumb/b.jpg"), new_name: "c.JPG" },
+      }),
+    );
+    expect(ok(await info(ctx.api, "thumb/c.JPG")).metadata?.["thumb:disabled"]).toBe("1");
+  });
+
   it("§5.3 renaming the root → 403", async () => {
     const r = await ctx.api.call("POST", "/file/rename", {
       json: { uri: "cloudreve://my", new_name: "root2" },
@@ -475,6 +497,40 @@ describe("§5.4 POST /file/move (move and copy)", () => {
     const r = await move(ctx.api, [myUri("cp4/a.txt")], myUri("cp4"), true);
     expect(code(r), r.text).toBe(40004);
     expect(await names(ctx.api, "cp4")).toEqual(["a.txt"]);
+  });
+
+  it("§5.4 a copy keeps the source's metadata", async () => {
+    await put(ctx.api, "cp5/src/m.txt", "m");
+    const key = "dav:urn:x|prop";
+    expect(code(await patch(ctx.api, [myUri("cp5/src/m.txt")], [{ key, value: "kept" }]))).toBe(0);
+    await create(ctx.api, "cp5/dst", "folder");
+    expect(code(await move(ctx.api, [myUri("cp5/src/m.txt")], myUri("cp5/dst"), true))).toBe(0);
+    expect(ok(await info(ctx.api, "cp5/dst/m.txt")).metadata?.[key]).toBe("kept");
+  });
+
+  it("§5.4 copy out of the trash is not allowed → 40081 with inner 403", async () => {
+    await put(ctx.api, "cp6/t.txt", "t");
+    expect(code(await del(ctx.api, [myUri("cp6/t.txt")]))).toBe(0);
+    const item = (await list(ctx.api, "cloudreve://trash")).find((f) => f.name === "t.txt");
+    expect(item).toBeDefined();
+    const r = await move(ctx.api, [item!.path!], myUri("cp6"), true);
+    expect(soleInner(r).code, r.text).toBe(403);
+    expect(await names(ctx.api, "cp6")).toEqual([]);
+  });
+
+  it("§5.4 moving trash → my restores the original name and clears the trash metadata", async () => {
+    const f = await put(ctx.api, "mv9/orig.txt", "orig");
+    expect(code(await del(ctx.api, [myUri("mv9/orig.txt")]))).toBe(0);
+    const item = (await list(ctx.api, "cloudreve://trash")).find((x) => x.id === f.id);
+    expect(item).toBeDefined();
+    await create(ctx.api, "mv9/elsewhere", "folder");
+    const r = await move(ctx.api, [item!.path!], myUri("mv9/elsewhere"));
+    expect(code(r), r.text).toBe(0);
+    const back = ok(await info(ctx.api, "mv9/elsewhere/orig.txt"));
+    expect(back.id).toBe(f.id);
+    expect(back.metadata?.["sys:restore_uri"]).toBeUndefined();
+    expect(back.metadata?.["sys:expected_collect_time"]).toBeUndefined();
+    expect((await list(ctx.api, "cloudreve://trash")).some((x) => x.id === f.id)).toBe(false);
   });
 
   it("§5.4 a moved item has updated_at bumped", async () => {
@@ -638,6 +694,24 @@ describe("§5.5 / §5.6 delete, trash, restore", () => {
     expect((await trash()).some((t) => t.path === item.path)).toBe(true);
   });
 
+  it("§5.5 §1.3 restore when the original folder is gone → 40016 for that item (40081-wrapped)", async () => {
+    await put(ctx.api, "del10/dir/lost.txt", "lost");
+    expect(code(await del(ctx.api, [myUri("del10/dir/lost.txt")]))).toBe(0);
+    const item = await trashItem("lost.txt");
+    expect(code(await del(ctx.api, [myUri("del10/dir")], { skip_soft_delete: true }))).toBe(0);
+    const r = await ctx.api.call("POST", "/file/restore", { json: { uris: [item.path] } });
+    expect(soleInner(r).code, r.text).toBe(40016);
+    expect((await trash()).some((t) => t.path === item.path)).toBe(true);
+  });
+
+  it("§5.6 a trash path deeper than one level → 40016", async () => {
+    await put(ctx.api, "del11/d/x.txt", "x");
+    expect(code(await del(ctx.api, [myUri("del11/d")]))).toBe(0);
+    const item = await trashItem("d");
+    const r = await ctx.api.call("GET", "/file", { query: { uri: `${item.path}/x.txt` } });
+    expect(code(r), r.text).toBe(40016);
+  });
+
   it("§5.5 DELETE /file/trash empties the trash and releases its storage", async () => {
     await put(ctx.api, "del9/x.bin", new Uint8Array(900));
     expect(code(await del(ctx.api, [myUri("del9/x.bin")]))).toBe(0);
@@ -728,6 +802,48 @@ describe("§5.7 PATCH /file/metadata", () => {
     }
     const f = ok(await info(ctx.api, "meta5/f.txt"));
     expect(f.metadata?.["sys:whatever"]).toBeUndefined();
+  });
+
+  it("§5.7 removing a sys: key is forbidden → 40001", async () => {
+    await put(ctx.api, "meta8/f.txt", "f");
+    const r = await patch(
+      ctx.api,
+      [myUri("meta8/f.txt")],
+      [{ key: "sys:shared_owner", remove: true }],
+    );
+    expect(code(r), r.text).toBe(40001);
+  });
+
+  it("§5.7 tag: values must be empty or a colour", async () => {
+    await put(ctx.api, "meta9/f.txt", "f");
+    const good = await patch(
+      ctx.api,
+      [myUri("meta9/f.txt")],
+      [{ key: "tag:red", value: "#ff0000" }],
+    );
+    expect(code(good), good.text).toBe(0);
+    const bad = await patch(
+      ctx.api,
+      [myUri("meta9/f.txt")],
+      [{ key: "tag:bad", value: "definitely not a colour" }],
+    );
+    expect(code(bad), bad.text).toBe(40001);
+    const f = ok(await info(ctx.api, "meta9/f.txt"));
+    expect(f.metadata?.["tag:red"]).toBe("#ff0000");
+    expect(f.metadata?.["tag:bad"]).toBeUndefined();
+  });
+
+  it("§5.7 several uris in one call are patched together", async () => {
+    await put(ctx.api, "meta10/a.txt", "a");
+    await put(ctx.api, "meta10/b.txt", "b");
+    const r = await patch(
+      ctx.api,
+      [myUri("meta10/a.txt"), myUri("meta10/b.txt")],
+      [{ key: DAV_KEY, value: "both" }],
+    );
+    expect(code(r), r.text).toBe(0);
+    expect(ok(await info(ctx.api, "meta10/a.txt")).metadata?.[DAV_KEY]).toBe("both");
+    expect(ok(await info(ctx.api, "meta10/b.txt")).metadata?.[DAV_KEY]).toBe("both");
   });
 
   it("§5.7 a value longer than 65535 bytes → code -1", async () => {

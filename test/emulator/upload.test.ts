@@ -365,6 +365,32 @@ describe("§6 upload sessions (local policy, chunk_size 1024)", () => {
     }
   });
 
+  it("§6.1 §6.3 session metadata is applied on completion", async () => {
+    const key = "dav:urn:test|note";
+    const s = await session(ctx.api, "smeta/a.bin", 10, { metadata: { [key]: "hello" } });
+    await sendAll(ctx.api, s, bytes(10));
+    const f = ok(await info(ctx.api, "smeta/a.bin"));
+    expect(f.metadata?.[key]).toBe("hello");
+    expect(f.metadata?.["sys:upload_session_id"]).toBeUndefined();
+  });
+
+  it("§6.1 bad metadata → 40001; a bad name → 40052; nothing is created", async () => {
+    const r = await startSession(ctx.api, "badmeta/a.bin", 10, { metadata: { "nope:x": "v" } });
+    expect(code(r), r.text).toBe(40001);
+    expect((await info(ctx.api, "badmeta/a.bin")).json.code).toBe(40016);
+    const n = await startSession(ctx.api, "badname/a:b.bin", 10);
+    expect(code(n), n.text).toBe(40052);
+  });
+
+  it("§6.3 without last_modified, updated_at is the completion time", async () => {
+    const s = await session(ctx.api, "nolm/a.bin", 10);
+    const ph = ok(await info(ctx.api, "nolm/a.bin"));
+    await advance(ctx.api, 500);
+    await sendAll(ctx.api, s, bytes(10));
+    const f = ok(await info(ctx.api, "nolm/a.bin"));
+    expect(ms(f.updated_at) - ms(ph.created_at)).toBeGreaterThanOrEqual(499_000);
+  });
+
   it("§6.4 DELETE /file/upload of a new file removes the placeholder and releases the quota", async () => {
     const before = await used(ctx.api);
     const s = await session(ctx.api, "cancel1/new.bin", 3000);

@@ -198,6 +198,12 @@ export function registerFileRoutes(router: Router, state: EmulatorState): void {
     const clash = node.parent.children!.get(newName);
     if (clash && clash !== node) throw errors.exists();
     const parent = node.parent;
+    // A new extension (compared case-insensitively) may make a thumbnail possible again.
+    const extension = (name: string) =>
+      name.includes(".") ? name.slice(name.lastIndexOf(".")).toLowerCase() : "";
+    if (node.type === 0 && extension(node.name) !== extension(newName)) {
+      node.metadata.delete("thumb:disabled");
+    }
     detach(node);
     attach(node, parent, newName);
     node.updatedAt = now();

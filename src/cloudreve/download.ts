@@ -1,0 +1,104 @@
+import { request, type Dispatcher } from "undici";
+import { SessionExpired, UpstreamError } from "../errors.js";
+import type { CloudreveApi } from "./api.js";
+import { errorFromEnvelope } from "./errors.js";
+import type { RequestPriority } from "./queue.js";
+import { EnvelopeSchema, timestampToEpochMs } from "./types.js";
+
+/** Signed URLs are reused until this long before they expire. */
+const URL_MARGIN_MS = 60_000;
+/** Without an `expires`, a URL is trusted this long. */
+const URL_FALLBACK_TTL_MS = 5 * 60_000;
+const CONTENT_PATH = "/api/v4/file/content/";
+
+export interface DownloadRequest {
+  uri: string;
+  /** The file's `primary_entity`: signed URLs are cached per version. */
+  entity: string;
+  /** The caller's Range header, passed through unchanged. */
+  range?: string;
+  signal?: AbortSignal;
+  priority?: RequestPriority;
+}
+
+export interface Download {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData["body"];
+}
+
+/**
+ * Reads file content: `POST /file/url` once per version (cached until `expires` minus a
+ * margin), then a GET of the signed URL with the caller's Range, streamed. A Cloudreve-served
+ * URL may name a site origin the gateway cannot reach (the site URL is a public name); since
+ * only the path is signed (§5.9), it is fetched from the configured upstream instead.
+ */
+export class Downloader {
+  private readonly urls = new Map<string, { url: string; reuseUntil: number }>();
+
+  constructor(
+    private readonly api: CloudreveApi,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async open(r: DownloadRequest): Promise<Download> {
+    const first = await this.fetch(r, await this.url(r));
+    if (!(first instanceof SessionExpired)) return first;
+    this.urls.delete(r.entity);
+    const second = await this.fetch(r, await this.url(r));
+    if (second instanceof SessionExpired) throw second;
+    return second;
+  }
+
+  /** The signed URL for a version, from the cache or fresh. */
+  async url(r: Pick<DownloadRequest, "uri" | "entity" | "priority">): Promise<string> {
+    const cached = this.urls.get(r.entity);
+    if (cached && cached.reuseUntil > this.now()) return cached.url;
+    const { url, expires } = await this.api.fileUrl(r.uri, r.priority);
+    if (!url) throw new UpstreamError(`Cloudreve gave no download URL for ${r.uri}`);
+    const expiresAt = expires ? timestampToEpochMs(expires) : this.now() + URL_FALLBACK_TTL_MS;
+    const reachable = this.reachable(url);
+    this.urls.set(r.entity, { url: reachable, reuseUntil: expiresAt - URL_MARGIN_MS });
+    return reachable;
+  }
+
+  private reachable(signed: string): string {
+    const url = new URL(signed);
+    const at = url.pathname.indexOf(CONTENT_PATH);
+    if (at < 0) return signed; // a storage provider's presigned URL: used as given
+    return `${this.api.transport.origin}${url.pathname.slice(at)}${url.search}`;
+  }
+
+  /** One GET; an expired signature (JSON 40005 with HTTP 200) comes back as a value to retry on. */
+  private async fetch(r: DownloadRequest, url: string): Promise<Download | SessionExpired> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method: "GET",
+        headers: r.range ? { range: r.range } : {},
+        dispatcher: this.api.transport.dispatcher,
+        signal: r.signal,
+      });
+    } catch (err) {
+      if (r.signal?.aborted) throw err;
+      throw new UpstreamError(`download failed: ${(err as Error).message}`, { cause: err });
+    }
+    const type = String(res.headers["content-type"] ?? "");
+    // Content replies always carry an ETag; an envelope (an error) never does.
+    if (res.statusCode === 200 && type.startsWith("application/json") && !res.headers.etag) {
+      const env = EnvelopeSchema.safeParse(await res.body.json().catch(() => undefined));
+      if (!env.success)
+        throw new UpstreamError("download answered with a reply that is not content");
+      const error = errorFromEnvelope(env.data);
+      if (error instanceof SessionExpired) return error;
+      throw error;
+    }
+    if (res.statusCode >= 500 || res.statusCode === 404) {
+      await res.body.dump();
+      throw new UpstreamError(`download answered HTTP ${res.statusCode}`, {
+        retryable: res.statusCode >= 502 && res.statusCode <= 504,
+      });
+    }
+    return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+  }
+}
