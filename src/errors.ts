@@ -76,3 +76,7 @@ export class BadRequest extends GatewayError {}
 export class UpstreamError extends GatewayError {}
 /** A precondition of the caller did not hold (e.g. the destination exists and must not be replaced). */
 export class PreconditionFailed extends GatewayError {}
+/** The parent folder of the target does not exist (WebDAV wants this told apart from NotFound). */
+export class MissingParent extends GatewayError {}
+/** The operation needs a file and the path is a folder, or the other way round. */
+export class WrongType extends GatewayError {}

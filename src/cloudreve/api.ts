@@ -1,5 +1,7 @@
 import type { Readable } from "node:stream";
 import { z } from "zod";
+import type { GatewayError } from "../errors.js";
+import { BatchFailed } from "./errors.js";
 import { splitBatches, type RequestPriority } from "./queue.js";
 import { Transport, type TransportOptions } from "./transport.js";
 import {
@@ -102,18 +104,42 @@ export class CloudreveApi {
     return this.maxBatch;
   }
 
-  /** Runs a batch route once per `max_batch_size` slice of `uris`. */
+  /**
+   * Runs a batch route once per `max_batch_size` slice of `uris`, as if it were one call: every
+   * slice runs even when an earlier one had per-item failures (the server commits the items that
+   * pass, §1.3), and those failures come back together as one BatchFailed. `run` gets the
+   * slice and the caller's URI count, so a one-URI slice of a larger call is not unwrapped.
+   */
   private async batched(
     uris: readonly string[],
-    run: (slice: string[]) => Promise<unknown>,
+    run: (slice: string[], total: number) => Promise<unknown>,
   ): Promise<void> {
-    for (const slice of splitBatches(uris, await this.batchSize())) await run(slice);
+    const failed = new Map<string, GatewayError>();
+    let first: BatchFailed | undefined;
+    for (const slice of splitBatches(uris, await this.batchSize())) {
+      try {
+        await run(slice, uris.length);
+      } catch (err) {
+        if (!(err instanceof BatchFailed)) throw err;
+        first ??= err;
+        for (const [uri, e] of err.items) failed.set(uri, e);
+      }
+    }
+    if (first) {
+      throw new BatchFailed(first.message, failed, {
+        code: first.code,
+        correlationId: first.correlationId,
+      });
+    }
   }
 
-  /** One page of a folder; `cursor` is the previous page's `next_token`, or a page number in offset mode. */
+  /**
+   * One page of a folder; `cursor` is the previous page's `next_token`, or a page number in
+   * offset mode together with the `pageSize` the page numbers count in.
+   */
   listPage(
     uri: string,
-    cursor?: { token?: string; page?: number },
+    cursor?: { token?: string; page?: number; pageSize?: number },
     priority?: RequestPriority,
   ): Promise<ListResponse> {
     return this.transport.call({
@@ -121,7 +147,7 @@ export class CloudreveApi {
       path: "/file",
       query: {
         uri,
-        page_size: this.maxPageSize ?? FIRST_PAGE_SIZE,
+        page_size: cursor?.pageSize ?? this.maxPageSize ?? FIRST_PAGE_SIZE,
         next_page_token: cursor?.token,
         page: cursor?.page,
       },
@@ -134,10 +160,17 @@ export class CloudreveApi {
   /**
    * Every page of a folder, in both pagination modes (§4.2): cursor pages until `next_token`
    * is absent; offset pages until `total_items` is covered. The page size follows the
-   * server's `props.max_page_size` from the first reply on.
+   * server's `props.max_page_size` from the first reply on, except within one offset-mode
+   * walk: the server skips `page * page_size` items, so every page of a walk must be asked in
+   * the size the first one was served in, or items are skipped or repeated.
    */
   async *list(uri: string, priority?: RequestPriority): AsyncGenerator<ListResponse> {
     let page = await this.listPage(uri, undefined, priority);
+    // The size the first page was served in (the server clamps to max_page_size).
+    const offsetPageSize = Math.min(
+      page.pagination.page_size || page.props.max_page_size,
+      page.props.max_page_size,
+    );
     for (let index = 0; ;) {
       this.maxPageSize = page.props.max_page_size;
       yield page;
@@ -147,11 +180,11 @@ export class CloudreveApi {
       } else if (
         !p.is_cursor &&
         p.total_items !== undefined &&
-        (index + 1) * p.page_size < p.total_items &&
+        (index + 1) * offsetPageSize < p.total_items &&
         page.files.length > 0
       ) {
         index++;
-        page = await this.listPage(uri, { page: index }, priority);
+        page = await this.listPage(uri, { page: index, pageSize: offsetPageSize }, priority);
       } else {
         return;
       }
@@ -194,34 +227,34 @@ export class CloudreveApi {
 
   /** Moves (or copies) items into the folder `dst`, keeping their names (§5.4). */
   move(uris: readonly string[], dst: string, copy = false): Promise<void> {
-    return this.batched(uris, (slice) =>
+    return this.batched(uris, (slice, total) =>
       this.transport.call({
         method: "POST",
         path: "/file/move",
         json: { uris: slice, dst, copy },
         schema: Nothing,
         idempotent: false,
-        uris: slice.length,
+        uris: total,
       }),
     );
   }
 
   /** Into the trash, or gone for good with `permanent` (§5.5). */
   remove(uris: readonly string[], permanent: boolean): Promise<void> {
-    return this.batched(uris, (slice) =>
+    return this.batched(uris, (slice, total) =>
       this.transport.call({
         method: "DELETE",
         path: "/file",
         json: { uris: slice, skip_soft_delete: permanent },
         schema: Nothing,
         idempotent: false,
-        uris: slice.length,
+        uris: total,
       }),
     );
   }
 
   patchMetadata(uris: readonly string[], patches: readonly MetadataPatch[]): Promise<void> {
-    return this.batched(uris, (slice) =>
+    return this.batched(uris, (slice, total) =>
       this.transport.call({
         method: "PATCH",
         path: "/file/metadata",
@@ -229,7 +262,7 @@ export class CloudreveApi {
         schema: Nothing,
         // Setting the same values twice leaves the same state.
         idempotent: true,
-        uris: slice.length,
+        uris: total,
       }),
     );
   }

@@ -36,13 +36,16 @@ interface Pair {
   refresh: string;
   accessExpiresAt: number;
   refreshExpiresAt: number;
+  /** When this client got the pair (or read it from the state file). */
+  obtainedAt: number;
 }
 
-const toPair = (t: Token): Pair => ({
+const toPair = (t: Token, obtainedAt: number): Pair => ({
   access: t.access_token,
   refresh: t.refresh_token,
   accessExpiresAt: timestampToEpochMs(t.access_expires),
   refreshExpiresAt: timestampToEpochMs(t.refresh_expires),
+  obtainedAt,
 });
 
 /**
@@ -75,7 +78,13 @@ export class Authenticator {
   async accessToken(): Promise<string> {
     await this.load();
     const pair = this.pair;
-    if (pair && pair.accessExpiresAt - this.margin > this.now()) return pair.access;
+    if (pair) {
+      // A server whose access TTL is shorter than the margin (access_token_ttl is a setting)
+      // would otherwise cost a refresh per call: renew at half the lifetime at the latest.
+      const lifetime = pair.accessExpiresAt - pair.obtainedAt;
+      const margin = Math.max(0, Math.min(this.margin, lifetime / 2));
+      if (pair.accessExpiresAt - margin > this.now()) return pair.access;
+    }
     return (await this.renew()).access;
   }
 
@@ -104,7 +113,7 @@ export class Authenticator {
     try {
       const token = await this.obtain();
       this.token = token;
-      this.pair = toPair(token);
+      this.pair = toPair(token, this.now());
       this.failure = undefined;
       await this.save(token);
       return this.pair;
@@ -159,11 +168,17 @@ export class Authenticator {
     } catch {
       return; // first run
     }
-    const parsed = StateFileSchema.safeParse(JSON.parse(text));
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      return; // a torn or hand-edited file: log in afresh, the next save replaces it
+    }
+    const parsed = StateFileSchema.safeParse(json);
     // A state file of another account (the email changed in the config) is not ours to use.
     if (!parsed.success || (parsed.data.email ?? "") !== (this.credentials.email ?? "")) return;
     this.token = parsed.data.token;
-    this.pair = toPair(parsed.data.token);
+    this.pair = toPair(parsed.data.token, this.now());
   }
 
   private async save(token: Token): Promise<void> {

@@ -35,6 +35,7 @@ export interface Download {
  */
 export class Downloader {
   private readonly urls = new Map<string, { url: string; reuseUntil: number }>();
+  private readonly pending = new Map<string, Promise<string>>();
 
   constructor(
     private readonly api: CloudreveApi,
@@ -42,18 +43,29 @@ export class Downloader {
   ) {}
 
   async open(r: DownloadRequest): Promise<Download> {
-    const first = await this.fetch(r, await this.url(r));
+    const used = await this.url(r);
+    const first = await this.fetch(r, used);
     if (!(first instanceof SessionExpired)) return first;
-    this.urls.delete(r.entity);
+    // Unless a concurrent read already replaced it.
+    if (this.urls.get(r.entity)?.url === used) this.urls.delete(r.entity);
     const second = await this.fetch(r, await this.url(r));
     if (second instanceof SessionExpired) throw second;
     return second;
   }
 
-  /** The signed URL for a version, from the cache or fresh. */
+  /** The signed URL for a version, from the cache or fresh; concurrent misses share one request. */
   async url(r: Pick<DownloadRequest, "uri" | "entity" | "priority">): Promise<string> {
     const cached = this.urls.get(r.entity);
     if (cached && cached.reuseUntil > this.now()) return cached.url;
+    let pending = this.pending.get(r.entity);
+    if (!pending) {
+      pending = this.fresh(r).finally(() => this.pending.delete(r.entity));
+      this.pending.set(r.entity, pending);
+    }
+    return pending;
+  }
+
+  private async fresh(r: Pick<DownloadRequest, "uri" | "entity" | "priority">): Promise<string> {
     const { url, expires } = await this.api.fileUrl(r.uri, r.priority);
     if (!url) throw new UpstreamError(`Cloudreve gave no download URL for ${r.uri}`);
     const expiresAt = expires ? timestampToEpochMs(expires) : this.now() + URL_FALLBACK_TTL_MS;

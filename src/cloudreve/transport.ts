@@ -1,3 +1,4 @@
+import { AsyncLocalStorage, AsyncResource } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import { Agent, request, type Dispatcher } from "undici";
@@ -39,6 +40,9 @@ export interface ApiCall<T> {
 
 const RETRYABLE_STATUS = new Set([502, 503, 504]);
 
+/** Upstream calls made within a scope (e.g. one WebDAV request), for its log line. */
+export const upstreamCalls = new AsyncLocalStorage<{ calls: number }>();
+
 /** Seconds or an HTTP date, as Retry-After allows. */
 function retryAfterMs(header: string | string[] | undefined): number | undefined {
   const value = Array.isArray(header) ? header[0] : header;
@@ -69,14 +73,18 @@ export class Transport {
       new Agent({ connections: options.connections ?? concurrency * 2, keepAliveTimeout: 30_000 });
     this.auth = new Authenticator(
       options,
+      // Token calls bypass the queue: they run while queued calls hold every slot waiting for
+      // a token, so queueing them could deadlock.
       (path, body, schema) =>
-        this.call({ method: "POST", path, json: body, schema, idempotent: false, anonymous: true }),
+        this.exchange({ method: "POST", path, json: body, schema, idempotent: false }, undefined),
       options.auth,
     );
   }
 
   call<T>(c: ApiCall<T>): Promise<T> {
-    return this.queue.run(() => this.attempt(c), {
+    // Bound to the caller's async context: the queue starts tasks from other tasks' contexts.
+    const attempt = AsyncResource.bind(() => this.attempt(c));
+    return this.queue.run(attempt, {
       idempotent: c.idempotent,
       priority: c.priority,
       signal: c.signal,
@@ -114,6 +122,8 @@ export class Transport {
       body = c.raw.body;
     }
 
+    const scope = upstreamCalls.getStore();
+    if (scope) scope.calls++;
     let res: Dispatcher.ResponseData;
     try {
       res = await request(url, {

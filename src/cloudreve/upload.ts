@@ -74,7 +74,10 @@ export const relayUploader: PolicyUploader = {
     const inFlight: Promise<unknown>[] = [];
     let index = 0;
     for await (const chunk of exactChunks(source, chunkSize, size)) {
-      inFlight.push(api.uploadChunk(session.session_id, index++, chunk, signal));
+      const sent = api.uploadChunk(session.session_id, index++, chunk, signal);
+      // Awaited below in order; a later chunk failing first must not go unhandled meanwhile.
+      sent.catch(() => undefined);
+      inFlight.push(sent);
       if (inFlight.length >= parallel) await inFlight.shift();
     }
     await Promise.all(inFlight);

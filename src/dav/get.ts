@@ -1,0 +1,141 @@
+import { pipeline } from "node:stream/promises";
+import parseRange from "range-parser";
+import type { Entry } from "../drive/types.js";
+import { header, type DavContext } from "./context.js";
+import { joinPath } from "./paths.js";
+import { contentTypeOf, hrefOf } from "./props.js";
+import { HttpError } from "./status.js";
+import { escapeXml } from "./xml.js";
+
+const httpDate = (ms: number) => new Date(ms).toUTCString();
+const quoted = (etag: string) => `"${etag}"`;
+
+/** RFC 9110 §13.1: If-Match / If-None-Match hold a list of tags or `*`. */
+export function etagListMatches(header: string, etag: string | undefined, weak: boolean): boolean {
+  if (etag === undefined) return false;
+  return header.split(",").some((raw) => {
+    const tag = raw.trim();
+    if (tag === "*") return true;
+    const bare = weak ? tag.replace(/^W\//, "") : tag;
+    return bare === quoted(etag);
+  });
+}
+
+/** 304 or 412 from the validators of a GET/HEAD, or undefined to go on. */
+function conditionalStatus(ctx: DavContext, entry: Entry): number | undefined {
+  const h = ctx.req.headers;
+  if (h["if-match"] && !etagListMatches(h["if-match"], entry.etag, false)) return 412;
+  const unmodifiedSince = Date.parse(h["if-unmodified-since"] ?? "");
+  if (
+    !h["if-match"] &&
+    !Number.isNaN(unmodifiedSince) &&
+    Math.floor(entry.mtimeMs / 1000) * 1000 > unmodifiedSince
+  ) {
+    return 412;
+  }
+  if (h["if-none-match"])
+    return etagListMatches(h["if-none-match"], entry.etag, true) ? 304 : undefined;
+  const modifiedSince = Date.parse(h["if-modified-since"] ?? "");
+  if (!Number.isNaN(modifiedSince) && Math.floor(entry.mtimeMs / 1000) * 1000 <= modifiedSince)
+    return 304;
+  return undefined;
+}
+
+/** If-Range: a strong ETag or an HTTP date; a mismatch means "send it all". */
+function rangeStillValid(ctx: DavContext, entry: Entry): boolean {
+  const ifRange = header(ctx, "if-range");
+  if (!ifRange) return true;
+  if (ifRange.startsWith('"')) return ifRange === quoted(entry.etag);
+  const date = Date.parse(ifRange);
+  return !Number.isNaN(date) && Math.floor(entry.mtimeMs / 1000) * 1000 <= date;
+}
+
+/** GET and HEAD of files (proxied with the client's range) and of folders (a small HTML index). */
+export async function handleGet(ctx: DavContext): Promise<void> {
+  const entry = await ctx.fs.stat(ctx.path);
+  if (entry.isDir) return sendIndex(ctx, entry);
+
+  const headers: Record<string, string | number> = {
+    etag: quoted(entry.etag),
+    "last-modified": httpDate(entry.mtimeMs),
+    "accept-ranges": "bytes",
+    "content-type": contentTypeOf(entry.name),
+  };
+  const conditional = conditionalStatus(ctx, entry);
+  if (conditional) {
+    ctx.res.writeHead(conditional, conditional === 304 ? headers : {}).end();
+    return;
+  }
+
+  const size = entry.size;
+  let range: { start: number; end: number } | undefined;
+  const rangeHeader = ctx.req.headers.range;
+  if (rangeHeader && size > 0 && rangeStillValid(ctx, entry)) {
+    const parsed = parseRange(size, rangeHeader);
+    if (parsed === -1) {
+      ctx.res.writeHead(416, { ...headers, "content-range": `bytes */${size}` }).end();
+      return;
+    }
+    // Several ranges are served whole (RFC 9110 allows ignoring Range); players ask for one.
+    if (parsed !== -2 && parsed.type === "bytes" && parsed.length === 1) range = parsed[0];
+  }
+
+  if (ctx.req.method === "HEAD" || size === 0) {
+    ctx.res.writeHead(200, { ...headers, "content-length": size }).end();
+    return;
+  }
+  if (ctx.options.downloadMode === "redirect" && ctx.fs.downloadUrl) {
+    const url = await ctx.fs.downloadUrl(ctx.path);
+    ctx.res.writeHead(302, { location: url, "cache-control": "no-store" }).end();
+    return;
+  }
+
+  const upstream = await ctx.fs.read(ctx.path, {
+    range: range ? `bytes=${range.start}-${range.end}` : undefined,
+    signal: ctx.signal,
+  });
+  const expected = range ? 206 : 200;
+  if (upstream.status !== expected) {
+    upstream.body.destroy();
+    throw new HttpError(502, `upstream answered ${upstream.status} where ${expected} was expected`);
+  }
+  const length = Number(upstream.headers["content-length"]);
+  const outHeaders: Record<string, string | number> = { ...headers };
+  if (Number.isSafeInteger(length)) outHeaders["content-length"] = length;
+  if (range)
+    outHeaders["content-range"] = String(
+      upstream.headers["content-range"] ?? `bytes ${range.start}-${range.end}/${size}`,
+    );
+  ctx.res.writeHead(expected, outHeaders);
+  try {
+    await pipeline(upstream.body, ctx.res);
+  } catch (err) {
+    // The client went away (the signal aborted the upstream fetch) or the upstream broke
+    // mid-stream; either way the response cannot be completed.
+    ctx.res.destroy();
+    if (!ctx.signal.aborted) ctx.log.warn({ err }, "download stream broke");
+  }
+}
+
+/** A browser looking at a folder gets a plain list of links. */
+async function sendIndex(ctx: DavContext, folder: Entry): Promise<void> {
+  if (folder.path !== "/" && !ctx.slash) {
+    ctx.res.writeHead(301, { location: hrefOf(folder.path, true) }).end();
+    return;
+  }
+  const children = await ctx.fs.list(folder.path);
+  const rows = children
+    .sort((a, b) => Number(b.isDir) - Number(a.isDir) || a.name.localeCompare(b.name))
+    .map((c) => {
+      const href = hrefOf(joinPath(folder.path, c.name), c.isDir);
+      const label = escapeXml(c.name + (c.isDir ? "/" : ""));
+      return `<li><a href="${escapeXml(href)}">${label}</a></li>`;
+    });
+  const title = escapeXml(folder.path);
+  const html = `<!doctype html><meta charset="utf-8"><title>${title}</title><h1>${title}</h1><ul>${rows.join("")}</ul>\n`;
+  ctx.res.writeHead(200, {
+    "content-type": "text/html; charset=utf-8",
+    "content-length": Buffer.byteLength(html),
+  });
+  ctx.res.end(ctx.req.method === "HEAD" ? undefined : html);
+}

@@ -1,0 +1,181 @@
+import { Readable } from "node:stream";
+import { NotFound } from "../errors.js";
+import { header, readSmallBody, sendText, sendXml, type DavContext } from "./context.js";
+import {
+  evaluateIf,
+  ifResourcePaths,
+  IfHeaderSyntaxError,
+  parseIfHeader,
+  submittedTokens,
+  tagToPath,
+  type IfHeader,
+  type IfResourceState,
+} from "./if-header.js";
+import {
+  LockForbidden,
+  LockNotFound,
+  LockTokenMismatch,
+  parseTimeout,
+  type LockInfo,
+} from "./locks.js";
+import { decodePath } from "./paths.js";
+import { hrefOf } from "./props.js";
+import { HttpError } from "./status.js";
+import { lockResponseXml, parseLockinfo, XmlRejected, type ActiveLockXml } from "./xml.js";
+
+/** Without a Timeout header a lock lasts this long (capped by the configured maximum). */
+const DEFAULT_LOCK_SECONDS = 3600;
+
+/** If-header resource tags are URLs or absolute paths of this server, percent-encoded. */
+function mapTag(tag: string): string | undefined {
+  const raw = tagToPath(tag);
+  if (raw === undefined) return undefined;
+  try {
+    return decodePath(raw).path;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseIf(ctx: DavContext): IfHeader | undefined {
+  const value = header(ctx, "if");
+  if (!value) return undefined;
+  try {
+    return parseIfHeader(value);
+  } catch (err) {
+    if (err instanceof IfHeaderSyntaxError)
+      throw new HttpError(400, `malformed If header: ${err.message}`);
+    throw err;
+  }
+}
+
+/** The state an If header is checked against: each named resource's ETag and lock tokens. */
+async function resolveIfStates(
+  ctx: DavContext,
+  header: IfHeader,
+): Promise<Map<string, IfResourceState>> {
+  const states = new Map<string, IfResourceState>();
+  for (const path of ifResourcePaths(header, ctx.path, mapTag)) {
+    const lockTokens = ctx.locks.locksCovering(path).map((l) => l.token);
+    try {
+      const entry = await ctx.fs.stat(path);
+      states.set(path, { etag: `"${entry.etag}"`, lockTokens });
+    } catch (err) {
+      if (!(err instanceof NotFound)) throw err;
+      if (lockTokens.length > 0) states.set(path, { lockTokens });
+    }
+  }
+  return states;
+}
+
+/**
+ * Every write evaluates the If header (412 when no list holds) and then the locks (423 unless
+ * the request presents the token of each lock in the way). `recursive` for operations on a
+ * whole subtree (DELETE, MOVE, the destination of COPY).
+ */
+export async function checkWrite(ctx: DavContext, path: string, recursive: boolean): Promise<void> {
+  const ifHeader = parseIf(ctx);
+  let tokens: string[] = [];
+  if (ifHeader) {
+    const states = await resolveIfStates(ctx, ifHeader);
+    if (!evaluateIf(ifHeader, (p) => states.get(p), ctx.path, mapTag)) {
+      throw new HttpError(412, "no list of the If header holds");
+    }
+    tokens = submittedTokens(ifHeader);
+  }
+  const check = ctx.locks.canWrite(path, tokens, { recursive, membership: true });
+  if (!check.allowed) throw new HttpError(423, `${path} is locked`, "lock-token-submitted");
+}
+
+function activeLock(lock: LockInfo, now: number): ActiveLockXml {
+  return {
+    scope: lock.scope,
+    depth: lock.depth,
+    ownerXml: lock.ownerXml,
+    timeoutSeconds: Number.isFinite(lock.expiresAt)
+      ? Math.ceil((lock.expiresAt - now) / 1000)
+      : undefined,
+    token: lock.token,
+    rootHref: hrefOf(lock.root, false),
+  };
+}
+
+/** LOCK (RFC 4918 §9.10): a new lock, or a refresh (empty body with the token in If). */
+export async function handleLock(ctx: DavContext): Promise<void> {
+  const max = ctx.options.lockTimeoutMaxSeconds;
+  const timeout = parseTimeout(header(ctx, "timeout"), max, Math.min(DEFAULT_LOCK_SECONDS, max));
+  let info;
+  try {
+    info = parseLockinfo(await readSmallBody(ctx.req));
+  } catch (err) {
+    if (err instanceof XmlRejected) throw new HttpError(400, err.message);
+    throw err;
+  }
+
+  if (!info) {
+    const ifHeader = parseIf(ctx);
+    if (!ifHeader) throw new HttpError(400, "a lock refresh needs the lock token in an If header");
+    for (const token of submittedTokens(ifHeader)) {
+      try {
+        const lock = ctx.locks.refresh(token, timeout, { path: ctx.path });
+        return sendXml(ctx, 200, lockResponseXml(activeLock(lock, Date.now())));
+      } catch (err) {
+        if (!(err instanceof LockNotFound || err instanceof LockTokenMismatch)) throw err;
+      }
+    }
+    throw new HttpError(
+      412,
+      "no lock of the If header covers this resource",
+      "lock-token-matches-request-uri",
+    );
+  }
+
+  const depthHeader = header(ctx, "depth")?.toLowerCase();
+  if (depthHeader !== undefined && depthHeader !== "0" && depthHeader !== "infinity") {
+    throw new HttpError(400, "LOCK Depth must be 0 or infinity");
+  }
+  let exists = true;
+  try {
+    await ctx.fs.stat(ctx.path);
+  } catch (err) {
+    if (!(err instanceof NotFound)) throw err;
+    exists = false;
+  }
+  // The lock comes first so that a conflict is found before anything is created.
+  const lock = ctx.locks.create({
+    root: ctx.path,
+    depth: depthHeader === "0" ? 0 : "infinity",
+    scope: info.scope,
+    ownerXml: info.ownerXml,
+    timeoutSeconds: timeout,
+  });
+  if (!exists) {
+    // A lock on an unmapped URL creates an empty resource (RFC 4918 §7.3).
+    try {
+      await ctx.fs.write(ctx.path, { source: Readable.from([]), size: 0, signal: ctx.signal });
+    } catch (err) {
+      ctx.locks.unlock(ctx.path, lock.token);
+      throw err;
+    }
+  }
+  sendXml(ctx, exists ? 200 : 201, lockResponseXml(activeLock(lock, Date.now())), {
+    "lock-token": `<${lock.token}>`,
+  });
+}
+
+/** UNLOCK (§9.11): 204; 409 when the token does not lock this resource. */
+export async function handleUnlock(ctx: DavContext): Promise<void> {
+  const lockToken = header(ctx, "lock-token");
+  const token = lockToken ? /^\s*<([^>]+)>\s*$/.exec(lockToken)?.[1] : undefined;
+  if (!token) throw new HttpError(400, "UNLOCK needs a Lock-Token header");
+  try {
+    ctx.locks.unlock(ctx.path, token);
+  } catch (err) {
+    if (err instanceof LockForbidden) throw new HttpError(403, err.message);
+    if (err instanceof LockNotFound || err instanceof LockTokenMismatch) {
+      throw new HttpError(409, err.message, "lock-token-matches-request-uri");
+    }
+    throw err;
+  }
+  sendText(ctx, 204);
+}

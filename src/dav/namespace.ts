@@ -1,0 +1,60 @@
+import { header, sendText, hasBody, type DavContext } from "./context.js";
+import { checkWrite } from "./lock.js";
+import { destinationOf, within } from "./paths.js";
+import { HttpError, statusOf } from "./status.js";
+
+/** MKCOL (RFC 4918 §9.3): 201, 405 when something exists, 409 without a parent, 415 with a body. */
+export async function handleMkcol(ctx: DavContext): Promise<void> {
+  if (hasBody(ctx.req)) throw new HttpError(415, "MKCOL with a body is not supported");
+  if (ctx.path === "/") throw new HttpError(405, "the root exists");
+  await checkWrite(ctx, ctx.path, false);
+  await ctx.fs.mkdir(ctx.path);
+  sendText(ctx, 201);
+}
+
+/** DELETE (§9.6): folders with everything in them; locks on what went are dropped. */
+export async function handleDelete(ctx: DavContext): Promise<void> {
+  if (ctx.path === "/") throw new HttpError(403, "the root cannot be deleted");
+  await checkWrite(ctx, ctx.path, true);
+  await ctx.fs.remove(ctx.path);
+  ctx.locks.remove(ctx.path);
+  sendText(ctx, 204);
+}
+
+/** Overwrite: T (the default when absent, §10.6) or F. */
+function overwriteOf(ctx: DavContext): boolean {
+  const value = header(ctx, "overwrite");
+  if (value === undefined) return true;
+  if (value === "T" || value === "t") return true;
+  if (value === "F" || value === "f") return false;
+  throw new HttpError(400, "Overwrite must be T or F");
+}
+
+/** COPY and MOVE (§9.8, §9.9). 201 when the destination is new, 204 when it was replaced. */
+export async function handleCopyMove(ctx: DavContext): Promise<void> {
+  const move = ctx.req.method === "MOVE";
+  const dest = destinationOf(header(ctx, "destination"), header(ctx, "host")).path;
+  const overwrite = overwriteOf(ctx);
+  const depthHeader = header(ctx, "depth")?.toLowerCase();
+  let depth: 0 | "infinity" = "infinity";
+  if (depthHeader === "0" && !move) depth = 0;
+  else if (depthHeader !== undefined && depthHeader !== "infinity") {
+    throw new HttpError(400, `Depth ${depthHeader} is not allowed for ${ctx.req.method}`);
+  }
+  if (ctx.path === "/") throw new HttpError(403, "the root cannot be copied or moved");
+  if (dest === ctx.path) throw new HttpError(403, "source and destination are the same");
+  if (within(dest, ctx.path)) throw new HttpError(403, "the destination is inside the source");
+
+  if (move) await checkWrite(ctx, ctx.path, true);
+  await checkWrite(ctx, dest, true);
+  try {
+    const { created } = move
+      ? await ctx.fs.move(ctx.path, dest, { overwrite })
+      : await ctx.fs.copy(ctx.path, dest, { overwrite, depth });
+    if (move) ctx.locks.move(ctx.path, dest);
+    sendText(ctx, created ? 201 : 204);
+  } catch (err) {
+    // A refused overwrite is a plain 412, not a multistatus (RFC 4918 §9.8.5).
+    throw new HttpError(statusOf(err, 412), (err as Error).message);
+  }
+}

@@ -1,0 +1,75 @@
+import { HttpError } from "./status.js";
+
+/**
+ * Request paths to gateway paths. A URL path is split on "/" and each segment percent-decoded
+ * once; segments that would mean something else upstream or on disk (`.`, `..`, NUL, `\`) are
+ * refused here, before anything reaches the drive.
+ */
+export interface DavPath {
+  /** "/" or "/a/b": decoded, no trailing slash. */
+  path: string;
+  /** The request named a collection (trailing slash). */
+  slash: boolean;
+}
+
+export function decodePath(rawPath: string): DavPath {
+  const segments: string[] = [];
+  for (const raw of rawPath.split("/")) {
+    if (raw === "") continue;
+    let segment: string;
+    try {
+      segment = decodeURIComponent(raw);
+    } catch {
+      throw new HttpError(400, "malformed percent-encoding in the path");
+    }
+    if (segment === "." || segment === ".." || segment.includes("\0") || /[/\\]/.test(segment)) {
+      throw new HttpError(400, `refused path segment ${JSON.stringify(segment)}`);
+    }
+    if (Buffer.byteLength(segment) > 255)
+      throw new HttpError(400, "a path segment is longer than 255 bytes");
+    segments.push(segment);
+  }
+  return { path: `/${segments.join("/")}`, slash: rawPath.endsWith("/") };
+}
+
+export function parentOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+export function nameOf(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+export function joinPath(parent: string, name: string): string {
+  return parent === "/" ? `/${name}` : `${parent}/${name}`;
+}
+
+/** Is `path` equal to or below `ancestor`? ("/ab" is not below "/a".) */
+export function within(path: string, ancestor: string): boolean {
+  return ancestor === "/" || path === ancestor || path.startsWith(`${ancestor}/`);
+}
+
+/**
+ * The Destination header of COPY/MOVE: an absolute URL on this server or an absolute path.
+ * Another host → 502 (RFC 4918 §9.8.5: the server will not act as a proxy).
+ */
+export function destinationOf(header: string | undefined, hostHeader: string | undefined): DavPath {
+  if (!header) throw new HttpError(400, "Destination header missing");
+  let pathname: string;
+  if (header.startsWith("/")) {
+    pathname = header.split(/[?#]/)[0]!;
+  } else {
+    let url: URL;
+    try {
+      url = new URL(header);
+    } catch {
+      throw new HttpError(400, "Destination is not a URL");
+    }
+    if (hostHeader && url.host.toLowerCase() !== hostHeader.toLowerCase()) {
+      throw new HttpError(502, "Destination is on another server");
+    }
+    pathname = url.pathname;
+  }
+  return decodePath(pathname);
+}

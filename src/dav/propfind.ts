@@ -1,0 +1,191 @@
+import type { DeadProp, Entry, Quota } from "../drive/types.js";
+import { header, readSmallBody, sendXml, type DavContext } from "./context.js";
+import { checkWrite } from "./lock.js";
+import type { LockInfo } from "./locks.js";
+import {
+  contentTypeOf,
+  findLiveProp,
+  hrefOf,
+  livePropsFor,
+  renderLiveProp,
+  type LockView,
+  type PropContext,
+} from "./props.js";
+import { HttpError } from "./status.js";
+import {
+  MultistatusWriter,
+  parsePropfind,
+  parseProppatch,
+  XmlRejected,
+  type PropStat,
+  type PropValue,
+  type QName,
+} from "./xml.js";
+
+const QUOTA_PROPS = new Set(["quota-available-bytes", "quota-used-bytes"]);
+
+/**
+ * macOS 15.4 and later (Darwin 24.4+) stall about 90 s at mount when quota properties come
+ * back (clients.md §D.1), so Finder on those systems does not get them.
+ */
+function quotaHiddenFor(userAgent: string | undefined): boolean {
+  const m = /WebDAVFS\/.*Darwin\/(\d+)\.(\d+)/.exec(userAgent ?? "");
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 24 || (major === 24 && minor >= 4);
+}
+
+async function parsed<T>(ctx: DavContext, parse: (body: string) => T): Promise<T> {
+  const body = await readSmallBody(ctx.req);
+  try {
+    return parse(body);
+  } catch (err) {
+    if (err instanceof XmlRejected) throw new HttpError(400, `bad XML body: ${err.message}`);
+    throw err;
+  }
+}
+
+function lockViews(locks: readonly LockInfo[], now: number): LockView[] {
+  return locks.map((l) => ({
+    token: l.token,
+    root: l.root,
+    scope: l.scope,
+    depth: l.depth,
+    ownerXml: l.ownerXml,
+    timeoutSeconds: Number.isFinite(l.expiresAt)
+      ? Math.ceil((l.expiresAt - now) / 1000)
+      : undefined,
+  }));
+}
+
+const key = (q: QName) => `${q.ns}\u0000${q.name}`;
+const deadValue = (p: DeadProp): PropValue => ({
+  ns: p.ns,
+  name: p.name,
+  innerXml: p.innerXml,
+  lang: p.lang,
+});
+
+/** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
+export async function handlePropfind(ctx: DavContext): Promise<void> {
+  const depthHeader = header(ctx, "depth")?.toLowerCase();
+  if (depthHeader !== "0" && depthHeader !== "1") {
+    throw new HttpError(
+      403,
+      "PROPFIND with Depth infinity is not supported",
+      "propfind-finite-depth",
+    );
+  }
+  const request = await parsed(ctx, parsePropfind);
+  const root = await ctx.fs.stat(ctx.path);
+  const entries =
+    depthHeader === "1" && root.isDir ? [root, ...(await ctx.fs.list(root.path))] : [root];
+
+  const wanted =
+    request.kind === "prop"
+      ? request.props
+      : request.kind === "allprop"
+        ? (request.include ?? [])
+        : [];
+  const wantsQuota =
+    wanted.some((q) => q.ns === "DAV:" && QUOTA_PROPS.has(q.name)) &&
+    !quotaHiddenFor(header(ctx, "user-agent"));
+  const quota: Quota | undefined = wantsQuota ? await ctx.fs.quota() : undefined;
+  const needsDead = request.kind !== "prop" || wanted.some((q) => !findLiveProp(q));
+  const now = Date.now();
+
+  const writer = new MultistatusWriter();
+  for (const entry of entries) {
+    const propCtx: PropContext = {
+      entry,
+      hrefBase: "",
+      quota: entry.isDir ? quota : undefined,
+      locks: lockViews(ctx.locks.locksCovering(entry.path), now),
+      contentType: contentTypeOf,
+    };
+    const dead = needsDead ? await ctx.fs.getDeadProps(entry.path) : [];
+    writer.propstats(
+      hrefOf(entry.path, entry.isDir),
+      propstatsFor(request, propCtx, dead, wanted, quota !== undefined),
+    );
+  }
+  sendXml(ctx, 207, writer.end());
+}
+
+function propstatsFor(
+  request: ReturnType<typeof parsePropfind>,
+  ctx: PropContext,
+  dead: DeadProp[],
+  wanted: readonly QName[],
+  quotaShown: boolean,
+): PropStat[] {
+  const live = (which: "allprop" | "propname") =>
+    livePropsFor(ctx.entry, which).filter((row) => quotaShown || !QUOTA_PROPS.has(row.name));
+  if (request.kind === "propname") {
+    const names = [
+      ...live("propname").map((r) => ({ ns: "DAV:", name: r.name })),
+      ...dead.map((d) => ({ ns: d.ns, name: d.name })),
+    ];
+    return [{ status: 200, props: names }];
+  }
+  const found: PropValue[] = [];
+  const missing: PropValue[] = [];
+  const deadByName = new Map(dead.map((d) => [key(d), d]));
+  const render = (q: QName) => {
+    const row = findLiveProp(q);
+    const inner = row ? renderLiveProp(row, ctx) : undefined;
+    if (row && inner !== undefined) return found.push({ ns: q.ns, name: q.name, innerXml: inner });
+    const d = row ? undefined : deadByName.get(key(q));
+    if (d) return found.push(deadValue(d));
+    missing.push({ ns: q.ns, name: q.name });
+  };
+  if (request.kind === "allprop") {
+    for (const row of live("allprop")) render({ ns: "DAV:", name: row.name });
+    for (const d of dead) found.push(deadValue(d));
+    for (const q of wanted) if (!found.some((f) => key(f) === key(q))) render(q);
+  } else {
+    for (const q of wanted) render(q);
+  }
+  const stats: PropStat[] = [];
+  if (found.length > 0 || missing.length === 0) stats.push({ status: 200, props: found });
+  if (missing.length > 0) stats.push({ status: 404, props: missing });
+  return stats;
+}
+
+/**
+ * PROPPATCH (§9.2): instructions apply in document order and all or none. Live properties
+ * are protected (403, the rest 424); dead ones, Windows' Win32* among them, are stored.
+ */
+export async function handleProppatch(ctx: DavContext): Promise<void> {
+  const ops = await parsed(ctx, parseProppatch);
+  await checkWrite(ctx, ctx.path, false);
+  const entry: Entry = await ctx.fs.stat(ctx.path);
+  const names = ops.map((op) =>
+    op.op === "set" ? { ns: op.prop.ns, name: op.prop.name } : op.name,
+  );
+  const protectedNames = names.filter((q) => findLiveProp(q));
+
+  const writer = new MultistatusWriter();
+  const href = hrefOf(entry.path, entry.isDir);
+  if (protectedNames.length > 0) {
+    const others = names.filter((q) => !findLiveProp(q));
+    const stats: PropStat[] = [
+      { status: 403, props: protectedNames, error: "cannot-modify-protected-property" },
+    ];
+    if (others.length > 0) stats.push({ status: 424, props: others });
+    return sendXml(ctx, 207, writer.propstats(href, stats).end());
+  }
+
+  // The last instruction for a name wins, as applying them in order would leave it.
+  const final = new Map<string, (typeof ops)[number]>();
+  for (const op of ops) final.set(key(op.op === "set" ? op.prop : op.name), op);
+  const set: DeadProp[] = [];
+  const remove: QName[] = [];
+  for (const op of final.values()) {
+    if (op.op === "set") set.push(op.prop);
+    else remove.push(op.name);
+  }
+  await ctx.fs.setDeadProps(ctx.path, { set, remove });
+  const unique = [...new Map(names.map((q) => [key(q), q])).values()];
+  sendXml(ctx, 207, writer.propstats(href, [{ status: 200, props: unique }]).end());
+}

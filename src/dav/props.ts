@@ -1,0 +1,228 @@
+/**
+ * The live properties, as a table (the role of x/net/webdav's prop.go): one row per DAV:
+ * property, saying where it applies, whether PROPPATCH may touch it, whether allprop shows it,
+ * and how to render it from an Entry. Everything else is a dead property and lives in the drive.
+ */
+import mime from "mime";
+import type { Entry, Quota } from "../drive/types.js";
+import {
+  DAV_NS,
+  escapeXml,
+  lockDiscoveryXml,
+  supportedLockXml,
+  type ActiveLockXml,
+  type QName,
+} from "./xml.js";
+
+/** A lock as the property layer needs it; `root` is a gateway path like Entry.path. */
+export interface LockView {
+  token: string;
+  root: string;
+  scope: "exclusive" | "shared";
+  depth: 0 | "infinity";
+  ownerXml: string;
+  /** Seconds left; undefined for a lock without timeout. */
+  timeoutSeconds?: number;
+}
+
+export interface PropContext {
+  entry: Entry;
+  /** Encoded path prefix the gateway is mounted under, "" at the server root. */
+  hrefBase: string;
+  /** Present when quota may be shown (not to macOS 15.4+ Finder, which stalls on it). */
+  quota?: Quota;
+  /** Locks covering the entry, its own and inherited ones. */
+  locks?: readonly LockView[];
+  contentType(name: string): string;
+}
+
+export interface LiveProp {
+  /** Local name in the DAV: namespace. */
+  name: string;
+  files: boolean;
+  folders: boolean;
+  /** PROPPATCH answers 403 cannot-modify-protected-property. */
+  protected: boolean;
+  /** Listed for allprop (RFC 4918 §9.1; RFC 4331 keeps quota out). */
+  allprop: boolean;
+  /** Inner XML, or undefined when the value is unknown here (reported as 404). */
+  render(ctx: PropContext): string | undefined;
+}
+
+/** RFC 1123 as HTTP uses it: `Thu, 01 Jan 2026 10:00:00 GMT`. */
+export function httpDate(ms: number): string | undefined {
+  return Number.isFinite(ms) ? new Date(ms).toUTCString() : undefined;
+}
+
+/** RFC 3339 in UTC without fractions (`2026-01-01T10:00:00Z`), which Windows parses. */
+export function rfc3339(ms: number): string | undefined {
+  if (!Number.isFinite(ms)) return undefined;
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(".000Z", "Z");
+}
+
+/** MIME type from the name's extension; application/octet-stream when unknown. */
+export function contentTypeOf(name: string): string {
+  const dot = name.lastIndexOf(".");
+  // Only a real extension counts: mime would read a bare "js" or ".txt" as an extension.
+  if (dot <= 0) return "application/octet-stream";
+  return mime.getType(name.slice(dot + 1)) ?? "application/octet-stream";
+}
+
+// RFC 3986 pchar minus percent-encodings: unreserved, sub-delims, ":" and "@" need no encoding.
+// encodeURIComponent leaves unreserved and !'()* alone; these are the ones it encodes needlessly.
+const KEEP = /%(?:24|26|2B|2C|3B|3D|3A|40)/g;
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+function encodeSegment(segment: string): string {
+  // encodeURIComponent throws on lone surrogates; they cannot be UTF-8 anyway.
+  const wellFormed = segment.replace(LONE_SURROGATE, "\uFFFD");
+  return encodeURIComponent(wellFormed).replace(KEEP, decodeURIComponent);
+}
+
+/**
+ * The href of a gateway path: each segment percent-encoded (space, %, #, ?, non-ASCII as UTF-8,
+ * …), collections with a trailing slash. `base` is an encoded mount prefix such as "/dav".
+ */
+export function hrefOf(path: string, isDir: boolean, base = ""): string {
+  const segments = path.split("/").filter((s) => s !== "");
+  const prefix = base.endsWith("/") ? base.slice(0, -1) : base;
+  if (segments.length === 0) return `${prefix}/`;
+  return `${prefix}/${segments.map(encodeSegment).join("/")}${isDir ? "/" : ""}`;
+}
+
+function lockXml(ctx: PropContext): string {
+  const locks: ActiveLockXml[] = (ctx.locks ?? []).map((lock) => ({
+    scope: lock.scope,
+    depth: lock.depth,
+    ownerXml: lock.ownerXml,
+    timeoutSeconds: lock.timeoutSeconds,
+    token: lock.token,
+    // A lock rooted elsewhere is inherited from an ancestor, which is a folder.
+    rootHref: hrefOf(
+      lock.root,
+      lock.root === ctx.entry.path ? ctx.entry.isDir : true,
+      ctx.hrefBase,
+    ),
+  }));
+  return lockDiscoveryXml(locks);
+}
+
+const both = { files: true, folders: true };
+
+/**
+ * Every live property is protected: displayname and getcontentlanguage may be writable per
+ * RFC 4918, but a stored value would diverge from the name and we have no language to keep.
+ */
+export const LIVE_PROPS: readonly LiveProp[] = [
+  {
+    name: "resourcetype",
+    ...both,
+    protected: true,
+    allprop: true,
+    render: ({ entry }) => (entry.isDir ? "<D:collection/>" : ""),
+  },
+  {
+    name: "displayname",
+    ...both,
+    protected: true,
+    allprop: true,
+    render: ({ entry }) => escapeXml(entry.name),
+  },
+  {
+    name: "getcontentlength",
+    files: true,
+    folders: false,
+    protected: true,
+    allprop: true,
+    render: ({ entry }) => String(entry.size),
+  },
+  {
+    name: "getcontenttype",
+    files: true,
+    folders: false,
+    protected: true,
+    allprop: true,
+    render: (ctx) => escapeXml(ctx.contentType(ctx.entry.name)),
+  },
+  {
+    name: "getetag",
+    ...both,
+    protected: true,
+    allprop: true,
+    render: ({ entry }) => (entry.etag === "" ? undefined : escapeXml(`"${entry.etag}"`)),
+  },
+  {
+    name: "getlastmodified",
+    ...both,
+    protected: true,
+    allprop: true,
+    render: ({ entry }) => httpDate(entry.mtimeMs),
+  },
+  {
+    name: "creationdate",
+    ...both,
+    protected: true,
+    allprop: true,
+    render: ({ entry }) => rfc3339(entry.ctimeMs),
+  },
+  {
+    name: "supportedlock",
+    ...both,
+    protected: true,
+    allprop: true,
+    render: () => supportedLockXml(),
+  },
+  {
+    name: "lockdiscovery",
+    ...both,
+    protected: true,
+    allprop: true,
+    render: lockXml,
+  },
+  {
+    name: "quota-available-bytes",
+    files: false,
+    folders: true,
+    protected: true,
+    allprop: false,
+    render: ({ quota }) => (quota === undefined ? undefined : String(Math.max(0, quota.available))),
+  },
+  {
+    name: "quota-used-bytes",
+    files: false,
+    folders: true,
+    protected: true,
+    allprop: false,
+    render: ({ quota }) => (quota === undefined ? undefined : String(Math.max(0, quota.used))),
+  },
+  {
+    // Known but never present: a PROPFIND for it gets 404, a PROPPATCH 403.
+    name: "getcontentlanguage",
+    files: false,
+    folders: false,
+    protected: true,
+    allprop: false,
+    render: () => undefined,
+  },
+];
+
+const BY_NAME = new Map(LIVE_PROPS.map((row) => [row.name, row]));
+
+/** The live-property row for a name, if it is one. */
+export function findLiveProp(name: QName): LiveProp | undefined {
+  return name.ns === DAV_NS ? BY_NAME.get(name.name) : undefined;
+}
+
+export function appliesTo(row: LiveProp, entry: Entry): boolean {
+  return entry.isDir ? row.folders : row.files;
+}
+
+/** Inner XML of a live property for this entry; undefined when it does not exist here. */
+export function renderLiveProp(row: LiveProp, ctx: PropContext): string | undefined {
+  return appliesTo(row, ctx.entry) ? row.render(ctx) : undefined;
+}
+
+/** The live rows an entry has: all that apply (propname), or the allprop subset. */
+export function livePropsFor(entry: Entry, which: "allprop" | "propname"): LiveProp[] {
+  return LIVE_PROPS.filter((row) => appliesTo(row, entry) && (which === "propname" || row.allprop));
+}

@@ -1,0 +1,78 @@
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { NotFound } from "../errors.js";
+import type { Entry } from "../drive/types.js";
+import { sendText, type DavContext } from "./context.js";
+import { etagListMatches } from "./get.js";
+import { checkWrite } from "./lock.js";
+import { HttpError } from "./status.js";
+
+/** X-OC-Mtime: integer or fractional Unix seconds (ownCloud/Nextcloud clients, rclone). */
+function mtimeOf(header: string | string[] | undefined): number | undefined {
+  if (typeof header !== "string" || !/^\d+(\.\d+)?$/.test(header.trim())) return undefined;
+  return Math.round(Number(header) * 1000);
+}
+
+function declaredSize(ctx: DavContext): number | undefined {
+  const h = ctx.req.headers;
+  // Finder sends chunked bodies with the real size in X-Expected-Entity-Length.
+  for (const raw of [h["content-length"], h["x-expected-entity-length"]]) {
+    if (typeof raw !== "string") continue;
+    if (!/^\d+$/.test(raw.trim())) throw new HttpError(400, "invalid length header");
+    return Number(raw);
+  }
+  return undefined;
+}
+
+async function existing(ctx: DavContext): Promise<Entry | undefined> {
+  try {
+    return await ctx.fs.stat(ctx.path);
+  } catch (err) {
+    if (err instanceof NotFound) return undefined;
+    throw err;
+  }
+}
+
+/** PUT: create or replace a file, streamed upstream; a body of unknown length is spooled first. */
+export async function handlePut(ctx: DavContext): Promise<void> {
+  if (ctx.path === "/" || ctx.slash) throw new HttpError(405, "PUT needs a file path");
+  await checkWrite(ctx, ctx.path, false);
+  const h = ctx.req.headers;
+  if (h["if-match"] || h["if-none-match"]) {
+    const current = await existing(ctx);
+    if (h["if-match"] && !etagListMatches(h["if-match"], current?.etag, false))
+      throw new HttpError(412, "If-Match failed");
+    if (h["if-none-match"] && current && etagListMatches(h["if-none-match"], current.etag, false)) {
+      throw new HttpError(412, "If-None-Match failed");
+    }
+  }
+
+  const mtimeMs = mtimeOf(h["x-oc-mtime"]);
+  let size = declaredSize(ctx);
+  let source: Readable = ctx.req;
+  let spool: string | undefined;
+  try {
+    if (size === undefined) {
+      spool = await mkdtemp(join(tmpdir(), "cloudreve-dav-put-"));
+      const file = join(spool, "body");
+      await pipeline(ctx.req, createWriteStream(file));
+      size = (await stat(file)).size;
+      source = createReadStream(file);
+    }
+    const { entry, created } = await ctx.fs.write(ctx.path, {
+      source,
+      size,
+      mtimeMs,
+      signal: ctx.signal,
+    });
+    const headers: Record<string, string> = { etag: `"${entry.etag}"` };
+    if (mtimeMs !== undefined) headers["x-oc-mtime"] = "accepted";
+    sendText(ctx, created ? 201 : 204, "", headers);
+  } finally {
+    if (spool) await rm(spool, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,128 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "pino";
+import type { FileSystem } from "../drive/types.js";
+import { BasicAuth } from "./basic-auth.js";
+import type { GatewayUser } from "../config.js";
+import { sendText, sendXml, type DavContext, type DavOptions, type Handler } from "./context.js";
+import { handleGet } from "./get.js";
+import { handleLock, handleUnlock } from "./lock.js";
+import type { LockSystem } from "./locks.js";
+import { handleCopyMove, handleDelete, handleMkcol } from "./namespace.js";
+import { decodePath } from "./paths.js";
+import { handlePropfind, handleProppatch } from "./propfind.js";
+import { handlePut } from "./put.js";
+import { HttpError, statusOf } from "./status.js";
+import { errorBodyXml } from "./xml.js";
+
+const HANDLERS: Record<string, Handler> = {
+  GET: handleGet,
+  HEAD: handleGet,
+  PUT: handlePut,
+  MKCOL: handleMkcol,
+  DELETE: handleDelete,
+  COPY: handleCopyMove,
+  MOVE: handleCopyMove,
+  PROPFIND: handlePropfind,
+  PROPPATCH: handleProppatch,
+  LOCK: handleLock,
+  UNLOCK: handleUnlock,
+};
+
+const ALLOW = ["OPTIONS", ...Object.keys(HANDLERS)].join(", ");
+
+export interface DavServerOptions extends DavOptions {
+  fs: FileSystem;
+  locks: LockSystem;
+  users: readonly GatewayUser[];
+  log: Logger;
+  /** Counts upstream calls made on behalf of the current request, for the request log line. */
+  upstreamCalls?: AsyncLocalStorage<{ calls: number }>;
+}
+
+/** OPTIONS (RFC 4918 §18): class 1 and 2, and the Microsoft hint that this is a DAV server. */
+function handleOptions(ctx: DavContext): void {
+  sendText(ctx, 200, "", { dav: "1, 2", "ms-author-via": "DAV", allow: ALLOW });
+}
+
+/**
+ * The WebDAV request handler: authentication, path decoding, dispatch by method, the error →
+ * status mapping in one place, and one log line per request.
+ */
+export function createDavHandler(
+  options: DavServerOptions,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const auth = new BasicAuth(options.users);
+  const counter = options.upstreamCalls ?? new AsyncLocalStorage<{ calls: number }>();
+
+  async function serve(req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {
+    const method = req.method ?? "GET";
+    if (auth.enabled && method !== "OPTIONS") {
+      const outcome = await auth.check(req);
+      if (!outcome.ok) {
+        res.writeHead(outcome.throttled ? 429 : 401, {
+          "www-authenticate": 'Basic realm="cloudreve-dav", charset="UTF-8"',
+          "content-length": 0,
+        });
+        res.end();
+        return;
+      }
+    }
+    const aborted = new AbortController();
+    res.once("close", () => {
+      if (!res.writableFinished) aborted.abort(new Error("client went away"));
+    });
+    const rawPath = (req.url ?? "/").split("?")[0]!;
+    const ctx: DavContext = {
+      req,
+      res,
+      path: "/",
+      slash: true,
+      fs: options.fs,
+      locks: options.locks,
+      options,
+      log,
+      signal: aborted.signal,
+    };
+    try {
+      Object.assign(ctx, decodePath(rawPath));
+      if (method === "OPTIONS") return handleOptions(ctx);
+      const handler = HANDLERS[method];
+      if (!handler) throw new HttpError(405, `${method} is not supported`);
+      await handler(ctx);
+    } catch (err) {
+      const status = statusOf(err);
+      if (res.headersSent) {
+        res.destroy();
+      } else if (err instanceof HttpError && err.condition) {
+        sendXml(ctx, status, errorBodyXml(err.condition));
+      } else {
+        sendText(ctx, status, (err as Error).message, status === 405 ? { allow: ALLOW } : {});
+      }
+      const level = status >= 500 ? "error" : "debug";
+      log[level]({ err, status }, "request failed");
+    }
+  }
+
+  return (req, res) => {
+    const started = process.hrtime.bigint();
+    const written = req.socket.bytesWritten;
+    const stats = { calls: 0 };
+    const log = options.log.child({});
+    res.once("close", () => {
+      options.log.info(
+        {
+          method: req.method,
+          path: req.url,
+          status: res.statusCode,
+          bytes: req.socket.bytesWritten - written,
+          ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
+          upstream: stats.calls,
+          ua: req.headers["user-agent"],
+        },
+        "request",
+      );
+    });
+    void counter.run(stats, () => serve(req, res, log));
+  };
+}

@@ -1,0 +1,88 @@
+import type { MetadataPatch } from "../cloudreve/api.js";
+import { TooLarge } from "../errors.js";
+import type { DeadProp, PropPatch } from "./types.js";
+
+/**
+ * Dead properties as Cloudreve's own WebDAV server stores them (spec §9.5): metadata key
+ * `dav:<namespace>|<localname>`, value JSON `{"l": <xml:lang>, "i": <base64 of the inner XML>}`.
+ * Using the same encoding lets both servers see the same properties.
+ */
+const PREFIX = "dav:";
+/** Cloudreve stores metadata values up to this many bytes; longer ones fail the whole call. */
+const MAX_VALUE_BYTES = 65_535;
+
+export function deadPropKey(p: Pick<DeadProp, "ns" | "name">): string {
+  return `${PREFIX}${p.ns}|${p.name}`;
+}
+
+export function encodeDeadProp(p: DeadProp): string {
+  return JSON.stringify({ l: p.lang ?? "", i: Buffer.from(p.innerXml, "utf8").toString("base64") });
+}
+
+/** The `dav:` part of a File's metadata, the raw form kept in the cache. */
+export function davMetadata(metadata: Record<string, string> | null): Record<string, string> {
+  const dav: Record<string, string> = {};
+  for (const [key, value] of Object.entries(metadata ?? {})) {
+    if (key.startsWith(PREFIX)) dav[key] = value;
+  }
+  return dav;
+}
+
+/** Decodes stored properties; entries that are not in the encoding (written by hand) are skipped. */
+export function decodeDeadProps(dav: Record<string, string>): DeadProp[] {
+  return Object.entries(dav).flatMap(([key, value]) => {
+    const prop = decodeOne(key, value);
+    return prop ? [prop] : [];
+  });
+}
+
+function decodeOne(key: string, value: string): DeadProp | undefined {
+  // A local name is an XML NCName and cannot hold "|"; a namespace URI could.
+  const bar = key.lastIndexOf("|");
+  if (!key.startsWith(PREFIX) || bar < 0) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== "object" || parsed === null) return undefined;
+  const { l, i } = parsed as { l?: unknown; i?: unknown };
+  if (typeof i !== "string") return undefined;
+  const prop: DeadProp = {
+    ns: key.slice(PREFIX.length, bar),
+    name: key.slice(bar + 1),
+    innerXml: Buffer.from(i, "base64").toString("utf8"),
+  };
+  if (typeof l === "string" && l !== "") prop.lang = l;
+  return prop;
+}
+
+/**
+ * One metadata patch list for the whole PROPPATCH: removals first, then sets, so a property
+ * both removed and set ends up set. A value Cloudreve would refuse fails here, before any call.
+ */
+export function metadataPatches(patch: PropPatch): MetadataPatch[] {
+  const removals = patch.remove.map((p) => ({ key: deadPropKey(p), remove: true }));
+  const sets = patch.set.map((p) => {
+    const value = encodeDeadProp(p);
+    if (Buffer.byteLength(value) > MAX_VALUE_BYTES) {
+      throw new TooLarge(`the property ${p.ns}${p.name} is too large to store`);
+    }
+    return { key: deadPropKey(p), value };
+  });
+  return [...removals, ...sets];
+}
+
+/** The raw `dav:` metadata after `patches` have been applied, for the cache. */
+export function applyPatches(
+  dav: Record<string, string>,
+  patches: readonly MetadataPatch[],
+): Record<string, string> {
+  const next = { ...dav };
+  for (const p of patches) {
+    if (p.remove) delete next[p.key];
+    else next[p.key] = p.value ?? "";
+  }
+  return next;
+}

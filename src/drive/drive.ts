@@ -1,0 +1,422 @@
+import type { CloudreveApi } from "../cloudreve/api.js";
+import { Downloader } from "../cloudreve/download.js";
+import {
+  FILE_TYPE_FOLDER,
+  timestampToEpochMs,
+  type ListResponse,
+  type Parent,
+} from "../cloudreve/types.js";
+import { uploadFile } from "../cloudreve/upload.js";
+import { joinUri } from "../cloudreve/uri.js";
+import {
+  BadName,
+  Exists,
+  Forbidden,
+  MissingParent,
+  NotFound,
+  PreconditionFailed,
+  WrongType,
+} from "../errors.js";
+import { childOf, MetadataCache, nameOf, parentOf, type Node } from "./cache.js";
+import { Composer, type Place } from "./compose.js";
+import { applyPatches, davMetadata, decodeDeadProps, metadataPatches } from "./deadprops.js";
+import type {
+  DeadProp,
+  Entry,
+  FileSystem,
+  PropPatch,
+  Quota,
+  ReadOptions,
+  ReadResult,
+  WriteOptions,
+} from "./types.js";
+
+export interface DriveOptions {
+  /** The Cloudreve folder that is the gateway's "/". Default `cloudreve://my/`. */
+  rootUri?: string;
+  /** How long entries and listings are trusted. Default 30 s. */
+  cacheTtlMs?: number;
+  /** How long "does not exist" is trusted. Default 5 s. */
+  negativeTtlMs?: number;
+  /** Bound on cached items (a listing counts its children). Default 100 000. */
+  maxEntries?: number;
+  /** Delete for good instead of into Cloudreve's trash. Default false. */
+  permanentDelete?: boolean;
+  /** Cache key prefix, so that accounts never see each other's entries. */
+  account?: string;
+  /** The clock of the cache TTLs (injectable for tests). */
+  now?: () => number;
+}
+
+/** `/user/capacity` changes with every upload; it is trusted only this long. */
+const QUOTA_TTL_MS = 5_000;
+
+/** A gateway path resolved: canonical path, segments and upstream URI. */
+interface Target {
+  path: string;
+  segments: string[];
+  uri: string;
+}
+
+/** Segments of a gateway path; "", "." and ".." are refused before anything reaches the upstream. */
+function segmentsOf(path: string): string[] {
+  const body = path.startsWith("/") ? path.slice(1) : path;
+  if (body === "") return [];
+  const segments = body.split("/");
+  for (const s of segments) {
+    if (s === "" || s === "." || s === "..") {
+      throw new BadName(`invalid path ${JSON.stringify(path)}`);
+    }
+  }
+  return segments;
+}
+
+/** A first listing page is the whole folder when there is no next page in either mode (§4.2). */
+function isComplete(page: ListResponse): boolean {
+  const p = page.pagination;
+  return !p.next_token && (p.is_cursor === true || (p.total_items ?? 0) <= page.files.length);
+}
+
+/**
+ * The virtual drive: gateway paths under a root URI, served from the metadata cache where
+ * possible, with every mutation patched into the cache before it returns.
+ */
+export class Drive implements FileSystem {
+  private readonly rootUri: string;
+  private readonly cache: MetadataCache;
+  private readonly composer: Composer;
+  private readonly downloader: Downloader;
+  private readonly permanentDelete: boolean;
+  private readonly now: () => number;
+  private quotaCache: { value: Quota; expiresAt: number } | undefined;
+  private quotaGeneration = 0;
+
+  constructor(
+    private readonly api: CloudreveApi,
+    options: DriveOptions = {},
+  ) {
+    this.rootUri = options.rootUri ?? "cloudreve://my/";
+    this.now = options.now ?? Date.now;
+    this.permanentDelete = options.permanentDelete ?? false;
+    this.cache = new MetadataCache({
+      ttlMs: options.cacheTtlMs ?? 30_000,
+      negativeTtlMs: options.negativeTtlMs ?? 5_000,
+      maxEntries: options.maxEntries ?? 100_000,
+      account: options.account ?? "",
+      now: this.now,
+    });
+    this.composer = new Composer(api, this.permanentDelete);
+    this.downloader = new Downloader(api);
+  }
+
+  async stat(path: string): Promise<Entry> {
+    return (await this.node(this.target(path))).entry;
+  }
+
+  async list(path: string): Promise<Entry[]> {
+    const t = this.target(path);
+    const known = this.cache.lookup(t.path);
+    if (known === null) throw new NotFound(`${t.path} does not exist`);
+    if (known && !known.entry.isDir) throw new WrongType(`${t.path} is not a folder`);
+    const cached = this.cache.listing(t.path);
+    if (cached) return [...cached.values()].map((n) => n.entry);
+    try {
+      const children = await this.cache.shared(`listing:${t.path}`, () => this.loadListing(t));
+      return children.map((n) => n.entry);
+    } catch (err) {
+      // Listing a file is "not found" upstream (§4.3); WebDAV wants the two told apart.
+      if (err instanceof NotFound && !(await this.node(t)).entry.isDir) {
+        throw new WrongType(`${t.path} is not a folder`);
+      }
+      throw err;
+    }
+  }
+
+  async read(path: string, options: ReadOptions = {}): Promise<ReadResult> {
+    const t = this.target(path);
+    const node = await this.node(t);
+    if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    try {
+      const d = await this.downloader.open({
+        uri: t.uri,
+        entity: node.entity,
+        range: options.range,
+        signal: options.signal,
+      });
+      return { status: d.statusCode, headers: d.headers, body: d.body };
+    } catch (err) {
+      // The cached entry was stale (changed outside the gateway).
+      if (err instanceof NotFound) this.cache.invalidate(t.path);
+      throw err;
+    }
+  }
+
+  async write(path: string, options: WriteOptions): Promise<{ entry: Entry; created: boolean }> {
+    const t = this.target(path);
+    if (t.segments.length === 0) throw new WrongType("the root is a folder");
+    await this.parentFolder(t);
+    const existing = await this.find(t);
+    if (existing?.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    this.dropQuota();
+    let node: Node;
+    try {
+      const file = await uploadFile(this.api, {
+        uri: t.uri,
+        source: options.source,
+        size: options.size,
+        mtimeMs: options.mtimeMs,
+        replace: true,
+        signal: options.signal,
+      });
+      node = this.toNode(t.path, file);
+    } catch (err) {
+      // A failed upload may still have changed the path (a placeholder, a partial rename).
+      this.cache.invalidate(t.path);
+      throw err;
+    }
+    this.cache.upsert(t.path, node);
+    return { entry: node.entry, created: existing === undefined };
+  }
+
+  async mkdir(path: string): Promise<Entry> {
+    const t = this.target(path);
+    if (t.segments.length === 0) throw new Exists("the root exists");
+    await this.parentFolder(t);
+    if (this.cache.lookup(t.path)) throw new Exists(`${t.path} exists`);
+    try {
+      const node = this.toNode(t.path, await this.api.create(t.uri, "folder", true));
+      this.cache.upsertEmptyFolder(t.path, node);
+      return node.entry;
+    } catch (err) {
+      if (err instanceof Exists) this.cache.invalidate(t.path);
+      throw err;
+    }
+  }
+
+  async remove(path: string): Promise<void> {
+    const t = this.target(path);
+    if (t.segments.length === 0) throw new Forbidden("the root cannot be removed");
+    this.dropQuota();
+    try {
+      await this.api.remove([t.uri], this.permanentDelete);
+    } catch (err) {
+      if (err instanceof NotFound) this.cache.remove(t.path);
+      throw err;
+    }
+    this.cache.remove(t.path);
+  }
+
+  async move(from: string, to: string, options: { overwrite: boolean }) {
+    const { src, dst, replaced } = await this.prepareTransfer(from, to, options.overwrite);
+    let node: Node;
+    try {
+      const file = await this.composer.replacing(this.placeOf(dst), replaced, () =>
+        this.composer.move(this.placeOf(src), this.placeOf(dst), this.clashes(src, dst)),
+      );
+      node = this.toNode(dst.path, file);
+    } catch (err) {
+      this.cache.invalidate(src.path);
+      this.cache.invalidate(dst.path);
+      throw err;
+    }
+    if (replaced) this.dropQuota();
+    this.cache.remove(src.path);
+    this.cache.upsert(dst.path, node);
+    return { created: !replaced };
+  }
+
+  async copy(from: string, to: string, options: { overwrite: boolean; depth: 0 | "infinity" }) {
+    const { src, dst, srcNode, replaced } = await this.prepareTransfer(from, to, options.overwrite);
+    const shallow = options.depth === 0 && srcNode.entry.isDir;
+    this.dropQuota();
+    let node: Node;
+    try {
+      const file = await this.composer.replacing(this.placeOf(dst), replaced, () =>
+        shallow
+          ? this.composer.copyFolderOnly(this.placeOf(dst), srcNode.dav)
+          : this.composer.copy(this.placeOf(src), this.placeOf(dst), this.clashes(src, dst)),
+      );
+      node = this.toNode(dst.path, file);
+    } catch (err) {
+      this.cache.invalidate(dst.path);
+      throw err;
+    }
+    if (shallow) this.cache.upsertEmptyFolder(dst.path, node);
+    else this.cache.upsert(dst.path, node);
+    return { created: !replaced };
+  }
+
+  async getDeadProps(path: string): Promise<DeadProp[]> {
+    return decodeDeadProps((await this.node(this.target(path))).dav);
+  }
+
+  async setDeadProps(path: string, patch: PropPatch): Promise<void> {
+    const t = this.target(path);
+    const patches = metadataPatches(patch);
+    const node = await this.node(t);
+    if (patches.length === 0) return;
+    // Cloudreve refuses metadata on the root (§5.7).
+    if (t.segments.length === 0) throw new Forbidden("the root cannot hold properties");
+    try {
+      await this.api.patchMetadata([t.uri], patches);
+    } catch (err) {
+      if (err instanceof NotFound) this.cache.invalidate(t.path);
+      throw err;
+    }
+    // `dav:` patches leave updated_at alone (§4.4), so only the properties change.
+    this.cache.replace(t.path, { ...node, dav: applyPatches(node.dav, patches) });
+  }
+
+  async quota(): Promise<Quota> {
+    const cached = this.quotaCache;
+    if (cached && cached.expiresAt > this.now()) return cached.value;
+    return this.cache.shared("quota", async () => {
+      const generation = this.quotaGeneration;
+      const { total, used } = await this.api.capacity();
+      const value = { used, available: Math.max(0, total - used) };
+      // A reading taken across a write or remove may already be out of date.
+      if (generation === this.quotaGeneration) {
+        this.quotaCache = { value, expiresAt: this.now() + QUOTA_TTL_MS };
+      }
+      return value;
+    });
+  }
+
+  private dropQuota(): void {
+    this.quotaCache = undefined;
+    this.quotaGeneration++;
+  }
+
+  private target(path: string): Target {
+    const segments = segmentsOf(path);
+    return { path: `/${segments.join("/")}`, segments, uri: joinUri(this.rootUri, segments) };
+  }
+
+  private placeOf(t: Target): Place {
+    return { parentUri: joinUri(this.rootUri, t.segments.slice(0, -1)), name: nameOf(t.path) };
+  }
+
+  /** The node at a path, from the cache or loaded once for all concurrent askers. */
+  private async node(t: Target): Promise<Node> {
+    const known = this.cache.lookup(t.path);
+    if (known === null) throw new NotFound(`${t.path} does not exist`);
+    if (known) return known;
+    return this.cache.shared(`entry:${t.path}`, () =>
+      t.segments.length === 0 ? this.loadRoot(t) : this.loadNode(t),
+    );
+  }
+
+  private async find(t: Target): Promise<Node | undefined> {
+    try {
+      return await this.node(t);
+    } catch (err) {
+      if (err instanceof NotFound) return undefined;
+      throw err;
+    }
+  }
+
+  private async loadNode(t: Target): Promise<Node> {
+    const ticket = this.cache.ticket();
+    try {
+      const node = this.toNode(t.path, await this.api.info(t.uri));
+      this.cache.storeNode(t.path, node, ticket);
+      return node;
+    } catch (err) {
+      if (err instanceof NotFound) this.cache.storeNode(t.path, null, ticket);
+      throw err;
+    }
+  }
+
+  /**
+   * `GET /file/info` refuses the root (§5.1): the first page of its listing names it as
+   * `parent`, and when that page is the whole listing it is kept too.
+   */
+  private async loadRoot(t: Target): Promise<Node> {
+    const ticket = this.cache.ticket();
+    const pages = this.api.list(t.uri);
+    const first = await pages.next();
+    await pages.return(undefined);
+    if (first.done) throw new NotFound("the root folder did not answer");
+    const page = first.value;
+    const node = this.toNode(t.path, page.parent);
+    this.cache.storeNode(t.path, node, ticket);
+    if (isComplete(page)) this.cache.storeListing(t.path, this.childNodes(t, page), ticket);
+    return node;
+  }
+
+  private async loadListing(t: Target): Promise<Node[]> {
+    const ticket = this.cache.ticket();
+    const children: Node[] = [];
+    let parent: Parent | undefined;
+    for await (const page of this.api.list(t.uri)) {
+      parent ??= page.parent;
+      children.push(...this.childNodes(t, page));
+    }
+    this.cache.storeListing(t.path, children, ticket);
+    if (parent) this.cache.storeNode(t.path, this.toNode(t.path, parent), ticket);
+    return children;
+  }
+
+  private childNodes(t: Target, page: ListResponse): Node[] {
+    return page.files.map((f) => this.toNode(childOf(t.path, f.name), f));
+  }
+
+  /** The folder a new item at `t` goes into: MissingParent when it is absent or a file. */
+  private async parentFolder(t: Target): Promise<void> {
+    const parent = this.target(parentOf(t.path));
+    const node = await this.find(parent);
+    if (!node?.entry.isDir) throw new MissingParent(`${parent.path} is not an existing folder`);
+  }
+
+  /** The checks MOVE and COPY share, in WebDAV's order; returns what the composition needs. */
+  private async prepareTransfer(from: string, to: string, overwrite: boolean) {
+    const src = this.target(from);
+    const dst = this.target(to);
+    if (src.segments.length === 0 || dst.segments.length === 0) {
+      throw new Forbidden("the root cannot be moved, copied or replaced");
+    }
+    const srcNode = await this.node(src);
+    if (isWithin(dst.path, src.path) || isWithin(src.path, dst.path)) {
+      throw new Forbidden(`${src.path} and ${dst.path} contain each other`);
+    }
+    await this.parentFolder(dst);
+    const existing = await this.find(dst);
+    if (existing && !overwrite) throw new PreconditionFailed(`${dst.path} exists`);
+    return { src, dst, srcNode, replaced: existing !== undefined };
+  }
+
+  /**
+   * Whether the destination folder is known to hold another item with the source's name (the
+   * destination itself does not count: a replaced destination is moved aside first).
+   */
+  private clashes(src: Target, dst: Target): boolean {
+    const there = childOf(parentOf(dst.path), nameOf(src.path));
+    return there !== src.path && there !== dst.path && Boolean(this.cache.lookup(there));
+  }
+
+  private toNode(path: string, file: Parent): Node {
+    const isDir = file.type === FILE_TYPE_FOLDER;
+    const mtimeMs = timestampToEpochMs(file.updated_at);
+    const entity = file.primary_entity ?? "";
+    return {
+      entry: {
+        path,
+        name: path === "/" ? "" : nameOf(path),
+        isDir,
+        size: file.size,
+        etag: isDir ? `${file.id}-${mtimeMs}` : entity,
+        mtimeMs,
+        ctimeMs: timestampToEpochMs(file.created_at),
+        uploading: file.metadata?.["sys:upload_session_id"] !== undefined,
+      },
+      uri: joinUri(this.rootUri, segmentsOf(path)),
+      entity,
+      dav: davMetadata(file.metadata),
+    };
+  }
+}
+
+/** `path` is `base` or below it. */
+function isWithin(path: string, base: string): boolean {
+  return path === base || path.startsWith(`${base}/`);
+}

@@ -1,0 +1,98 @@
+import type { Readable } from "node:stream";
+
+/**
+ * What the WebDAV layer sees of the drive: paths, entries and streams. No Cloudreve URI, code
+ * or field crosses this line; errors come as the types of src/errors.ts.
+ *
+ * Paths are gateway paths: "/" is the root, segments are decoded names separated by "/",
+ * with no trailing slash. A segment that is "", "." or ".." is refused with BadName.
+ */
+export interface Entry {
+  path: string;
+  name: string;
+  isDir: boolean;
+  /** Bytes of the current version; 0 for folders and for files still uploading. */
+  size: number;
+  /** Opaque version tag without quotes: the content version for files, id and mtime for folders. */
+  etag: string;
+  /** Modification time, ms since the epoch. */
+  mtimeMs: number;
+  /** Creation time, ms since the epoch. */
+  ctimeMs: number;
+  /** A placeholder of an upload that has not completed. */
+  uploading: boolean;
+}
+
+/** A dead property: its namespace and local name, xml:lang, and the property element's inner XML. */
+export interface DeadProp {
+  ns: string;
+  name: string;
+  lang?: string;
+  innerXml: string;
+}
+
+export interface PropPatch {
+  set: readonly DeadProp[];
+  remove: readonly Pick<DeadProp, "ns" | "name">[];
+}
+
+export interface ReadOptions {
+  /** The client's Range header, passed to the upstream as is. */
+  range?: string;
+  signal?: AbortSignal;
+}
+
+export interface ReadResult {
+  /** 200, 206 or 416, as the upstream answered the range. */
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
+}
+
+export interface WriteOptions {
+  source: Readable;
+  /** Exact byte count of `source`. */
+  size: number;
+  /** Modification time to record, ms since the epoch. */
+  mtimeMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface Quota {
+  used: number;
+  available: number;
+}
+
+export interface FileSystem {
+  /** NotFound when the path does not exist. */
+  stat(path: string): Promise<Entry>;
+  /** The children of a folder; NotFound when it does not exist, WrongType for a file. */
+  list(path: string): Promise<Entry[]>;
+  read(path: string, options?: ReadOptions): Promise<ReadResult>;
+  /**
+   * Creates or replaces a file. MissingParent when the parent folder does not exist,
+   * WrongType when the path is a folder. The result is already visible to stat and list.
+   */
+  write(path: string, options: WriteOptions): Promise<{ entry: Entry; created: boolean }>;
+  /** MissingParent when the parent does not exist, Exists when the path does. */
+  mkdir(path: string): Promise<Entry>;
+  /**
+   * WebDAV MOVE: PreconditionFailed when the destination exists and `overwrite` is false;
+   * otherwise the destination is replaced. `created` is false when something was replaced.
+   */
+  move(from: string, to: string, options: { overwrite: boolean }): Promise<{ created: boolean }>;
+  /** WebDAV COPY; depth 0 copies a folder without its members. */
+  copy(
+    from: string,
+    to: string,
+    options: { overwrite: boolean; depth: 0 | "infinity" },
+  ): Promise<{ created: boolean }>;
+  /** Removes a file or a folder with everything in it. */
+  remove(path: string): Promise<void>;
+  getDeadProps(path: string): Promise<DeadProp[]>;
+  /** Applies the whole patch or nothing. */
+  setDeadProps(path: string, patch: PropPatch): Promise<void>;
+  quota(): Promise<Quota>;
+  /** A URL the client can fetch the content from directly (signed, short-lived), if the drive has one. */
+  downloadUrl?(path: string): Promise<string>;
+}

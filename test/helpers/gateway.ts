@@ -1,0 +1,57 @@
+import { afterAll, beforeAll } from "vitest";
+import { startEmulator } from "../../src/emulator/index.js";
+import type { EmulatorOptions, RunningEmulator } from "../../src/emulator/options.js";
+import { defaults, type Config } from "../../src/config.js";
+import { createLogger } from "../../src/log.js";
+import { startGateway, type Gateway } from "../../src/server.js";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EMAIL, PASSWORD } from "./emulator.js";
+
+export interface GatewayFixture {
+  emu: RunningEmulator;
+  gw: Gateway;
+  /** The gateway's base URL without the trailing slash. */
+  url: string;
+  /** Upstream call counts since the last reset. */
+  stats(): Promise<{ requests: Record<string, number>; bytesIn: number; bytesOut: number }>;
+  resetStats(): Promise<void>;
+}
+
+/** An emulator and a gateway in front of it, for the enclosing describe block. */
+export function useGateway(
+  emulatorOptions: EmulatorOptions = {},
+  config: Partial<Config> = {},
+): GatewayFixture {
+  const fx = {} as GatewayFixture;
+  beforeAll(async () => {
+    fx.emu = await startEmulator({ email: EMAIL, password: PASSWORD, ...emulatorOptions });
+    const stateDir = await mkdtemp(join(tmpdir(), "cloudreve-dav-test-"));
+    fx.gw = await startGateway(
+      {
+        ...defaults(),
+        upstream: fx.emu.url,
+        email: EMAIL,
+        password: PASSWORD,
+        stateDir,
+        port: 0,
+        ...config,
+      },
+      createLogger("silent"),
+    );
+    fx.url = fx.gw.url.replace(/\/$/, "");
+    fx.stats = async () =>
+      (await (await fetch(`${fx.emu.url}/__emulator/stats`)).json()) as Awaited<
+        ReturnType<GatewayFixture["stats"]>
+      >;
+    fx.resetStats = async () => {
+      await fetch(`${fx.emu.url}/__emulator/stats/reset`, { method: "POST" });
+    };
+  });
+  afterAll(async () => {
+    await fx.gw?.close();
+    await fx.emu?.close();
+  });
+  return fx;
+}
