@@ -1,3 +1,4 @@
+import { LRUCache } from "lru-cache";
 import { request, type Dispatcher } from "undici";
 import { SessionExpired, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
@@ -34,7 +35,10 @@ export interface Download {
  * only the path is signed (§5.9), it is fetched from the configured upstream instead.
  */
 export class Downloader {
-  private readonly urls = new Map<string, { url: string; reuseUntil: number }>();
+  /** Bounded: one entry per version read recently. */
+  private readonly urls = new LRUCache<string, { url: string; reuseUntil: number }>({
+    max: 10_000,
+  });
   private readonly pending = new Map<string, Promise<string>>();
 
   constructor(

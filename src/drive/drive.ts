@@ -151,6 +151,14 @@ export class Drive implements FileSystem {
     }
   }
 
+  /** The signed URL of the current version, for clients redirected to fetch it themselves. */
+  async downloadUrl(path: string): Promise<string> {
+    const t = this.target(path);
+    const node = await this.node(t);
+    if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    return this.downloader.url({ uri: t.uri, entity: node.entity });
+  }
+
   async write(path: string, options: WriteOptions): Promise<{ entry: Entry; created: boolean }> {
     const t = this.target(path);
     if (t.segments.length === 0) throw new WrongType("the root is a folder");
