@@ -19,6 +19,28 @@ export function encodeDeadProp(p: DeadProp): string {
   return JSON.stringify({ l: p.lang ?? "", i: Buffer.from(p.innerXml, "utf8").toString("base64") });
 }
 
+/**
+ * The gateway's own modification time for a file, for clients that set one after the upload
+ * (rclone's PROPPATCH lastmodified, Windows' Win32LastModifiedTime). Cloudreve can only set
+ * updated_at when content is uploaded, and bumps it on every rename and move; this property
+ * holds `<entity> <ms>` and counts only while that entity is still the current version, so a
+ * new upload from anywhere makes Cloudreve's own time count again.
+ */
+const MTIME: Pick<DeadProp, "ns" | "name"> = { ns: "urn:cloudreve-dav:", name: "mtime" };
+const MTIME_KEY = deadPropKey(MTIME);
+
+export function mtimePatch(entity: string, mtimeMs: number): MetadataPatch {
+  return { key: MTIME_KEY, value: encodeDeadProp({ ...MTIME, innerXml: `${entity} ${mtimeMs}` }) };
+}
+
+/** The modification time set through the gateway for this version, if any. */
+export function mtimeOverride(dav: Record<string, string>, entity: string): number | undefined {
+  const raw = dav[MTIME_KEY];
+  const prop = raw === undefined ? undefined : decodeOne(MTIME_KEY, raw);
+  const [forEntity, ms] = prop?.innerXml.split(" ") ?? [];
+  return forEntity === entity && ms !== undefined && /^\d+$/.test(ms) ? Number(ms) : undefined;
+}
+
 /** The `dav:` part of a File's metadata, the raw form kept in the cache. */
 export function davMetadata(metadata: Record<string, string> | null): Record<string, string> {
   const dav: Record<string, string> = {};
@@ -28,10 +50,13 @@ export function davMetadata(metadata: Record<string, string> | null): Record<str
   return dav;
 }
 
-/** Decodes stored properties; entries that are not in the encoding (written by hand) are skipped. */
+/**
+ * Decodes stored properties; entries that are not in the encoding (written by hand) are
+ * skipped, and so is the gateway's own modification time, which shows as getlastmodified.
+ */
 export function decodeDeadProps(dav: Record<string, string>): DeadProp[] {
   return Object.entries(dav).flatMap(([key, value]) => {
-    const prop = decodeOne(key, value);
+    const prop = key === MTIME_KEY ? undefined : decodeOne(key, value);
     return prop ? [prop] : [];
   });
 }

@@ -19,7 +19,14 @@ import {
 } from "../errors.js";
 import { childOf, MetadataCache, nameOf, parentOf, type Node } from "./cache.js";
 import { Composer, type Place } from "./compose.js";
-import { applyPatches, davMetadata, decodeDeadProps, metadataPatches } from "./deadprops.js";
+import {
+  applyPatches,
+  davMetadata,
+  decodeDeadProps,
+  metadataPatches,
+  mtimeOverride,
+  mtimePatch,
+} from "./deadprops.js";
 import type {
   DeadProp,
   Entry,
@@ -275,6 +282,23 @@ export class Drive implements FileSystem {
     this.cache.replace(t.path, { ...node, dav: applyPatches(node.dav, patches) });
   }
 
+  /** Records a file's modification time without touching its content. */
+  async setModTime(path: string, mtimeMs: number): Promise<Entry> {
+    const t = this.target(path);
+    const node = await this.node(t);
+    if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    const patches = [mtimePatch(node.entity, mtimeMs)];
+    try {
+      await this.api.patchMetadata([t.uri], patches);
+    } catch (err) {
+      if (err instanceof NotFound) this.cache.invalidate(t.path);
+      throw err;
+    }
+    const entry = { ...node.entry, mtimeMs };
+    this.cache.replace(t.path, { ...node, entry, dav: applyPatches(node.dav, patches) });
+    return entry;
+  }
+
   async quota(): Promise<Quota> {
     const cached = this.quotaCache;
     if (cached && cached.expiresAt > this.now()) return cached.value;
@@ -404,8 +428,10 @@ export class Drive implements FileSystem {
 
   private toNode(path: string, file: Parent): Node {
     const isDir = file.type === FILE_TYPE_FOLDER;
-    const mtimeMs = timestampToEpochMs(file.updated_at);
     const entity = file.primary_entity ?? "";
+    const dav = davMetadata(file.metadata);
+    const mtimeMs =
+      (isDir ? undefined : mtimeOverride(dav, entity)) ?? timestampToEpochMs(file.updated_at);
     return {
       entry: {
         path,
@@ -419,7 +445,7 @@ export class Drive implements FileSystem {
       },
       uri: joinUri(this.rootUri, segmentsOf(path)),
       entity,
-      dav: davMetadata(file.metadata),
+      dav,
     };
   }
 }

@@ -92,6 +92,8 @@ export interface FileSystem {
   getDeadProps(path: string): Promise<DeadProp[]>;
   /** Applies the whole patch or nothing. */
   setDeadProps(path: string, patch: PropPatch): Promise<void>;
+  /** Records a file's modification time (clients set it after uploading); WrongType for a folder. */
+  setModTime(path: string, mtimeMs: number): Promise<Entry>;
   quota(): Promise<Quota>;
   /** A URL the client can fetch the content from directly (signed, short-lived), if the drive has one. */
   downloadUrl?(path: string): Promise<string>;
