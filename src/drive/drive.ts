@@ -93,6 +93,8 @@ export class Drive implements FileSystem {
   private readonly cache: MetadataCache;
   private readonly composer: Composer;
   private readonly downloader: Downloader;
+  /** The write in progress per path, which the next write to that path waits for. */
+  private readonly writes = new Map<string, Promise<unknown>>();
   private readonly permanentDelete: boolean;
   private readonly now: () => number;
   private quotaCache: { value: Quota; expiresAt: number } | undefined;
@@ -166,8 +168,29 @@ export class Drive implements FileSystem {
     return this.downloader.url({ uri: t.uri, entity: node.entity });
   }
 
+  /**
+   * Writes to one path run one after another: a client retrying a PUT it gave up on must not
+   * meet the upload lock of the attempt still being cancelled upstream (40073).
+   */
   async write(path: string, options: WriteOptions): Promise<{ entry: Entry; created: boolean }> {
     const t = this.target(path);
+    const before = this.writes.get(t.path);
+    const run = (async () => {
+      await before?.catch(() => undefined);
+      return this.writeNow(t, options);
+    })();
+    this.writes.set(t.path, run);
+    try {
+      return await run;
+    } finally {
+      if (this.writes.get(t.path) === run) this.writes.delete(t.path);
+    }
+  }
+
+  private async writeNow(
+    t: Target,
+    options: WriteOptions,
+  ): Promise<{ entry: Entry; created: boolean }> {
     if (t.segments.length === 0) throw new WrongType("the root is a folder");
     await this.parentFolder(t);
     const existing = await this.find(t);
