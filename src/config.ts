@@ -30,6 +30,8 @@ export interface Config {
   permanentDelete: boolean;
   downloadMode: "proxy" | "redirect";
   lockTimeoutMaxSeconds: number;
+  /** How long in-flight requests may run on after SIGTERM/SIGINT before they are cut. */
+  shutdownTimeoutSeconds: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   users: GatewayUser[];
 }
@@ -44,6 +46,9 @@ interface Setting {
   values?: readonly string[];
   min?: number;
   max?: number;
+  /** A string must match this; `shape` says how, for the message. */
+  pattern?: RegExp;
+  shape?: string;
 }
 
 const SETTINGS: readonly Setting[] = [
@@ -74,6 +79,8 @@ const SETTINGS: readonly Setting[] = [
     kind: "string",
     example: "cloudreve://my/",
     help: "the Cloudreve folder served as /",
+    pattern: /^cloudreve:\/\/[^/]+/i,
+    shape: "a cloudreve:// URI",
   },
   { key: "cacheTtlSeconds", kind: "int", example: "30", help: "metadata cache lifetime", min: 0 },
   { key: "cacheMaxEntries", kind: "int", example: "50000", help: "metadata cache size", min: 1 },
@@ -104,6 +111,14 @@ const SETTINGS: readonly Setting[] = [
     example: "3600",
     help: "longest WebDAV lock granted",
     min: 1,
+  },
+  {
+    key: "shutdownTimeoutSeconds",
+    kind: "int",
+    example: "10",
+    help: "on SIGTERM, how long in-flight requests may finish before they are cut",
+    min: 0,
+    max: 3600,
   },
   {
     key: "logLevel",
@@ -137,59 +152,116 @@ export function defaults(): Config {
     permanentDelete: false,
     downloadMode: "proxy",
     lockTimeoutMaxSeconds: 3600,
+    shutdownTimeoutSeconds: 10,
     logLevel: "info",
     users: [],
   };
 }
 
-export class ConfigError extends Error {}
+/** A bad or missing setting: the message names the key, what is wrong and an example. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
 
 const flagOf = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 const envOf = (key: string) =>
   `CLOUDREVE_DAV_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
 
-function fail(s: Setting, source: string, problem: string): never {
-  const how = s.kind === "users" ? `"users": ${s.example}` : `${flagOf(s.key)} ${s.example}`;
-  throw new ConfigError(`${s.key} (${source}): ${problem}. Example: ${how}`);
+/** Where a value came from, so that the message and its example speak the same language. */
+type Source =
+  { kind: "flag" } | { kind: "env" } | { kind: "file"; file: string } | { kind: "settings" };
+
+function describe(s: Setting, source: Source): string {
+  switch (source.kind) {
+    case "flag":
+      return flagOf(s.key);
+    case "env":
+      return `environment ${envOf(s.key)}`;
+    case "file":
+      return `config file ${source.file}`;
+    case "settings":
+      return "settings";
+  }
 }
 
+/** An example of a good value, written the way the bad one was given. */
+function exampleOf(s: Setting, source: Source): string {
+  const json = () => {
+    if (s.kind === "int") return s.example;
+    if (s.kind === "bool" || s.kind === "users") return s.example;
+    return JSON.stringify(s.example);
+  };
+  switch (source.kind) {
+    case "env":
+      return `${envOf(s.key)}=${s.kind === "users" ? `'${s.example}'` : s.example}`;
+    case "file":
+      return `"${s.key}": ${json()}`;
+    default:
+      return s.kind === "users"
+        ? `"users": ${s.example} in the config file, or ${envOf(s.key)}='${s.example}'`
+        : `${flagOf(s.key)}${s.kind === "bool" ? "" : ` ${s.example}`}`;
+  }
+}
+
+function fail(s: Setting, source: Source, problem: string): never {
+  throw new ConfigError(
+    `${s.key} (${describe(s, source)}): ${problem}. Example: ${exampleOf(s, source)}`,
+  );
+}
+
+const SCRYPT_HASH = /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}$/;
+
 /** Reads one value of a setting from text (flags, environment) or JSON (the config file). */
-function convert(s: Setting, raw: unknown, source: string): Config[keyof Config] {
+function convert(s: Setting, raw: unknown, source: Source): Config[keyof Config] {
   const text = typeof raw === "string" ? raw.trim() : raw;
+  const got = JSON.stringify(raw) ?? String(raw);
   switch (s.kind) {
     case "string":
-      if (typeof text !== "string" || text === "") fail(s, source, "must be a non-empty string");
+      if (typeof text !== "string" || text === "")
+        fail(s, source, `must be a non-empty string, got ${got}`);
+      if (s.pattern && !s.pattern.test(text)) fail(s, source, `must be ${s.shape}, got ${got}`);
       return text;
     case "url": {
-      if (typeof text !== "string") fail(s, source, "must be a URL");
+      if (typeof text !== "string" || text === "") fail(s, source, `must be a URL, got ${got}`);
       let url: URL;
       try {
         url = new URL(text);
       } catch {
-        fail(s, source, `"${text}" is not a URL`);
+        fail(s, source, `${got} is not a URL`);
       }
       if (url.protocol !== "http:" && url.protocol !== "https:")
-        fail(s, source, "must be http:// or https://");
+        fail(s, source, `must start with http:// or https://, got ${got}`);
+      if (url.username || url.password)
+        fail(s, source, "must not carry credentials: give them as email and password");
+      if (url.search || url.hash) fail(s, source, `must not have a query or fragment, got ${got}`);
       return url.toString().replace(/\/+$/, "");
     }
     case "int": {
-      const n = typeof text === "number" ? text : Number(text);
+      const n =
+        typeof text === "number"
+          ? text
+          : typeof text === "string" && /^\d+$/.test(text)
+            ? Number(text)
+            : NaN;
       const inRange = Number.isInteger(n) && n >= (s.min ?? -Infinity) && n <= (s.max ?? Infinity);
-      if (!inRange || text === "") {
-        const range = s.max !== undefined ? `${s.min}–${s.max}` : `≥ ${s.min}`;
-        fail(s, source, `must be an integer ${range}, got ${JSON.stringify(raw)}`);
+      if (!inRange) {
+        const range = s.max !== undefined ? `from ${s.min} to ${s.max}` : `of at least ${s.min}`;
+        fail(s, source, `must be an integer ${range}, got ${got}`);
       }
       return n;
     }
     case "bool":
       if (typeof text === "boolean") return text;
-      if (text === "true" || text === "1" || text === "") return true;
-      if (text === "false" || text === "0") return false;
-      fail(s, source, `must be true or false, got ${JSON.stringify(raw)}`);
+      if (typeof text === "string") {
+        const word = text.toLowerCase();
+        if (["true", "1", "yes", "on"].includes(word)) return true;
+        if (["false", "0", "no", "off"].includes(word)) return false;
+      }
+      fail(s, source, `must be true or false, got ${got}`);
       break;
     case "enum":
       if (typeof text !== "string" || !s.values!.includes(text)) {
-        fail(s, source, `must be one of ${s.values!.join(", ")}, got ${JSON.stringify(raw)}`);
+        fail(s, source, `must be one of ${s.values!.join(", ")}, got ${got}`);
       }
       return text;
     case "users": {
@@ -198,21 +270,29 @@ function convert(s: Setting, raw: unknown, source: string): Config[keyof Config]
         try {
           value = JSON.parse(value);
         } catch {
-          fail(s, source, "must be a JSON array");
+          fail(s, source, "must be a JSON array of {name, passwordHash}");
         }
       }
       if (!Array.isArray(value)) fail(s, source, "must be an array of {name, passwordHash}");
+      const names = new Set<string>();
       return value.map((u: unknown, i) => {
-        const user = u as Partial<GatewayUser>;
-        if (typeof user?.name !== "string" || user.name === "" || user.name.includes(":")) {
+        const user = (typeof u === "object" && u !== null ? u : {}) as Partial<GatewayUser>;
+        if (typeof user.name !== "string" || user.name === "" || user.name.includes(":")) {
           fail(s, source, `entry ${i}: name must be a non-empty string without ":"`);
         }
-        if (typeof user.passwordHash !== "string" || !user.passwordHash.startsWith("scrypt$")) {
+        if (names.has(user.name))
+          fail(s, source, `entry ${i}: the name "${user.name}" is repeated`);
+        names.add(user.name);
+        if (typeof user.passwordHash !== "string" || !SCRYPT_HASH.test(user.passwordHash)) {
           fail(
             s,
             source,
-            `entry ${i}: passwordHash must come from \`cloudreve-dav hash-password\``,
+            `entry ${i} (${user.name}): passwordHash must be a scrypt hash printed by \`cloudreve-dav hash-password\`, never the password itself`,
           );
+        }
+        const extra = Object.keys(user).filter((k) => k !== "name" && k !== "passwordHash");
+        if (extra.length > 0) {
+          fail(s, source, `entry ${i} (${user.name}): unknown field "${extra[0]}"`);
         }
         return { name: user.name, passwordHash: user.passwordHash };
       });
@@ -228,7 +308,95 @@ export interface LoadedConfig {
   help: boolean;
 }
 
-/** Flags > environment > config file > defaults. Throws ConfigError with the key, problem and an example. */
+/** The config file's path: --config, else CLOUDREVE_DAV_CONFIG. */
+const CONFIG_ENV = "CLOUDREVE_DAV_CONFIG";
+
+function readConfigFile(file: string): Record<string, unknown> {
+  const example = `Example: --config /etc/cloudreve-dav.json, laid out like config.example.json`;
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError(
+      `config (config file ${file}): cannot be read (${e.code ?? e.message}). ${example}`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(
+      `config (config file ${file}): is not valid JSON (${(err as Error).message}). ${example}`,
+    );
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new ConfigError(
+      `config (config file ${file}): must hold a JSON object of settings. Example: {"port": 8080}`,
+    );
+  }
+  return json as Record<string, unknown>;
+}
+
+/** The closest known key, for "did you mean". */
+function nearest(key: string): string | undefined {
+  const plain = (k: string) => k.toLowerCase().replace(/[-_]/g, "");
+  const wanted = plain(key);
+  const exact = SETTINGS.find((s) => plain(s.key) === wanted);
+  if (exact) return exact.key;
+  // A typo: at most two letters wrong, missing, extra or swapped.
+  return SETTINGS.find((s) => editDistance(plain(s.key), wanted) <= 2)?.key;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + cost);
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** parseArgs' complaint, told in the words of the settings. */
+function argumentError(err: Error & { code?: string }): ConfigError {
+  const flag = /'(--?[^' =]+)/.exec(err.message)?.[1] ?? "";
+  const s = SETTINGS.find(
+    (x) => flagOf(x.key) === flag || `--no-${flagOf(x.key).slice(2)}` === flag,
+  );
+  const help = "Run with --help for the settings.";
+  if (err.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const guess = nearest(flag.replace(/^-+/, ""));
+    return new ConfigError(
+      `${flag}: unknown flag${guess ? ` (did you mean ${flagOf(guess)}?)` : ""}. ${help}`,
+    );
+  }
+  if (s && s.kind === "bool") {
+    return new ConfigError(
+      `${s.key} (${flag}): takes no value. Example: ${flagOf(s.key)} or --no-${flagOf(s.key).slice(2)}`,
+    );
+  }
+  if (s && /ambiguous/.test(err.message)) {
+    return new ConfigError(
+      `${s.key} (${flag}): a value starting with "-" must be joined with "=", as in ${flag}=-1. Example: ${flag} ${s.example}`,
+    );
+  }
+  if (s) return new ConfigError(`${s.key} (${flag}): needs a value. Example: ${flag} ${s.example}`);
+  if (flag === "--config") {
+    return new ConfigError(
+      `config (--config): needs a file. Example: --config /etc/cloudreve-dav.json`,
+    );
+  }
+  return new ConfigError(`${err.message} ${help}`);
+}
+
+/**
+ * Flags > environment > config file > defaults. Throws ConfigError with the key, problem and an
+ * example. `--help` and commands (`hash-password`) skip the settings: they do not need them.
+ */
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const options: Record<string, { type: "string" | "boolean" }> = {
     config: { type: "string" },
@@ -238,79 +406,116 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     options[flagOf(s.key).slice(2)] = { type: s.kind === "bool" ? "boolean" : "string" };
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: argv,
+      options,
+      allowPositionals: true,
+      allowNegative: true,
+      strict: true,
+    });
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message}. Run with --help for the settings.`);
+    throw argumentError(err as Error & { code?: string });
   }
   const config = defaults();
-  const set = (s: Setting, raw: unknown, source: string) => {
+  const help = Boolean(parsed.values.help);
+  if (help || parsed.positionals.length > 0) {
+    return { config, positionals: parsed.positionals, help };
+  }
+  const set = (s: Setting, raw: unknown, source: Source) => {
     (config as unknown as Record<string, unknown>)[s.key] = convert(s, raw, source);
   };
 
-  const file = (parsed.values.config as string | undefined) ?? env.CLOUDREVE_DAV_CONFIG;
+  const fileFlag = parsed.values.config;
+  if (fileFlag === "" || (fileFlag === undefined && env[CONFIG_ENV] === "")) {
+    throw new ConfigError(
+      `config (${fileFlag === "" ? "--config" : `environment ${CONFIG_ENV}`}): must name a file. Example: --config /etc/cloudreve-dav.json`,
+    );
+  }
+  const file = (fileFlag as string | undefined) ?? env[CONFIG_ENV];
   if (file) {
-    let json: Record<string, unknown>;
-    try {
-      json = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-    } catch (err) {
-      throw new ConfigError(`config file ${file}: ${(err as Error).message}`);
-    }
-    if (typeof json !== "object" || json === null || Array.isArray(json)) {
-      throw new ConfigError(`config file ${file}: must hold a JSON object`);
-    }
+    const json = readConfigFile(file);
     for (const key of Object.keys(json)) {
       if (key.startsWith("$") || key.startsWith("//")) continue; // $schema, comments
       const s = SETTINGS.find((x) => x.key === key);
-      if (!s)
+      if (!s) {
+        const guess = nearest(key);
         throw new ConfigError(
-          `config file ${file}: unknown key "${key}". Known keys: ${SETTINGS.map((x) => x.key).join(", ")}`,
+          `${key} (config file ${file}): unknown key${guess ? ` (did you mean "${guess}"?)` : ""}. Known keys: ${SETTINGS.map((x) => x.key).join(", ")}. Example: "port": 8080`,
         );
-      set(s, json[key], `config file ${file}`);
+      }
+      set(s, json[key], { kind: "file", file });
     }
   }
   for (const s of SETTINGS) {
     const value = env[envOf(s.key)];
-    if (value !== undefined) set(s, value, `environment ${envOf(s.key)}`);
+    if (value !== undefined) set(s, value, { kind: "env" });
   }
   for (const s of SETTINGS) {
     const value = parsed.values[flagOf(s.key).slice(2)];
-    if (value !== undefined) set(s, value, flagOf(s.key));
+    if (value !== undefined) set(s, value, { kind: "flag" });
   }
   check(config);
-  return { config, positionals: parsed.positionals, help: Boolean(parsed.values.help) };
+  return { config, positionals: parsed.positionals, help };
 }
 
-const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
-export const isLoopback = (host: string) => LOOPBACK.has(host) || host.startsWith("127.");
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost", "::ffff:127.0.0.1"]);
+export const isLoopback = (host: string) =>
+  LOOPBACK.has(host.toLowerCase()) || /^127\.\d+\.\d+\.\d+$/.test(host);
 
 /** Rules between settings. */
 function check(config: Config): void {
   if (config.upstream && !config.refreshToken && !(config.email && config.password)) {
+    const missing = !config.email ? "email" : "password";
     throw new ConfigError(
-      "upstream is set but there are no credentials: give email and password (--email me@example.com --password secret) or a refresh token (--refresh-token …)",
+      `${missing}: upstream is set but there are no credentials for it. Give an email and a password or a refresh token. Example: --email me@example.com --password secret (or --refresh-token …)`,
     );
+  }
+  if (!config.upstream) {
+    const given = (["email", "password", "refreshToken"] as const).find((k) => config[k]);
+    if (given) {
+      throw new ConfigError(
+        `upstream: ${given} is set but upstream is not, so there is no Cloudreve to log in to (without both, demo mode runs). Example: --upstream https://pan.example.com`,
+      );
+    }
   }
   if (config.users.length === 0 && !isLoopback(config.host)) {
     throw new ConfigError(
-      `host ${config.host} is not a loopback address and no gateway users are configured: anyone on the network could use the drive. Add users (see \`cloudreve-dav hash-password\`) or listen on 127.0.0.1`,
-    );
-  }
-  if (!/^cloudreve:\/\/[^/]+/i.test(config.rootUri)) {
-    throw new ConfigError(
-      `rootUri: must be a cloudreve:// URI, got "${config.rootUri}". Example: --root-uri cloudreve://my/`,
+      `host: ${config.host} is not a loopback address and no gateway users are configured, so anyone on the network could use the drive. Add users (hashes from \`cloudreve-dav hash-password\`) or listen on loopback. Example: CLOUDREVE_DAV_USERS='[{"name":"me","passwordHash":"scrypt$…"}]', or --host 127.0.0.1`,
     );
   }
 }
 
+function shown(value: Config[keyof Config]): string {
+  if (value === undefined) return "";
+  if (Array.isArray(value)) return value.length === 0 ? "none" : `${value.length}`;
+  return String(value);
+}
+
 export function usage(): string {
-  const rows = SETTINGS.map(
-    (s) => `  ${flagOf(s.key).padEnd(28)} ${envOf(s.key).padEnd(40)} ${s.help}`,
-  );
+  const d = defaults();
+  const rows = SETTINGS.flatMap((s) => {
+    const value = shown(d[s.key]);
+    const flag =
+      s.kind === "bool" ? `${flagOf(s.key)}, --no-${flagOf(s.key).slice(2)}` : flagOf(s.key);
+    return [
+      `  ${s.key}`,
+      `      ${flag}   ${envOf(s.key)}`,
+      `      ${s.help}${value ? ` (default: ${value})` : ""}`,
+    ];
+  });
   return [
-    "usage: cloudreve-dav [--config FILE] [settings]     serve a Cloudreve drive over WebDAV",
-    "       cloudreve-dav hash-password                 print a password hash for a gateway user",
+    "usage: cloudreve-dav [--config FILE] [settings]   serve a Cloudreve drive over WebDAV",
+    "       cloudreve-dav hash-password               print a password hash for a gateway user",
+    "                                                 (reads the password from standard input)",
     "",
-    "settings (flag, environment variable, meaning; a config file uses the camelCase key):",
+    "Precedence: flags > environment variables > config file > defaults.",
+    "With no upstream, demo mode runs an emulated Cloudreve in-process.",
+    "",
+    `  config`,
+    `      --config FILE   ${CONFIG_ENV}`,
+    `      a JSON file with any of the settings below, by key (see config.example.json)`,
+    "",
+    "settings (config file key, then flag and environment variable):",
     ...rows,
   ].join("\n");
 }

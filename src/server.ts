@@ -12,11 +12,32 @@ export interface Gateway {
   /** The URL clients mount, e.g. http://127.0.0.1:8080/ */
   url: string;
   server: Server;
+  /** Logs in upstream and asks for the account, so bad credentials show at start. */
+  checkUpstream(): Promise<{ user: string }>;
+  /**
+   * Stops accepting, lets in-flight requests finish for `shutdownTimeoutSeconds`, then cuts
+   * the rest (their unfinished upload sessions are cancelled upstream) and waits for that
+   * clean-up, bounded too.
+   */
   close(): Promise<void>;
 }
 
-/** How long in-flight requests may run on after a stop was asked for. */
-const DRAIN_MS = 10_000;
+/** After the drain, how long cut requests get to clean up upstream (cancel upload sessions). */
+const CLEANUP_MS = 10_000;
+
+/** Resolves with `promise` or after `ms`, whichever comes first; true when it settled. */
+function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
 
 /** A file name for the token state of one account on one site. */
 function stateFileOf(config: Config): string {
@@ -51,7 +72,14 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     downloadMode: config.downloadMode,
     lockTimeoutMaxSeconds: config.lockTimeoutMaxSeconds,
   });
-  const server = createServer(handler);
+  let closing = false;
+  const server = createServer((req, res) => {
+    // Once stopping, a kept-alive connection goes as soon as its last reply is out.
+    res.once("finish", () => {
+      if (closing) setImmediate(() => server.closeIdleConnections());
+    });
+    handler(req, res);
+  });
   // Large uploads stream for a long time; Node's default request timeout (5 min) would cut them.
   server.requestTimeout = 0;
   await new Promise<void>((resolve, reject) => {
@@ -62,18 +90,40 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const port = typeof address === "object" && address ? address.port : config.port;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
 
+  const url = `http://${host}:${port}/`;
+  let closed: Promise<void> | undefined;
+
+  async function stop(): Promise<void> {
+    closing = true;
+    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    if (!(await within(stopped, (config.shutdownTimeoutSeconds ?? 10) * 1000))) {
+      log.warn(
+        { timeoutSeconds: config.shutdownTimeoutSeconds },
+        "in-flight requests did not finish in time: cutting them",
+      );
+      // Their sockets go, which aborts their upstream work; unfinished uploads cancel their sessions.
+      server.closeAllConnections();
+      await stopped;
+    }
+    if (!(await within(drive.writesSettled(), CLEANUP_MS))) {
+      log.warn("upstream clean-up did not finish in time");
+    }
+    if (!(await within(api.close(), CLEANUP_MS))) {
+      log.warn("upstream connections did not close in time");
+    }
+  }
+
   return {
-    url: `http://${host}:${port}/`,
+    url,
     server,
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      // In-flight requests get a bounded time; then their sockets go, which aborts their
-      // upstream work and makes unfinished uploads cancel their sessions.
-      const timer = setTimeout(() => server.closeAllConnections(), DRAIN_MS);
-      await closed;
-      clearTimeout(timer);
-      await api.close();
+    async checkUpstream() {
+      const me = await api.me();
+      return { user: me.email ?? me.nickname };
+    },
+    close() {
+      closed ??= stop();
+      return closed;
     },
   };
 }

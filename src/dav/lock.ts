@@ -71,9 +71,17 @@ async function resolveIfStates(
 /**
  * Every write evaluates the If header (412 when no list holds) and then the locks (423 unless
  * the request presents the token of each lock in the way). `recursive` for operations on a
- * whole subtree (DELETE, MOVE, the destination of COPY).
+ * whole subtree (DELETE, MOVE, the destination of COPY). `membership`: the write adds or
+ * removes `path` as a member of its parent, so a depth-0 lock on the parent is in the way too
+ * (RFC 4918 §7.5); false for a change of the resource alone (PROPPATCH), or a function deciding
+ * it only when such a lock exists (PUT: only when the file is new).
  */
-export async function checkWrite(ctx: DavContext, path: string, recursive: boolean): Promise<void> {
+export async function checkWrite(
+  ctx: DavContext,
+  path: string,
+  recursive: boolean,
+  membership: boolean | (() => Promise<boolean>) = true,
+): Promise<void> {
   const ifHeader = parseIf(ctx);
   let tokens: string[] = [];
   if (ifHeader) {
@@ -83,7 +91,11 @@ export async function checkWrite(ctx: DavContext, path: string, recursive: boole
     }
     tokens = submittedTokens(ifHeader);
   }
-  const check = ctx.locks.canWrite(path, tokens, { recursive, membership: true });
+  let check = ctx.locks.canWrite(path, tokens, { recursive, membership: false });
+  if (check.allowed && membership !== false) {
+    const withParent = ctx.locks.canWrite(path, tokens, { recursive, membership: true });
+    if (!withParent.allowed && (membership === true || (await membership()))) check = withParent;
+  }
   if (!check.allowed) throw new HttpError(423, `${path} is locked`, "lock-token-submitted");
 }
 
@@ -141,6 +153,8 @@ export async function handleLock(ctx: DavContext): Promise<void> {
     if (!(err instanceof NotFound)) throw err;
     exists = false;
   }
+  // Creating the empty resource adds a member to the parent: its locks apply (§7.3, §7.5).
+  if (!exists) await checkWrite(ctx, ctx.path, false);
   // The lock comes first so that a conflict is found before anything is created.
   const lock = ctx.locks.create({
     root: ctx.path,

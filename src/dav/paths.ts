@@ -69,7 +69,9 @@ export function destinationOf(header: string | undefined, hostHeader: string | u
     if (hostHeader && url.host.toLowerCase() !== hostHeader.toLowerCase()) {
       throw new HttpError(502, "Destination is on another server");
     }
-    pathname = url.pathname;
+    // The path as written, not url.pathname: the URL parser resolves "%2e%2e" and ".." segments,
+    // which would silently turn a refused path into another, valid one.
+    pathname = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([^?#]*)/i.exec(header)?.[1] || "/";
   }
   return decodePath(pathname);
 }

@@ -158,7 +158,7 @@ function propstatsFor(
  */
 export async function handleProppatch(ctx: DavContext): Promise<void> {
   const ops = await parsed(ctx, parseProppatch);
-  await checkWrite(ctx, ctx.path, false);
+  await checkWrite(ctx, ctx.path, false, false);
   const entry: Entry = await ctx.fs.stat(ctx.path);
   const names = ops.map((op) =>
     op.op === "set" ? { ns: op.prop.ns, name: op.prop.name } : op.name,

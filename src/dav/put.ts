@@ -40,7 +40,8 @@ async function existing(ctx: DavContext): Promise<Entry | undefined> {
 /** PUT: create or replace a file, streamed upstream; a body of unknown length is spooled first. */
 export async function handlePut(ctx: DavContext): Promise<void> {
   if (ctx.path === "/" || ctx.slash) throw new HttpError(405, "PUT needs a file path");
-  await checkWrite(ctx, ctx.path, false);
+  // Replacing a file leaves its parent's membership alone: a depth-0 lock there does not apply.
+  await checkWrite(ctx, ctx.path, false, async () => (await existing(ctx)) === undefined);
   const h = ctx.req.headers;
   if (h["if-match"] || h["if-none-match"]) {
     const current = await existing(ctx);

@@ -106,7 +106,9 @@ export function createDavHandler(
 
   return (req, res) => {
     const started = process.hrtime.bigint();
-    const written = req.socket.bytesWritten;
+    // Kept here: by the time the response closes, req.socket may already be detached (null).
+    const socket = req.socket;
+    const written = socket.bytesWritten;
     const stats = { calls: 0 };
     const log = options.log.child({});
     res.once("close", () => {
@@ -115,7 +117,7 @@ export function createDavHandler(
           method: req.method,
           path: req.url,
           status: res.statusCode,
-          bytes: req.socket.bytesWritten - written,
+          bytes: socket.bytesWritten - written,
           ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
           upstream: stats.calls,
           ua: req.headers["user-agent"],

@@ -78,6 +78,11 @@ function segmentsOf(path: string): string[] {
   return segments;
 }
 
+/** Cloudreve's name rules (§3.4): at most 255 bytes, none of \ / : * ? " < > |. */
+function nameAllowed(name: string): boolean {
+  return Buffer.byteLength(name) <= 255 && !/[\\/:*?"<>|]/.test(name);
+}
+
 /** A first listing page is the whole folder when there is no next page in either mode (§4.2). */
 function isComplete(page: ListResponse): boolean {
   const p = page.pagination;
@@ -185,6 +190,14 @@ export class Drive implements FileSystem {
     } finally {
       if (this.writes.get(t.path) === run) this.writes.delete(t.path);
     }
+  }
+
+  /**
+   * Resolves when every write in progress has ended, its clean-up included: a write that was
+   * cut still cancels its upload session upstream, which shutdown waits for.
+   */
+  async writesSettled(): Promise<void> {
+    await Promise.allSettled([...this.writes.values()]);
   }
 
   private async writeNow(
@@ -353,6 +366,8 @@ export class Drive implements FileSystem {
 
   /** The node at a path, from the cache or loaded once for all concurrent askers. */
   private async node(t: Target): Promise<Node> {
+    // Cloudreve cannot hold such a name, so nothing is there to ask about.
+    if (!t.segments.every(nameAllowed)) throw new NotFound(`${t.path} does not exist`);
     const known = this.cache.lookup(t.path);
     if (known === null) throw new NotFound(`${t.path} does not exist`);
     if (known) return known;
@@ -418,6 +433,9 @@ export class Drive implements FileSystem {
 
   /** The folder a new item at `t` goes into: MissingParent when it is absent or a file. */
   private async parentFolder(t: Target): Promise<void> {
+    // Refused here, before any upstream call, rather than by Cloudreve half-way through a composition.
+    if (!nameAllowed(nameOf(t.path)))
+      throw new BadName(`Cloudreve does not allow the name ${JSON.stringify(nameOf(t.path))}`);
     const parent = this.target(parentOf(t.path));
     const node = await this.find(parent);
     if (!node?.entry.isDir) throw new MissingParent(`${parent.path} is not an existing folder`);

@@ -1,0 +1,476 @@
+/**
+ * The CLI as a real process: what `npm start` runs (dist/cli.js, built here first).
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { request, type ClientRequest } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hashPassword, verifyPassword } from "../src/dav/basic-auth.js";
+import { startEmulator } from "../src/emulator/index.js";
+import type { RunningEmulator } from "../src/emulator/options.js";
+import { Api, EMAIL, PASSWORD } from "./helpers/emulator.js";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CLI = join(ROOT, "dist", "cli.js");
+/** Generous bounds for a process to do something; never asserted as durations. */
+const WAIT_MS = 20_000;
+
+let home: string;
+
+beforeAll(async () => {
+  home = await mkdtemp(join(tmpdir(), "cloudreve-dav-cli-"));
+  await promisify(execFile)("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: ROOT });
+}, 120_000);
+
+afterAll(async () => {
+  await rm(home, { recursive: true, force: true });
+});
+
+/** The environment of a fresh machine: no CLOUDREVE_DAV_* settings, state kept in a temp dir. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("CLOUDREVE_DAV_")) env[k] = v;
+  }
+  return { ...env, XDG_STATE_HOME: home, HOME: home, ...extra };
+}
+
+interface Finished {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A running CLI whose output is collected. */
+class Cli {
+  readonly child: ChildProcess;
+  stdout = "";
+  stderr = "";
+  readonly exited: Promise<Finished>;
+  private readonly watchers = new Set<() => void>();
+
+  constructor(args: string[], env: Record<string, string> = {}, input?: string) {
+    this.child = spawn(process.execPath, [CLI, ...args], {
+      cwd: ROOT,
+      env: cleanEnv(env),
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child.stdout!.setEncoding("utf8").on("data", (d: string) => this.add("stdout", d));
+    this.child.stderr!.setEncoding("utf8").on("data", (d: string) => this.add("stderr", d));
+    this.exited = new Promise((resolve) => {
+      this.child.once("close", (code, signal) => {
+        this.notify();
+        resolve({ code, signal });
+      });
+    });
+    if (input !== undefined) this.child.stdin!.end(input);
+  }
+
+  private add(stream: "stdout" | "stderr", data: string) {
+    this[stream] += data;
+    this.notify();
+  }
+
+  private notify() {
+    for (const w of this.watchers) w();
+  }
+
+  get output(): string {
+    return this.stdout + this.stderr;
+  }
+
+  /** The JSON log lines written so far. */
+  get logs(): Record<string, unknown>[] {
+    return this.output
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
+  /** Waits (bounded) until the output matches. */
+  waitFor(pattern: RegExp): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const m = this.output.match(pattern);
+        if (m) done(() => resolve(m));
+        else if (this.child.exitCode !== null || this.child.signalCode !== null) {
+          done(() => reject(new Error(`exited before ${pattern}:\n${this.output}`)));
+        }
+      };
+      const timer = setTimeout(
+        () => done(() => reject(new Error(`no ${pattern} in:\n${this.output}`))),
+        WAIT_MS,
+      );
+      const done = (then: () => void) => {
+        clearTimeout(timer);
+        this.watchers.delete(check);
+        then();
+      };
+      this.watchers.add(check);
+      check();
+    });
+  }
+
+  /** Waits (bounded) for the exit. */
+  async finished(): Promise<Finished> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`did not exit:\n${this.output}`)), WAIT_MS);
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill() {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+  }
+}
+
+async function run(args: string[], input?: string, env: Record<string, string> = {}) {
+  const cli = new Cli(args, env, input ?? "");
+  const { code } = await cli.finished();
+  return { code, stdout: cli.stdout, stderr: cli.stderr };
+}
+
+/** Polls (bounded) until `probe` answers something truthy. */
+async function eventually<T>(probe: () => Promise<T | undefined>, what: string): Promise<T> {
+  const until = Date.now() + WAIT_MS;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe("cloudreve-dav hash-password", () => {
+  it("reads a password from standard input and prints a scrypt hash that verifies", async () => {
+    const { code, stdout, stderr } = await run(["hash-password"], "correct horse battery\n");
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
+    const hash = stdout.trim();
+    expect(stdout).toBe(`${hash}\n`);
+    expect(hash).toMatch(/^scrypt\$\d+\$\d+\$\d+\$[^$]+\$[^$]+$/);
+    expect(await verifyPassword("correct horse battery", hash)).toBe(true);
+    expect(await verifyPassword("correct horse", hash)).toBe(false);
+  });
+
+  it("takes the last line without a newline too", async () => {
+    const { code, stdout } = await run(["hash-password"], "no-newline");
+    expect(code).toBe(0);
+    expect(await verifyPassword("no-newline", stdout.trim())).toBe(true);
+  });
+
+  it("refuses an empty password", async () => {
+    const { code, stdout, stderr } = await run(["hash-password"], "");
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toContain("no password given");
+  });
+
+  it("works where the serving settings are still incomplete (a container before its first user)", async () => {
+    const { code, stdout } = await run(["hash-password"], "pw\n", {
+      CLOUDREVE_DAV_HOST: "0.0.0.0",
+    });
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^scrypt\$/);
+  });
+});
+
+describe("bad settings", () => {
+  it("exit 2 with the key, the problem and an example", async () => {
+    const { code, stdout, stderr } = await run(["--port", "eighty"]);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toBe(
+      'cloudreve-dav: port (--port): must be an integer from 0 to 65535, got "eighty". Example: --port 8080\n',
+    );
+  });
+
+  it("an unknown flag exits 2 and points at --help", async () => {
+    const { code, stderr } = await run(["--prot", "8080"]);
+    expect(code).toBe(2);
+    expect(stderr).toContain("--prot: unknown flag (did you mean --port?)");
+  });
+
+  it("a bad environment variable exits 2 naming it", async () => {
+    const { code, stderr } = await run([], undefined, { CLOUDREVE_DAV_DOWNLOAD_MODE: "fast" });
+    expect(code).toBe(2);
+    expect(stderr).toContain("downloadMode (environment CLOUDREVE_DAV_DOWNLOAD_MODE)");
+  });
+
+  it("a non-loopback host without users is refused", async () => {
+    const { code, stderr } = await run(["--host", "0.0.0.0", "--port", "0"]);
+    expect(code).toBe(2);
+    expect(stderr).toContain("host: 0.0.0.0 is not a loopback address");
+  });
+
+  it("an unknown command exits 2 with the usage", async () => {
+    const { code, stderr } = await run(["serve-everything"]);
+    expect(code).toBe(2);
+    expect(stderr).toContain('unknown command "serve-everything"');
+    expect(stderr).toContain("usage: cloudreve-dav");
+  });
+
+  it("--help prints every setting and exits 0", async () => {
+    const { code, stdout } = await run(["--help"]);
+    expect(code).toBe(0);
+    expect(stdout).toContain("--upstream");
+    expect(stdout).toContain("CLOUDREVE_DAV_SHUTDOWN_TIMEOUT_SECONDS");
+  });
+});
+
+describe("demo mode (no upstream)", () => {
+  it("serves WebDAV at the printed URL, names the demo account and stops on SIGTERM", async () => {
+    const cli = new Cli(["--port", "0", "--log-level", "trace"]);
+    try {
+      const [, url] = await cli.waitFor(/Mount (http:\/\/\S+)/);
+      const [, email, password, upstream] = await cli.waitFor(
+        /Demo Cloudreve account: (\S+) \/ (\S+) at (http:\/\/\S+)/,
+      );
+      await cli.waitFor(/"msg":"serving WebDAV"/);
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+      expect(new URL(url!).port).not.toBe("0");
+      expect(email).toBe("demo@example.com");
+
+      // The demo account is real: the emulator takes it.
+      const api = new Api(upstream!);
+      await api.login(email, password);
+
+      const options = await fetch(url!, { method: "OPTIONS" });
+      expect(options.status).toBe(200);
+      expect(options.headers.get("dav")).toBe("1, 2");
+
+      const propfind = await fetch(url!, { method: "PROPFIND", headers: { depth: "1" } });
+      expect(propfind.status).toBe(207);
+      expect(await propfind.text()).toContain("multistatus");
+
+      cli.child.kill("SIGTERM");
+      expect(await cli.finished()).toEqual({ code: 0, signal: null });
+
+      // One log line per request.
+      const requests = cli.logs.filter((l) => l.msg === "request");
+      expect(requests.map((l) => [l.method, l.path, l.status])).toEqual([
+        ["OPTIONS", "/", 200],
+        ["PROPFIND", "/", 207],
+      ]);
+      // The banner shows the demo password once; the logs never do, nor any token.
+      expect(cli.output.split(password!).length - 1).toBe(1);
+      const logText = cli.output
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .join("\n");
+      expect(logText).not.toContain(password);
+      expect(logText).not.toMatch(/bearer/i);
+      expect(logText).not.toContain(api.token);
+      expect(logText).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}/); // no JWT of any kind
+    } finally {
+      cli.kill();
+    }
+  });
+});
+
+describe("against a separate upstream", () => {
+  let emu: RunningEmulator;
+  let api: Api;
+  let stateDir: string;
+  const USER = "alice";
+  const USER_PASSWORD = "alice-gateway-secret";
+  let usersJson: string;
+  const auth = `Basic ${Buffer.from(`${USER}:${USER_PASSWORD}`).toString("base64")}`;
+
+  beforeAll(async () => {
+    // Small chunks, so that an upload is several chunk calls while it is being fed.
+    emu = await startEmulator({ email: EMAIL, password: PASSWORD, chunkSize: 64 * 1024 });
+    api = new Api(emu.url);
+    await api.login();
+    stateDir = await mkdtemp(join(tmpdir(), "cloudreve-dav-cli-state-"));
+    usersJson = JSON.stringify([{ name: USER, passwordHash: await hashPassword(USER_PASSWORD) }]);
+  });
+  afterAll(async () => {
+    await emu?.close();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  interface Listed {
+    name: string;
+    size: number;
+    metadata: Record<string, string> | null;
+  }
+  async function listRoot(): Promise<Listed[]> {
+    const r = await api.call<{ files: Listed[] }>("GET", "/file", {
+      query: { uri: "cloudreve://my/", page_size: 100 },
+    });
+    expect(r.json.code).toBe(0);
+    return r.json.data!.files;
+  }
+  const placeholders = async () =>
+    (await listRoot()).filter((f) => f.metadata?.["sys:upload_session_id"] !== undefined);
+
+  /** The CLI in front of the emulator, with a gateway user; resolves once it serves. */
+  async function startCli(shutdownTimeoutSeconds: number): Promise<{ cli: Cli; url: string }> {
+    const cli = new Cli(
+      [
+        "--upstream",
+        emu.url,
+        "--email",
+        EMAIL,
+        "--password",
+        PASSWORD,
+        "--state-dir",
+        stateDir,
+        "--port",
+        "0",
+        "--shutdown-timeout-seconds",
+        String(shutdownTimeoutSeconds),
+        "--log-level",
+        "debug",
+      ],
+      { CLOUDREVE_DAV_USERS: usersJson },
+    );
+    const [line] = await cli.waitFor(/\{[^\n]*"msg":"serving WebDAV"[^\n]*\}/);
+    const url = (JSON.parse(line) as { url: string }).url;
+    await cli.waitFor(/"msg":"logged in upstream"/);
+    return { cli, url };
+  }
+
+  /** A PUT whose body the test feeds by hand. */
+  function slowPut(url: string, headers: Record<string, string>) {
+    const req: ClientRequest = request(url, {
+      method: "PUT",
+      headers: { authorization: auth, "x-oc-mtime": "1700000000", ...headers },
+    });
+    const reply = new Promise<number>((resolve, reject) => {
+      req.once("response", (res) => {
+        res.resume();
+        res.once("end", () => resolve(res.statusCode ?? 0));
+      });
+      req.once("error", reject);
+    });
+    reply.catch(() => undefined);
+    return { req, reply };
+  }
+
+  /** Writes and waits until the bytes are handed to the socket. */
+  const feed = (req: ClientRequest, bytes: number) =>
+    new Promise<void>((resolve, reject) =>
+      req.write(Buffer.alloc(bytes, 7), (err) => (err ? reject(err) : resolve())),
+    );
+
+  /** Sends SIGTERM and waits until the CLI says it is stopping. */
+  async function terminate(cli: Cli): Promise<void> {
+    cli.child.kill("SIGTERM");
+    await cli.waitFor(/"msg":"stopping: finishing in-flight requests/);
+  }
+
+  function expectNoSecrets(cli: Cli) {
+    expect(cli.output).not.toContain(PASSWORD);
+    expect(cli.output).not.toContain(USER_PASSWORD);
+    expect(cli.output).not.toContain(auth.slice(6));
+    expect(cli.output).not.toMatch(/bearer/i);
+    expect(cli.output).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}/);
+  }
+
+  it("asks for the gateway login and logs nothing secret", async () => {
+    const { cli, url } = await startCli(10);
+    try {
+      expect((await fetch(url, { method: "PROPFIND", headers: { depth: "0" } })).status).toBe(401);
+      const wrong = `Basic ${Buffer.from(`${USER}:nope`).toString("base64")}`;
+      const denied = await fetch(url, {
+        method: "PROPFIND",
+        headers: { depth: "0", authorization: wrong },
+      });
+      expect(denied.status).toBe(401);
+      const ok = await fetch(url, {
+        method: "PROPFIND",
+        headers: { depth: "1", authorization: auth },
+      });
+      expect(ok.status).toBe(207);
+      cli.child.kill("SIGTERM");
+      expect(await cli.finished()).toEqual({ code: 0, signal: null });
+      expect(cli.logs.filter((l) => l.msg === "request")).toHaveLength(3);
+      expectNoSecrets(cli);
+      expect(cli.output).not.toContain("nope");
+    } finally {
+      cli.kill();
+    }
+  });
+
+  it("lets an in-flight upload finish after SIGTERM, refusing new connections meanwhile", async () => {
+    const { cli, url } = await startCli(60);
+    try {
+      const size = 512 * 1024;
+      // A chunked body with its size announced the way Finder does it.
+      const { req, reply } = slowPut(`${url}finished.bin`, {
+        "x-expected-entity-length": String(size),
+      });
+      await feed(req, 100 * 1024);
+      await eventually(async () => (await placeholders()).length > 0, "the upload session");
+
+      await terminate(cli);
+      await expect(fetch(url, { method: "OPTIONS" })).rejects.toThrow();
+
+      for (let sent = 100 * 1024; sent < size; sent += 100 * 1024) {
+        await feed(req, Math.min(100 * 1024, size - sent));
+      }
+      req.end();
+      expect(await reply).toBe(201);
+      expect(await cli.finished()).toEqual({ code: 0, signal: null });
+
+      const file = (await listRoot()).find((f) => f.name === "finished.bin");
+      expect(file?.size).toBe(size);
+      expect(await placeholders()).toEqual([]);
+      expectNoSecrets(cli);
+    } finally {
+      cli.kill();
+    }
+  });
+
+  it("cancels the upload session of a body the client aborts after SIGTERM", async () => {
+    const { cli, url } = await startCli(60);
+    try {
+      const { req, reply } = slowPut(`${url}aborted.bin`, { "content-length": String(1 << 20) });
+      await feed(req, 200 * 1024);
+      await eventually(async () => (await placeholders()).length > 0, "the upload session");
+
+      await terminate(cli);
+      req.destroy();
+      await expect(reply).rejects.toThrow();
+      expect(await cli.finished()).toEqual({ code: 0, signal: null });
+
+      expect(await placeholders()).toEqual([]);
+      expect((await listRoot()).map((f) => f.name)).not.toContain("aborted.bin");
+    } finally {
+      cli.kill();
+    }
+  });
+
+  it("cuts an upload still running at the end of the drain and cancels its session", async () => {
+    const { cli, url } = await startCli(1);
+    try {
+      const { req, reply } = slowPut(`${url}stalled.bin`, {
+        "x-expected-entity-length": String(1 << 20),
+      });
+      await feed(req, 200 * 1024);
+      await eventually(async () => (await placeholders()).length > 0, "the upload session");
+
+      await terminate(cli);
+      // The body never completes: the gateway gives up after the drain, not the client.
+      await expect(reply).rejects.toThrow();
+      expect(await cli.finished()).toEqual({ code: 0, signal: null });
+      expect(cli.output).toContain("in-flight requests did not finish in time");
+
+      expect(await placeholders()).toEqual([]);
+      expect((await listRoot()).map((f) => f.name)).not.toContain("stalled.bin");
+      expectNoSecrets(cli);
+    } finally {
+      cli.kill();
+    }
+  });
+});
