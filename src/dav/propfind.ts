@@ -152,6 +152,25 @@ function propstatsFor(
   return stats;
 }
 
+const isDavLastModified = (p: QName) => p.ns === "DAV:" && p.name === "lastmodified";
+
+/**
+ * A modification time a client sets after uploading: rclone's ownCloud/Nextcloud vendors send
+ * DAV:lastmodified in Unix seconds, Windows sends Win32LastModifiedTime as an HTTP date (and
+ * keeps it as a dead property too). Both become the file's getlastmodified.
+ */
+function requestedMtime(set: readonly DeadProp[]): number | undefined {
+  for (const p of set) {
+    const value = p.innerXml.trim();
+    if (isDavLastModified(p) && /^\d+$/.test(value)) return Number(value) * 1000;
+    if (p.ns === "urn:schemas-microsoft-com:" && p.name === "Win32LastModifiedTime") {
+      const ms = Date.parse(value);
+      if (!Number.isNaN(ms)) return ms;
+    }
+  }
+  return undefined;
+}
+
 /**
  * PROPPATCH (§9.2): instructions apply in document order and all or none. Live properties
  * are protected (403, the rest 424); dead ones, Windows' Win32* among them, are stored.
@@ -185,7 +204,12 @@ export async function handleProppatch(ctx: DavContext): Promise<void> {
     if (op.op === "set") set.push(op.prop);
     else remove.push(op.name);
   }
-  await ctx.fs.setDeadProps(ctx.path, { set, remove });
+  const mtimeMs = entry.isDir ? undefined : requestedMtime(set);
+  await ctx.fs.setDeadProps(ctx.path, {
+    set: set.filter((p) => !(mtimeMs !== undefined && isDavLastModified(p))),
+    remove,
+  });
+  if (mtimeMs !== undefined) await ctx.fs.setModTime(ctx.path, mtimeMs);
   const unique = [...new Map(names.map((q) => [key(q), q])).values()];
   sendXml(ctx, 207, writer.propstats(href, [{ status: 200, props: unique }]).end());
 }
