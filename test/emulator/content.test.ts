@@ -1,53 +1,24 @@
 import { describe, expect, it } from "vitest";
-import { myUri, useEmulator } from "../helpers/emulator.js";
-import type { Api, ApiReply } from "../helpers/emulator.js";
-
-interface CrFile {
-  type: number;
-  id: string;
-  name: string;
-  created_at: string;
-  updated_at: string;
-  size: number;
-  metadata: Record<string, string> | null;
-  path?: string;
-  primary_entity: string;
-}
+import {
+  advance,
+  bytes,
+  code,
+  info,
+  ms,
+  myUri,
+  ok,
+  put,
+  used,
+  useEmulator,
+} from "../helpers/emulator.js";
+import type { Api, CrFile, LockConflict } from "../helpers/emulator.js";
 
 interface UrlData {
   urls: { url: string; stream_saver_display_name?: string }[];
   expires: string | null;
 }
 
-interface LockConflict {
-  path: string;
-  token: string;
-  owner: { application: { type: string } };
-  type: number;
-}
-
 const CONTENT_PATH = /^\/api\/v4\/file\/content\/([^/]+)\/(\d+)\/([^/]+)$/;
-
-function ms(s: string): number {
-  const t = Date.parse(s.replace(/(\.\d{3})\d+/, "$1"));
-  expect(Number.isFinite(t), `timestamp ${s}`).toBe(true);
-  return t;
-}
-
-function ok<T>(r: ApiReply<T>): T {
-  expect(r.json?.code, r.text).toBe(0);
-  return r.json.data as T;
-}
-
-function code(r: ApiReply): number | undefined {
-  return r.json?.code;
-}
-
-function bytes(n: number, seed = 1): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = (i * 13 + seed * 7 + (i >> 8)) & 0xff;
-  return b;
-}
 
 function putRaw(
   api: Api,
@@ -60,24 +31,6 @@ function putRaw(
     body,
     headers: { "content-type": "application/octet-stream" },
   });
-}
-
-async function put(api: Api, path: string, body: string | Uint8Array): Promise<CrFile> {
-  return ok(await putRaw(api, path, body));
-}
-
-function info(api: Api, path: string) {
-  return api.call<CrFile>("GET", "/file/info", { query: { uri: myUri(path) } });
-}
-
-async function used(api: Api): Promise<number> {
-  return ok(await api.call<{ total: number; used: number }>("GET", "/user/capacity")).used;
-}
-
-async function advance(api: Api, seconds: number): Promise<void> {
-  const r = await api.call("POST", "/__emulator/clock", { json: { advanceSeconds: seconds } });
-  expect(r.status, r.text).toBe(200);
-  await api.login();
 }
 
 function urlCall(api: Api, paths: string[], extra: Record<string, unknown> = {}) {

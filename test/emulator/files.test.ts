@@ -1,59 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { myUri, useEmulator } from "../helpers/emulator.js";
-import type { Api, ApiReply, Envelope } from "../helpers/emulator.js";
-
-interface CrFile {
-  type: number;
-  id: string;
-  name: string;
-  created_at: string;
-  updated_at: string;
-  size: number;
-  metadata: Record<string, string> | null;
-  path?: string;
-  primary_entity: string;
-  capability: string;
-  owned?: boolean;
-  folder_summary?: {
-    size: number;
-    files: number;
-    folders: number;
-    completed: boolean;
-    calculated_at: string;
-  };
-  extended_info?: {
-    storage_policy?: { id: string; name: string; type: string };
-    storage_used: number;
-    entities?: { id: string; size: number; type: number; created_at: string }[];
-  };
-}
+import { advance, code, info, ms, myUri, ok, put, used, useEmulator } from "../helpers/emulator.js";
+import type { Api, ApiReply, CrFile, Envelope, LockConflict } from "../helpers/emulator.js";
 
 interface ListData {
   files: CrFile[];
   parent: CrFile;
-}
-
-interface LockConflict {
-  path: string;
-  token: string;
-  owner: { application: { type: string } };
-  type: number;
-}
-
-/** Instant of an RFC 3339 timestamp in ms (fractional digits beyond ms dropped). */
-function ms(s: string): number {
-  const t = Date.parse(s.replace(/(\.\d{3})\d+/, "$1"));
-  expect(Number.isFinite(t), `timestamp ${s}`).toBe(true);
-  return t;
-}
-
-function ok<T>(r: ApiReply<T>): T {
-  expect(r.json?.code, r.text).toBe(0);
-  return r.json.data as T;
-}
-
-function code(r: ApiReply): number | undefined {
-  return r.json?.code;
 }
 
 /** The single inner envelope of a 40081 reply. */
@@ -68,37 +19,12 @@ async function create(api: Api, path: string, type: "file" | "folder"): Promise<
   return ok(await api.call<CrFile>("POST", "/file/create", { json: { uri: myUri(path), type } }));
 }
 
-async function put(api: Api, path: string, body: string | Uint8Array): Promise<CrFile> {
-  return ok(
-    await api.call<CrFile>("PUT", "/file/content", {
-      query: { uri: myUri(path) },
-      body,
-      headers: { "content-type": "application/octet-stream" },
-    }),
-  );
-}
-
-function info(api: Api, path: string, query: Record<string, string | boolean> = {}) {
-  return api.call<CrFile>("GET", "/file/info", { query: { uri: myUri(path), ...query } });
-}
-
 async function list(api: Api, uri: string): Promise<CrFile[]> {
   return ok(await api.call<ListData>("GET", "/file", { query: { uri, page_size: 2000 } })).files;
 }
 
 async function names(api: Api, path: string): Promise<string[]> {
   return (await list(api, myUri(path))).map((f) => f.name).sort();
-}
-
-async function used(api: Api): Promise<number> {
-  return ok(await api.call<{ total: number; used: number }>("GET", "/user/capacity")).used;
-}
-
-async function advance(api: Api, seconds: number): Promise<void> {
-  const r = await api.call("POST", "/__emulator/clock", { json: { advanceSeconds: seconds } });
-  expect(r.status, r.text).toBe(200);
-  // Tokens expire by the emulator clock too; start a fresh session.
-  await api.login();
 }
 
 function move(api: Api, uris: string[], dst: string, copy = false) {

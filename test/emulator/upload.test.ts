@@ -1,19 +1,19 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { Api, myUri, useEmulator } from "../helpers/emulator.js";
-import type { ApiReply } from "../helpers/emulator.js";
-
-interface CrFile {
-  type: number;
-  id: string;
-  name: string;
-  created_at: string;
-  updated_at: string;
-  size: number;
-  metadata: Record<string, string> | null;
-  path?: string;
-  primary_entity: string;
-}
+import {
+  advance,
+  Api,
+  bytes,
+  code,
+  info,
+  ms,
+  myUri,
+  ok,
+  put,
+  used,
+  useEmulator,
+} from "../helpers/emulator.js";
+import type { CrFile, LockConflict } from "../helpers/emulator.js";
 
 interface UploadSession {
   session_id: string;
@@ -25,52 +25,9 @@ interface UploadSession {
   storage_policy?: { id: string; name: string; type: string; max_size: number };
 }
 
-interface LockConflict {
-  path: string;
-  token: string;
-  owner: { application: { type: string } };
-  type: number;
-}
-
 const CHUNK = 1024;
 const OTHER = { email: "other@example.com", password: "other-password" };
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-function ms(s: string): number {
-  const t = Date.parse(s.replace(/(\.\d{3})\d+/, "$1"));
-  expect(Number.isFinite(t), `timestamp ${s}`).toBe(true);
-  return t;
-}
-
-function ok<T>(r: ApiReply<T>): T {
-  expect(r.json?.code, r.text).toBe(0);
-  return r.json.data as T;
-}
-
-function code(r: ApiReply): number | undefined {
-  return r.json?.code;
-}
-
-/** Deterministic test bytes. */
-function bytes(n: number, seed = 1): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 17 + (i >> 8)) & 0xff;
-  return b;
-}
-
-async function put(api: Api, path: string, body: string | Uint8Array): Promise<CrFile> {
-  return ok(
-    await api.call<CrFile>("PUT", "/file/content", {
-      query: { uri: myUri(path) },
-      body,
-      headers: { "content-type": "application/octet-stream" },
-    }),
-  );
-}
-
-function info(api: Api, path: string) {
-  return api.call<CrFile>("GET", "/file/info", { query: { uri: myUri(path) } });
-}
 
 async function list(api: Api, path: string): Promise<CrFile[]> {
   return ok(
@@ -78,16 +35,6 @@ async function list(api: Api, path: string): Promise<CrFile[]> {
       query: { uri: myUri(path), page_size: 2000 },
     }),
   ).files;
-}
-
-async function used(api: Api): Promise<number> {
-  return ok(await api.call<{ total: number; used: number }>("GET", "/user/capacity")).used;
-}
-
-async function advance(api: Api, seconds: number): Promise<void> {
-  const r = await api.call("POST", "/__emulator/clock", { json: { advanceSeconds: seconds } });
-  expect(r.status, r.text).toBe(200);
-  await api.login();
 }
 
 function startSession(api: Api, path: string, size: number, extra: Record<string, unknown> = {}) {

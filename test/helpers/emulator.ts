@@ -1,4 +1,4 @@
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { startEmulator } from "../../src/emulator/index.js";
 import type { EmulatorOptions, RunningEmulator } from "../../src/emulator/options.js";
 
@@ -95,4 +95,92 @@ export function useEmulator(options: EmulatorOptions = {}): { emu: RunningEmulat
     await ctx.emu?.close();
   });
   return ctx;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes and small calls the emulator suites share.
+
+/** A Cloudreve File as the tests read it (§4.4). */
+export interface CrFile {
+  type: number;
+  id: string;
+  name: string;
+  created_at: string;
+  updated_at: string;
+  size: number;
+  metadata: Record<string, string> | null;
+  path?: string;
+  primary_entity: string;
+  capability: string;
+  owned?: boolean;
+  folder_summary?: {
+    size: number;
+    files: number;
+    folders: number;
+    completed: boolean;
+    calculated_at: string;
+  };
+  extended_info?: {
+    storage_policy?: { id: string; name: string; type: string };
+    storage_used: number;
+    entities?: { id: string; size: number; type: number; created_at: string }[];
+  };
+}
+
+/** One entry of a 40073 envelope's data (§5.11). */
+export interface LockConflict {
+  path: string;
+  token: string;
+  owner: { application: { type: string } };
+  type: number;
+}
+
+/** Instant of an RFC 3339 timestamp in ms (fractional digits beyond ms dropped). */
+export function ms(s: string): number {
+  const t = Date.parse(s.replace(/(\.\d{3})\d+/, "$1"));
+  expect(Number.isFinite(t), `timestamp ${s}`).toBe(true);
+  return t;
+}
+
+/** The data of a successful reply; fails the test on any other code. */
+export function ok<T>(r: ApiReply<T>): T {
+  expect(r.json?.code, r.text).toBe(0);
+  return r.json.data as T;
+}
+
+export function code(r: ApiReply): number | undefined {
+  return r.json?.code;
+}
+
+/** Deterministic test bytes; different seeds give different content. */
+export function bytes(n: number, seed = 1): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 17 + (i >> 8)) & 0xff;
+  return b;
+}
+
+/** Whole-file write through `PUT /file/content`. */
+export async function put(api: Api, path: string, body: string | Uint8Array): Promise<CrFile> {
+  return ok(
+    await api.call<CrFile>("PUT", "/file/content", {
+      query: { uri: myUri(path) },
+      body,
+      headers: { "content-type": "application/octet-stream" },
+    }),
+  );
+}
+
+export function info(api: Api, path: string, query: Record<string, string | boolean> = {}) {
+  return api.call<CrFile>("GET", "/file/info", { query: { uri: myUri(path), ...query } });
+}
+
+export async function used(api: Api): Promise<number> {
+  return ok(await api.call<{ total: number; used: number }>("GET", "/user/capacity")).used;
+}
+
+/** Moves the emulator's clock; tokens expire by it too, so the session starts afresh. */
+export async function advance(api: Api, seconds: number): Promise<void> {
+  const r = await api.call("POST", "/__emulator/clock", { json: { advanceSeconds: seconds } });
+  expect(r.status, r.text).toBe(200);
+  await api.login();
 }
