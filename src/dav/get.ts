@@ -2,7 +2,7 @@ import { pipeline } from "node:stream/promises";
 import parseRange from "range-parser";
 import type { Entry } from "../drive/types.js";
 import { header, type DavContext } from "./context.js";
-import { joinPath } from "./paths.js";
+import { childOf } from "../drive/paths.js";
 import { contentTypeOf, hrefOf } from "./props.js";
 import { HttpError } from "./status.js";
 import { escapeXml } from "./xml.js";
@@ -127,7 +127,7 @@ async function sendIndex(ctx: DavContext, folder: Entry): Promise<void> {
   const rows = children
     .sort((a, b) => Number(b.isDir) - Number(a.isDir) || a.name.localeCompare(b.name))
     .map((c) => {
-      const href = hrefOf(joinPath(folder.path, c.name), c.isDir);
+      const href = hrefOf(childOf(folder.path, c.name), c.isDir);
       const label = escapeXml(c.name + (c.isDir ? "/" : ""));
       return `<li><a href="${escapeXml(href)}">${label}</a></li>`;
     });

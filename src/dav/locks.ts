@@ -8,6 +8,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Locked } from "../errors.js";
+import { isBelow, isSameOrBelow, parentOf } from "../drive/paths.js";
 
 export type LockDepth = 0 | "infinity";
 export type LockScope = "exclusive" | "shared";
@@ -276,23 +277,6 @@ export function parseTimeout(
 // ---------------------------------------------------------------------------------------------
 // Path and lock relations
 
-/** `path` is `ancestor` or inside it; "/ab" is not inside "/a". */
-export function isSameOrBelow(path: string, ancestor: string): boolean {
-  return path === ancestor || isBelow(path, ancestor);
-}
-
-/** `path` is strictly inside `ancestor`. */
-export function isBelow(path: string, ancestor: string): boolean {
-  if (path === ancestor) return false;
-  return ancestor === "/" || path.startsWith(`${ancestor}/`);
-}
-
-function parentOf(path: string): string | undefined {
-  if (path === "/") return undefined;
-  const cut = path.lastIndexOf("/");
-  return cut === 0 ? "/" : path.slice(0, cut);
-}
-
 /** The lock protects `path`: it is the lock's root, or below a depth-infinity root. */
 function covers(lock: Pick<LockInfo, "root" | "depth">, path: string): boolean {
   return lock.root === path || (lock.depth === "infinity" && isBelow(path, lock.root));
@@ -308,7 +292,7 @@ function incompatible(existing: StoredLock, request: LockRequest): boolean {
 function protects(lock: StoredLock, path: string, options: WriteOptions): boolean {
   if (covers(lock, path)) return true;
   if (options.recursive === true && isBelow(lock.root, path)) return true;
-  return options.membership === true && lock.root === parentOf(path);
+  return options.membership === true && path !== "/" && lock.root === parentOf(path);
 }
 
 function heldBy(lock: StoredLock, tokens: readonly string[], principal: string | undefined) {

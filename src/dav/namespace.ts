@@ -1,6 +1,7 @@
 import { header, sendText, hasBody, type DavContext } from "./context.js";
 import { checkWrite } from "./lock.js";
-import { destinationOf, within } from "./paths.js";
+import { isSameOrBelow } from "../drive/paths.js";
+import { destinationOf } from "./paths.js";
 import { HttpError, statusOf } from "./status.js";
 
 /** MKCOL (RFC 4918 §9.3): 201, 405 when something exists, 409 without a parent, 415 with a body. */
@@ -43,7 +44,8 @@ export async function handleCopyMove(ctx: DavContext): Promise<void> {
   }
   if (ctx.path === "/") throw new HttpError(403, "the root cannot be copied or moved");
   if (dest === ctx.path) throw new HttpError(403, "source and destination are the same");
-  if (within(dest, ctx.path)) throw new HttpError(403, "the destination is inside the source");
+  if (isSameOrBelow(dest, ctx.path))
+    throw new HttpError(403, "the destination is inside the source");
 
   if (move) await checkWrite(ctx, ctx.path, true);
   await checkWrite(ctx, dest, true);

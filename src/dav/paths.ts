@@ -32,24 +32,6 @@ export function decodePath(rawPath: string): DavPath {
   return { path: `/${segments.join("/")}`, slash: rawPath.endsWith("/") };
 }
 
-export function parentOf(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i <= 0 ? "/" : path.slice(0, i);
-}
-
-export function nameOf(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
-}
-
-export function joinPath(parent: string, name: string): string {
-  return parent === "/" ? `/${name}` : `${parent}/${name}`;
-}
-
-/** Is `path` equal to or below `ancestor`? ("/ab" is not below "/a".) */
-export function within(path: string, ancestor: string): boolean {
-  return ancestor === "/" || path === ancestor || path.startsWith(`${ancestor}/`);
-}
-
 /**
  * The Destination header of COPY/MOVE: an absolute URL on this server or an absolute path.
  * Another host → 502 (RFC 4918 §9.8.5: the server will not act as a proxy).

@@ -1,3 +1,4 @@
+import { nameOf, parentOf } from "./paths.js";
 import { LRUCache } from "lru-cache";
 import type { Entry } from "./types.js";
 
@@ -27,20 +28,6 @@ type Slot =
 
 /** A generation number taken before a fetch; a result fetched across a mutation is not stored. */
 export type Ticket = number;
-
-/** The parent path of a non-root path ("/a/b" → "/a", "/a" → "/"). */
-export function parentOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  return slash <= 0 ? "/" : path.slice(0, slash);
-}
-
-export function nameOf(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
-}
-
-export function childOf(parent: string, name: string): string {
-  return parent === "/" ? `/${name}` : `${parent}/${name}`;
-}
 
 /**
  * Entries and complete folder listings, keyed by account and gateway path, with a TTL of

@@ -17,7 +17,8 @@ import {
   PreconditionFailed,
   WrongType,
 } from "../errors.js";
-import { childOf, MetadataCache, nameOf, parentOf, type Node } from "./cache.js";
+import { MetadataCache, type Node } from "./cache.js";
+import { childOf, isSameOrBelow, nameOf, parentOf } from "./paths.js";
 import { Composer, type Place } from "./compose.js";
 import {
   applyPatches,
@@ -449,7 +450,7 @@ export class Drive implements FileSystem {
       throw new Forbidden("the root cannot be moved, copied or replaced");
     }
     const srcNode = await this.node(src);
-    if (isWithin(dst.path, src.path) || isWithin(src.path, dst.path)) {
+    if (isSameOrBelow(dst.path, src.path) || isSameOrBelow(src.path, dst.path)) {
       throw new Forbidden(`${src.path} and ${dst.path} contain each other`);
     }
     await this.parentFolder(dst);
@@ -489,9 +490,4 @@ export class Drive implements FileSystem {
       dav,
     };
   }
-}
-
-/** `path` is `base` or below it. */
-function isWithin(path: string, base: string): boolean {
-  return path === base || path.startsWith(`${base}/`);
 }

@@ -6,10 +6,9 @@ import {
   LockNotFound,
   LockTokenMismatch,
   MemoryLockSystem,
-  isBelow,
-  isSameOrBelow,
   parseTimeout,
 } from "../../src/dav/locks.js";
+import { isBelow, isSameOrBelow } from "../../src/drive/paths.js";
 import type { LockDepth, LockRequest, LockScope } from "../../src/dav/locks.js";
 import { evaluateIf, parseIfHeader, submittedTokens } from "../../src/dav/if-header.js";
 
