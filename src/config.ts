@@ -29,6 +29,8 @@ export interface Config {
   concurrency: number;
   permanentDelete: boolean;
   downloadMode: "proxy" | "redirect";
+  /** Finder's AppleDouble `._*` files: uploaded to the drive, or kept in the state folder. */
+  appleDouble: "upload" | "local";
   lockTimeoutMaxSeconds: number;
   /** How long in-flight requests may run on after SIGTERM/SIGINT before they are cut. */
   shutdownTimeoutSeconds: number;
@@ -106,6 +108,13 @@ const SETTINGS: readonly Setting[] = [
     help: "GET streams content (proxy) or answers 302 to the signed URL (redirect)",
   },
   {
+    key: "appleDouble",
+    kind: "enum",
+    values: ["upload", "local"],
+    example: "local",
+    help: "macOS ._* files go to the drive (upload) or stay in the state folder (local)",
+  },
+  {
     key: "lockTimeoutMaxSeconds",
     kind: "int",
     example: "3600",
@@ -151,6 +160,7 @@ export function defaults(): Config {
     concurrency: 8,
     permanentDelete: false,
     downloadMode: "proxy",
+    appleDouble: "upload",
     lockTimeoutMaxSeconds: 3600,
     shutdownTimeoutSeconds: 10,
     logLevel: "info",

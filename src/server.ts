@@ -5,6 +5,7 @@ import { upstreamCalls } from "./cloudreve/transport.js";
 import type { Config } from "./config.js";
 import { MemoryLockSystem } from "./dav/locks.js";
 import { createDavHandler } from "./dav/server.js";
+import { AppleDoubleOverlay } from "./drive/appledouble.js";
 import { Drive } from "./drive/drive.js";
 import type { Logger } from "./log.js";
 
@@ -39,11 +40,11 @@ function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** A file name for the token state of one account on one site. */
-function stateFileOf(config: Config): string {
+/** A name for one account on one site, for the files the gateway keeps of it. */
+function accountOf(config: Config): string {
   const site = new URL(config.upstream!).host.replace(/[^A-Za-z0-9.-]/g, "_");
   const who = (config.email ?? "token").replace(/[^A-Za-z0-9.@-]/g, "_");
-  return join(config.stateDir, `${site}-${who}.json`);
+  return `${site}-${who}`;
 }
 
 /** Wires the layers (Cloudreve client → drive → WebDAV) and listens. */
@@ -53,7 +54,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     email: config.email,
     password: config.password,
     refreshToken: config.refreshToken,
-    stateFile: stateFileOf(config),
+    stateFile: join(config.stateDir, `${accountOf(config)}.json`),
     queue: { concurrency: config.concurrency },
   });
   const drive = new Drive(api, {
@@ -63,8 +64,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     permanentDelete: config.permanentDelete,
     account: config.email ?? "token",
   });
+  const fs =
+    config.appleDouble === "local"
+      ? new AppleDoubleOverlay(drive, join(config.stateDir, "appledouble", accountOf(config)))
+      : drive;
   const handler = createDavHandler({
-    fs: drive,
+    fs,
     locks: new MemoryLockSystem(),
     users: config.users,
     log,

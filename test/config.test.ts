@@ -85,6 +85,7 @@ describe("precedence: flags > environment > config file > defaults", () => {
       concurrency: 3,
       permanentDelete: true,
       downloadMode: "redirect",
+      appleDouble: "local",
       lockTimeoutMaxSeconds: 60,
       shutdownTimeoutSeconds: 2,
       logLevel: "debug",

@@ -84,8 +84,9 @@ export async function handleGet(ctx: DavContext): Promise<void> {
     ctx.res.writeHead(200, { ...headers, "content-length": size }).end();
     return;
   }
-  if (ctx.options.downloadMode === "redirect" && ctx.fs.downloadUrl) {
-    const url = await ctx.fs.downloadUrl(ctx.path);
+  const url =
+    ctx.options.downloadMode === "redirect" ? await ctx.fs.downloadUrl?.(ctx.path) : undefined;
+  if (url) {
     ctx.res.writeHead(302, { location: url, "cache-control": "no-store" }).end();
     return;
   }

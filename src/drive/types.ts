@@ -95,6 +95,6 @@ export interface FileSystem {
   /** Records a file's modification time (clients set it after uploading); WrongType for a folder. */
   setModTime(path: string, mtimeMs: number): Promise<Entry>;
   quota(): Promise<Quota>;
-  /** A URL the client can fetch the content from directly (signed, short-lived), if the drive has one. */
-  downloadUrl?(path: string): Promise<string>;
+  /** A URL the client can fetch the content from directly (signed, short-lived), if there is one. */
+  downloadUrl?(path: string): Promise<string | undefined>;
 }
