@@ -1,5 +1,6 @@
 import { header, sendText, hasBody, type DavContext } from "./context.js";
 import { checkWrite } from "./lock.js";
+import { mtimeOf } from "./put.js";
 import { isSameOrBelow } from "../drive/paths.js";
 import { destinationOf } from "./paths.js";
 import { HttpError, statusOf } from "./status.js";
@@ -49,14 +50,30 @@ export async function handleCopyMove(ctx: DavContext): Promise<void> {
 
   if (move) await checkWrite(ctx, ctx.path, true);
   await checkWrite(ctx, dest, true);
+  let created: boolean;
   try {
-    const { created } = move
+    ({ created } = move
       ? await ctx.fs.move(ctx.path, dest, { overwrite })
-      : await ctx.fs.copy(ctx.path, dest, { overwrite, depth });
-    if (move) ctx.locks.move(ctx.path, dest);
-    sendText(ctx, created ? 201 : 204);
+      : await ctx.fs.copy(ctx.path, dest, { overwrite, depth }));
   } catch (err) {
     // A refused overwrite is a plain 412, not a multistatus (RFC 4918 §9.8.5).
     throw new HttpError(statusOf(err, 412), (err as Error).message);
   }
+  if (move) ctx.locks.move(ctx.path, dest);
+  sendText(ctx, created ? 201 : 204, "", await applyOcMtime(ctx, dest));
+}
+
+/**
+ * ownCloud-style clients (rclone's nextcloud/owncloud vendors) send the file's time with a
+ * MOVE or COPY as X-OC-Mtime; the drive keeps a file's time across both anyway, so this only
+ * writes when the client asks for another one.
+ */
+async function applyOcMtime(ctx: DavContext, dest: string): Promise<Record<string, string>> {
+  const mtimeMs = mtimeOf(header(ctx, "x-oc-mtime"));
+  if (mtimeMs === undefined) return {};
+  const entry = await ctx.fs.stat(dest);
+  if (entry.isDir) return {};
+  if (Math.floor(entry.mtimeMs / 1000) !== Math.floor(mtimeMs / 1000))
+    await ctx.fs.setModTime(dest, mtimeMs);
+  return { "x-oc-mtime": "accepted" };
 }

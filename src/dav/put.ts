@@ -12,7 +12,7 @@ import { checkWrite } from "./lock.js";
 import { HttpError } from "./status.js";
 
 /** X-OC-Mtime: integer or fractional Unix seconds (ownCloud/Nextcloud clients, rclone). */
-function mtimeOf(header: string | string[] | undefined): number | undefined {
+export function mtimeOf(header: string | string[] | undefined): number | undefined {
   if (typeof header !== "string" || !/^\d+(\.\d+)?$/.test(header.trim())) return undefined;
   return Math.round(Number(header) * 1000);
 }

@@ -259,7 +259,8 @@ export class Drive implements FileSystem {
   }
 
   async move(from: string, to: string, options: { overwrite: boolean }) {
-    const { src, dst, replaced } = await this.prepareTransfer(from, to, options.overwrite);
+    const { src, dst, srcNode, replaced } = await this.prepareTransfer(from, to, options.overwrite);
+    await this.pinMtime(src, srcNode);
     let node: Node;
     try {
       const file = await this.composer.replacing(this.placeOf(dst), replaced, () =>
@@ -280,6 +281,7 @@ export class Drive implements FileSystem {
   async copy(from: string, to: string, options: { overwrite: boolean; depth: 0 | "infinity" }) {
     const { src, dst, srcNode, replaced } = await this.prepareTransfer(from, to, options.overwrite);
     const shallow = options.depth === 0 && srcNode.entry.isDir;
+    await this.pinMtime(src, srcNode);
     this.dropQuota();
     let node: Node;
     try {
@@ -296,6 +298,18 @@ export class Drive implements FileSystem {
     if (shallow) this.cache.upsertEmptyFolder(dst.path, node);
     else this.cache.upsert(dst.path, node);
     return { created: !replaced };
+  }
+
+  /**
+   * Cloudreve stamps a moved item, and every file of a copy, with the time of the move (§5.4);
+   * a file's own time goes along as the gateway's mtime property, written before it moves.
+   * (Files inside a copied folder still take the time of the copy.)
+   */
+  private async pinMtime(t: Target, node: Node): Promise<void> {
+    const { entry } = node;
+    if (entry.isDir || entry.uploading || mtimeOverride(node.dav, node.entity) !== undefined)
+      return;
+    await this.setModTime(t.path, entry.mtimeMs);
   }
 
   async getDeadProps(path: string): Promise<DeadProp[]> {
