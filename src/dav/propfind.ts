@@ -4,10 +4,12 @@ import { checkWrite } from "./lock.js";
 import type { LockInfo } from "./locks.js";
 import {
   contentTypeOf,
+  encodeSegment,
   findLiveProp,
   hrefOf,
   livePropsFor,
   renderLiveProp,
+  type LiveProp,
   type LockView,
   type PropContext,
 } from "./props.js";
@@ -95,6 +97,22 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   const now = Date.now();
 
   const writer = new MultistatusWriter();
+  // The live rows depend only on the request and on file-or-folder: worked out once.
+  const rows = new Map<string, LiveProp[]>();
+  const live = (entry: Entry, which: "allprop" | "propname") => {
+    const k = `${which}${entry.isDir}`;
+    let found = rows.get(k);
+    if (!found) {
+      found = livePropsFor(entry, which).filter(
+        (row) => quota !== undefined || !QUOTA_PROPS.has(row.name),
+      );
+      rows.set(k, found);
+    }
+    return found;
+  };
+  // Members' hrefs extend the folder's: only their own name is encoded.
+  const rootHref = hrefOf(root.path, true);
+  const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
   for (const entry of entries) {
     const propCtx: PropContext = {
       entry,
@@ -104,12 +122,18 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       contentType: contentTypeOf,
     };
     const dead = needsDead ? await ctx.fs.getDeadProps(entry.path) : [];
-    writer.propstats(
-      hrefOf(entry.path, entry.isDir),
-      propstatsFor(request, propCtx, dead, wanted, quota !== undefined),
-    );
+    const href =
+      entry !== root && entry.name !== "" && entry.path === `${memberPrefix}${entry.name}`
+        ? `${rootHref}${encodeSegment(entry.name)}${entry.isDir ? "/" : ""}`
+        : hrefOf(entry.path, entry.isDir);
+    writer.propstats(href, propstatsFor(request, propCtx, dead, wanted, live));
   }
-  sendXml(ctx, 207, writer.end());
+  const body = writer.endBytes();
+  ctx.res.writeHead(207, {
+    "content-type": "application/xml; charset=utf-8",
+    "content-length": body.length,
+  });
+  ctx.res.end(body);
 }
 
 function propstatsFor(
@@ -117,10 +141,9 @@ function propstatsFor(
   ctx: PropContext,
   dead: DeadProp[],
   wanted: readonly QName[],
-  quotaShown: boolean,
+  liveRows: (entry: Entry, which: "allprop" | "propname") => LiveProp[],
 ): PropStat[] {
-  const live = (which: "allprop" | "propname") =>
-    livePropsFor(ctx.entry, which).filter((row) => quotaShown || !QUOTA_PROPS.has(row.name));
+  const live = (which: "allprop" | "propname") => liveRows(ctx.entry, which);
   if (request.kind === "propname") {
     const names = [
       ...live("propname").map((r) => ({ ns: "DAV:", name: r.name })),
@@ -130,12 +153,12 @@ function propstatsFor(
   }
   const found: PropValue[] = [];
   const missing: PropValue[] = [];
-  const deadByName = new Map(dead.map((d) => [key(d), d]));
+  const deadByName = dead.length > 0 ? new Map(dead.map((d) => [key(d), d])) : undefined;
   const render = (q: QName) => {
     const row = findLiveProp(q);
     const inner = row ? renderLiveProp(row, ctx) : undefined;
     if (row && inner !== undefined) return found.push({ ns: q.ns, name: q.name, innerXml: inner });
-    const d = row ? undefined : deadByName.get(key(q));
+    const d = row ? undefined : deadByName?.get(key(q));
     if (d) return found.push(deadValue(d));
     missing.push({ ns: q.ns, name: q.name });
   };

@@ -73,7 +73,8 @@ export function contentTypeOf(name: string): string {
 const KEEP = /%(?:24|26|2B|2C|3B|3D|3A|40)/g;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
-function encodeSegment(segment: string): string {
+/** One path segment as it appears in an href. */
+export function encodeSegment(segment: string): string {
   // encodeURIComponent throws on lone surrogates; they cannot be UTF-8 anyway.
   const wellFormed = segment.replace(LONE_SURROGATE, "\uFFFD");
   return encodeURIComponent(wellFormed).replace(KEEP, decodeURIComponent);

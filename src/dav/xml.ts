@@ -377,6 +377,9 @@ function extrasXml(extras: StatusExtras | undefined): string {
   return out;
 }
 
+/** Responses held as strings before they are encoded to bytes. */
+const ENCODE_EVERY = 256;
+
 /**
  * Builds a 207 body. Properties of foreign namespaces get a prefix declared on their own
  * element, so stored inner XML (which declares what it uses) drops in unchanged. `flush()`
@@ -384,6 +387,12 @@ function extrasXml(extras: StatusExtras | undefined): string {
  */
 export class MultistatusWriter {
   private chunks: string[] = [`${XML_DECL}<D:multistatus xmlns:D="DAV:">`];
+  /**
+   * Earlier chunks already encoded: a large listing is turned into bytes every few hundred
+   * responses, so its strings die young instead of being carried through garbage collections
+   * until the end (in the profile of a 10,000-entry PROPFIND, GC was the largest single cost).
+   */
+  private encoded: Buffer[] = [];
   private readonly prefixes = new Map<string, string>();
 
   /** A resource with one propstat per status. */
@@ -395,6 +404,7 @@ export class MultistatusWriter {
       out += `</D:prop><D:status>${statusLine(ps.status)}</D:status>${extrasXml(ps)}</D:propstat>`;
     }
     this.chunks.push(`${out}${extrasXml(extras)}</D:response>`);
+    if (this.chunks.length >= ENCODE_EVERY) this.encode();
     return this;
   }
 
@@ -410,18 +420,35 @@ export class MultistatusWriter {
 
   /** What has been written since the last flush. */
   flush(): string {
-    const out = this.chunks.join("");
-    this.chunks = [];
+    return this.flushBytes().toString("utf8");
+  }
+
+  /** What has been written since the last flush, as UTF-8. */
+  flushBytes(): Buffer {
+    this.encode();
+    const out = this.encoded.length === 1 ? this.encoded[0]! : Buffer.concat(this.encoded);
+    this.encoded = [];
     return out;
   }
 
   /** The rest of the body, closed. */
   end(description?: string): string {
+    return this.endBytes(description).toString("utf8");
+  }
+
+  /** The rest of the body, closed, as UTF-8 (what goes on the wire, without another copy). */
+  endBytes(description?: string): Buffer {
     if (description !== undefined) {
       this.chunks.push(`<D:responsedescription>${escapeXml(description)}</D:responsedescription>`);
     }
     this.chunks.push("</D:multistatus>");
-    return this.flush();
+    return this.flushBytes();
+  }
+
+  private encode(): void {
+    if (this.chunks.length === 0) return;
+    this.encoded.push(Buffer.from(this.chunks.join(""), "utf8"));
+    this.chunks = [];
   }
 
   private propXml(prop: PropValue): string {

@@ -1,0 +1,186 @@
+/**
+ * Small helpers for the benchmark runner: child processes, free ports, readiness, peak RSS
+ * of a child (VmHWM, reset through /proc/<pid>/clear_refs), external clients and statistics.
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { openSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import { request } from "undici";
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Child {
+  name: string;
+  process: ChildProcess;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** Starts a long-running child with its output going to `logFile`; waits for `ready()`. */
+export async function startChild(
+  name: string,
+  command: string,
+  args: readonly string[],
+  logFile: string,
+  ready: () => Promise<boolean>,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<Child> {
+  const out = openSync(logFile, "a");
+  const child = spawn(command, args, { stdio: ["ignore", out, out], env });
+  let exited = false;
+  const exit = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exited) throw new Error(`${name} exited during start-up; see ${logFile}`);
+    if (await ready().catch(() => false)) break;
+    if (Date.now() > deadline) throw new Error(`${name} did not become ready; see ${logFile}`);
+    await sleep(100);
+  }
+  return {
+    name,
+    process: child,
+    pid: child.pid!,
+    async stop() {
+      if (exited) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+      await exit;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** True once something answers HTTP at `url` (any status). */
+export async function answers(url: string): Promise<boolean> {
+  try {
+    const res = await request(url, { method: "GET" });
+    await res.body.dump();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Peak resident memory of a process since the last reset, in MB (VmHWM). */
+export class PeakRss {
+  constructor(private readonly pid: number) {}
+
+  /** Resets the kernel's peak-RSS counter (clear_refs 5). */
+  async reset(): Promise<void> {
+    await writeFile(`/proc/${this.pid}/clear_refs`, "5");
+  }
+
+  async peakMB(): Promise<number> {
+    const status = await readFile(`/proc/${this.pid}/status`, "utf8");
+    const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+    return kb / 1024;
+  }
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** Runs a client to completion; rejects on a non-zero exit. */
+export function run(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    execFile(
+      command,
+      args,
+      { maxBuffer: 256 * MiB, cwd: options.cwd, env: options.env ?? process.env },
+      (err, stdout, stderr) => {
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        if (err) {
+          reject(new Error(`${command} ${args.join(" ")} failed: ${err.message}\n${stderr}`));
+          return;
+        }
+        resolve({ stdout, stderr, ms });
+      },
+    );
+  });
+}
+
+export interface CurlResult {
+  status: number;
+  ttfbS: number;
+  totalS: number;
+  bytes: number;
+  /** Bytes per second, download or upload, as curl reports it. */
+  speed: number;
+}
+
+/** One curl transfer; the body goes to /dev/null. */
+export async function curl(args: readonly string[]): Promise<CurlResult> {
+  const { stdout } = await run("curl", [
+    "-s",
+    "-o",
+    "/dev/null",
+    "-H",
+    "Expect:",
+    "-w",
+    "%{http_code} %{time_starttransfer} %{time_total} %{size_download} %{size_upload} %{speed_download} %{speed_upload}",
+    ...args,
+  ]);
+  const [code, ttfb, total, down, up, speedDown, speedUp] = stdout.trim().split(" ").map(Number);
+  const upload = (up ?? 0) > (down ?? 0);
+  return {
+    status: code!,
+    ttfbS: ttfb!,
+    totalS: total!,
+    bytes: upload ? up! : down!,
+    speed: upload ? speedUp! : speedDown!,
+  };
+}
+
+export function expectStatus(r: CurlResult, wanted: number[], what: string): CurlResult {
+  if (!wanted.includes(r.status)) throw new Error(`${what}: HTTP ${r.status}`);
+  return r;
+}
+
+/** wrk's requests per second for one run. */
+export async function wrk(
+  url: string,
+  seconds: number,
+  connections: number,
+  script?: string,
+): Promise<{ rps: number; non2xx: number; output: string }> {
+  const args = ["-t", "2", "-c", String(connections), "-d", `${seconds}s`, "--latency"];
+  if (script) args.push("-s", script);
+  const { stdout } = await run("wrk", [...args, url]);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  return { rps, non2xx, output: stdout };
+}
