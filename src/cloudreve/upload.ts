@@ -31,22 +31,28 @@ export interface PolicyUploader {
 export const SMALL_FILE_LIMIT = 4 * 1024 * 1024;
 
 /**
- * Reads a stream in pieces of exactly `size` bytes (the last may be shorter), holding one
- * piece at a time. Ends early, short, if the stream does.
+ * Reads a stream in pieces of exactly `size` bytes (the last may be shorter), each into a
+ * buffer from `buffers`; fails if the stream ends short of `total` or runs past it.
  */
-async function* exactChunks(source: Readable, size: number, total: number): AsyncGenerator<Buffer> {
-  let remaining = total;
-  let chunk = Buffer.allocUnsafe(Math.min(size, remaining));
-  let filled = 0;
-  if (remaining === 0) {
+async function* exactChunks(
+  source: Readable,
+  size: number,
+  total: number,
+  buffers: () => Promise<Buffer>,
+): AsyncGenerator<Buffer> {
+  if (total === 0) {
     yield Buffer.alloc(0);
     return;
   }
+  let remaining = total;
+  let chunk = (await buffers()).subarray(0, Math.min(size, remaining));
+  let filled = 0;
   for await (const data of source as AsyncIterable<Buffer>) {
     let offset = 0;
     while (offset < data.length) {
-      if (remaining === 0)
+      if (remaining === 0) {
         throw new BadRequest("the request body is longer than its declared length");
+      }
       const take = Math.min(data.length - offset, chunk.length - filled);
       data.copy(chunk, filled, offset, offset + take);
       filled += take;
@@ -54,7 +60,7 @@ async function* exactChunks(source: Readable, size: number, total: number): Asyn
       if (filled === chunk.length) {
         remaining -= chunk.length;
         yield chunk;
-        if (remaining > 0) chunk = Buffer.allocUnsafe(Math.min(size, remaining));
+        if (remaining > 0) chunk = (await buffers()).subarray(0, Math.min(size, remaining));
         filled = 0;
       }
     }
@@ -62,23 +68,54 @@ async function* exactChunks(source: Readable, size: number, total: number): Asyn
   if (remaining > 0) throw new BadRequest("the request body ended before its declared length");
 }
 
+/** A fixed set of reusable buffers: memory stays at `count` chunks however big the file. */
+class BufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiting: ((b: Buffer) => void)[] = [];
+
+  constructor(size: number, count: number) {
+    // Unpooled, so each chunk's ArrayBuffer is exactly its buffer and can be handed back whole.
+    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafeSlow(size));
+  }
+
+  take(): Promise<Buffer> {
+    const b = this.free.pop();
+    return b ? Promise.resolve(b) : new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  give(chunk: Buffer): void {
+    const whole = Buffer.from(chunk.buffer, 0, chunk.buffer.byteLength);
+    const next = this.waiting.shift();
+    if (next) next(whole);
+    else this.free.push(whole);
+  }
+}
+
 /**
  * Local and relay policies: chunks are POSTed to Cloudreve itself (§6.2), in order, each
- * exactly `chunk_size` bytes except the last; `chunk_concurrency` of them may be in flight.
+ * exactly `chunk_size` bytes except the last; `chunk_concurrency` of them may be in flight
+ * (one by default: the local driver writes sequentially). The next chunk is read from the
+ * client while the previous one uploads, into one of `chunk_concurrency + 1` reused buffers.
  * Completion is automatic on the last chunk.
  */
 export const relayUploader: PolicyUploader = {
   async send(api, session, source, size, signal) {
     const chunkSize = session.chunk_size > 0 ? session.chunk_size : Math.max(size, 1);
     const parallel = Math.max(1, session.storage_policy?.chunk_concurrency ?? 1);
-    const inFlight: Promise<unknown>[] = [];
+    const pool = new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel + 1);
+    const inFlight = new Set<Promise<unknown>>();
     let index = 0;
-    for await (const chunk of exactChunks(source, chunkSize, size)) {
-      const sent = api.uploadChunk(session.session_id, index++, chunk, signal);
-      // Awaited below in order; a later chunk failing first must not go unhandled meanwhile.
+    for await (const chunk of exactChunks(source, chunkSize, size, () => pool.take())) {
+      while (inFlight.size >= parallel) await Promise.race(inFlight);
+      const sent: Promise<unknown> = api
+        .uploadChunk(session.session_id, index++, chunk, signal)
+        .finally(() => {
+          inFlight.delete(sent);
+          pool.give(chunk);
+        });
+      // Awaited through the race above or at the end; a failure meanwhile must not go unhandled.
       sent.catch(() => undefined);
-      inFlight.push(sent);
-      if (inFlight.length >= parallel) await inFlight.shift();
+      inFlight.add(sent);
     }
     await Promise.all(inFlight);
   },
@@ -100,7 +137,9 @@ function uploaderFor(session: UploadSession): PolicyUploader | undefined {
 export async function uploadFile(api: CloudreveApi, r: UploadRequest): Promise<File> {
   if (r.mtimeMs === undefined && r.size <= SMALL_FILE_LIMIT) {
     let body: Buffer = Buffer.alloc(0);
-    for await (const chunk of exactChunks(r.source, Math.max(r.size, 1), r.size)) body = chunk;
+    const whole = () => Promise.resolve(Buffer.allocUnsafe(r.size));
+    for await (const chunk of exactChunks(r.source, Math.max(r.size, 1), r.size, whole))
+      body = chunk;
     if (!r.replace) {
       // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
       return uploadBySession(api, { ...r, source: Readable.from([body]) });
