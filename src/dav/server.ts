@@ -110,7 +110,6 @@ export function createDavHandler(
     const socket = req.socket;
     const written = socket.bytesWritten;
     const stats = { calls: 0 };
-    const log = options.log.child({});
     res.once("close", () => {
       options.log.info(
         {
@@ -125,6 +124,6 @@ export function createDavHandler(
         "request",
       );
     });
-    void counter.run(stats, () => serve(req, res, log));
+    void counter.run(stats, () => serve(req, res, options.log));
   };
 }

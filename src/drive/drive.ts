@@ -1,3 +1,5 @@
+import { Readable } from "node:stream";
+import { LRUCache } from "lru-cache";
 import type { CloudreveApi } from "../cloudreve/api.js";
 import { Downloader } from "../cloudreve/download.js";
 import {
@@ -15,6 +17,7 @@ import {
   MissingParent,
   NotFound,
   PreconditionFailed,
+  UpstreamError,
   WrongType,
 } from "../errors.js";
 import { MetadataCache, type Node } from "./cache.js";
@@ -54,6 +57,33 @@ export interface DriveOptions {
   account?: string;
   /** The clock of the cache TTLs (injectable for tests). */
   now?: () => number;
+}
+
+/** Files up to this size are read whole and kept in memory per version. */
+const SMALL_CONTENT_BYTES = 64 * 1024;
+const SMALL_CONTENT_CACHE_BYTES = 32 * 1024 * 1024;
+
+/** A 200 or, for "bytes=start-end", a 206 answer served from bytes in memory. */
+function sliceOf(bytes: Buffer, range: string | undefined): ReadResult {
+  const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
+  const size = bytes.length;
+  if (!m || Number(m[1]) >= size) {
+    return {
+      status: 200,
+      headers: { "content-length": String(size) },
+      body: Readable.from([bytes]),
+    };
+  }
+  const start = Number(m[1]);
+  const end = Math.min(Number(m[2]), size - 1);
+  return {
+    status: 206,
+    headers: {
+      "content-length": String(end - start + 1),
+      "content-range": `bytes ${start}-${end}/${size}`,
+    },
+    body: Readable.from([bytes.subarray(start, end + 1)]),
+  };
 }
 
 /** `/user/capacity` changes with every upload; it is trusted only this long. */
@@ -99,6 +129,11 @@ export class Drive implements FileSystem {
   private readonly cache: MetadataCache;
   private readonly composer: Composer;
   private readonly downloader: Downloader;
+  /** Contents of small files by version (entity), bounded in bytes. */
+  private readonly contents = new LRUCache<string, Buffer>({
+    maxSize: SMALL_CONTENT_CACHE_BYTES,
+    sizeCalculation: (b) => Math.max(1, b.length),
+  });
   /** The write in progress per path, which the next write to that path waits for. */
   private readonly writes = new Map<string, Promise<unknown>>();
   private readonly permanentDelete: boolean;
@@ -151,6 +186,9 @@ export class Drive implements FileSystem {
     const t = this.target(path);
     const node = await this.node(t);
     if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    if (node.entry.size <= SMALL_CONTENT_BYTES && !node.entry.uploading) {
+      return sliceOf(await this.smallContent(t, node), options.range);
+    }
     try {
       const d = await this.downloader.open({
         uri: t.uri,
@@ -164,6 +202,29 @@ export class Drive implements FileSystem {
       if (err instanceof NotFound) this.cache.invalidate(t.path);
       throw err;
     }
+  }
+
+  /**
+   * The bytes of a small file, kept per version: a version's content never changes, so
+   * repeated reads of small files (icons, sidecars, the 6-byte file of a benchmark) cost no
+   * upstream call after the first.
+   */
+  private smallContent(t: Target, node: Node): Promise<Buffer> {
+    const cached = this.contents.get(node.entity);
+    if (cached) return Promise.resolve(cached);
+    return this.cache.shared(`content:${node.entity}`, async () => {
+      const d = await this.downloader.open({ uri: t.uri, entity: node.entity });
+      const chunks: Buffer[] = [];
+      for await (const c of d.body) chunks.push(c as Buffer);
+      const bytes = Buffer.concat(chunks);
+      if (d.statusCode !== 200 || bytes.length !== node.entry.size) {
+        // Changed outside the gateway since it was listed: nothing to keep.
+        this.cache.invalidate(t.path);
+        throw new UpstreamError(`${t.path} changed while it was read`, { retryable: true });
+      }
+      this.contents.set(node.entity, bytes);
+      return bytes;
+    });
   }
 
   /** The signed URL of the current version, for clients redirected to fetch it themselves. */

@@ -146,11 +146,13 @@ describe("error mapping", () => {
     });
 
     it("a failing download → 502/503", async () => {
+      // A file never read before: small files already read are served from memory.
+      expect((await raw(fx.url, "PUT", "/e/unread.txt", { body: "unread" })).status).toBe(201);
       await faults(fx.emu.url, [
         { route: "GET /api/v4/file/content/:id/:speed/:name", failWith: 503, times: 20 },
       ]);
       try {
-        const r = await raw(fx.url, "GET", "/e/keep.txt");
+        const r = await raw(fx.url, "GET", "/e/unread.txt");
         expect([502, 503]).toContain(r.status);
       } finally {
         await faults(fx.emu.url, []);

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect, it } from "vitest";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
+import { raw } from "../helpers/http-raw.js";
 
 /**
  * A media player's access pattern (clients.md §D.4): HEAD, `Range: bytes=0-`, seeks near the
@@ -223,5 +224,25 @@ describe("media player access pattern", () => {
     const r = await fetchRaw(fx.url, "GET", path, { Range: "bytes=100-199" });
     expect(r.status).toBe(206);
     expect(firstMismatch(r.body, 100)).toBe(-1);
+  });
+});
+
+describe("small files", () => {
+  const gw = useGateway();
+  it("are read from upstream once per version, then served from memory, ranges included", async () => {
+    expect((await raw(gw.url, "PUT", "/small.txt", { body: "0123456789" })).status).toBe(201);
+    await gw.resetStats();
+    for (let i = 0; i < 5; i++)
+      expect((await raw(gw.url, "GET", "/small.txt")).text).toBe("0123456789");
+    const part = await raw(gw.url, "GET", "/small.txt", { headers: { range: "bytes=2-4" } });
+    expect(part.status).toBe(206);
+    expect(part.headers["content-range"]).toBe("bytes 2-4/10");
+    expect(part.text).toBe("234");
+    const { requests } = await gw.stats();
+    expect(requests["GET /api/v4/file/content/:id/:speed/:name"]).toBe(1);
+    // A new version is read anew.
+    expect((await raw(gw.url, "PUT", "/small.txt", { body: "abcdefghij" })).status).toBe(204);
+    expect((await raw(gw.url, "GET", "/small.txt")).text).toBe("abcdefghij");
+    expect((await gw.stats()).requests["GET /api/v4/file/content/:id/:speed/:name"]).toBe(2);
   });
 });
