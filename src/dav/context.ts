@@ -67,6 +67,7 @@ export function hasBody(req: IncomingMessage): boolean {
 
 /** Reads a small request body (XML), refusing anything over `limit` bytes. */
 export async function readSmallBody(req: IncomingMessage, limit = 1024 * 1024): Promise<string> {
+  if (!hasBody(req)) return "";
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {

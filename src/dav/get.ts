@@ -108,6 +108,10 @@ export async function handleGet(ctx: DavContext): Promise<void> {
       upstream.headers["content-range"] ?? `bytes ${range.start}-${range.end}/${size}`,
     );
   ctx.res.writeHead(expected, outHeaders);
+  if (upstream.bytes) {
+    ctx.res.end(upstream.bytes);
+    return;
+  }
   try {
     await pipeline(upstream.body, ctx.res);
   } catch (err) {

@@ -64,26 +64,16 @@ const SMALL_CONTENT_BYTES = 64 * 1024;
 const SMALL_CONTENT_CACHE_BYTES = 32 * 1024 * 1024;
 
 /** A 200 or, for "bytes=start-end", a 206 answer served from bytes in memory. */
-function sliceOf(bytes: Buffer, range: string | undefined): ReadResult {
+function sliceOf(all: Buffer, range: string | undefined): ReadResult {
   const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
-  const size = bytes.length;
-  if (!m || Number(m[1]) >= size) {
-    return {
-      status: 200,
-      headers: { "content-length": String(size) },
-      body: Readable.from([bytes]),
-    };
-  }
-  const start = Number(m[1]);
-  const end = Math.min(Number(m[2]), size - 1);
-  return {
-    status: 206,
-    headers: {
-      "content-length": String(end - start + 1),
-      "content-range": `bytes ${start}-${end}/${size}`,
-    },
-    body: Readable.from([bytes.subarray(start, end + 1)]),
-  };
+  const size = all.length;
+  const whole = !m || Number(m[1]) >= size;
+  const start = whole ? 0 : Number(m[1]);
+  const end = whole ? size - 1 : Math.min(Number(m[2]), size - 1);
+  const bytes = all.subarray(start, end + 1);
+  const headers: Record<string, string> = { "content-length": String(bytes.length) };
+  if (!whole) headers["content-range"] = `bytes ${start}-${end}/${size}`;
+  return { status: whole ? 200 : 206, headers, body: Readable.from([bytes]), bytes };
 }
 
 /** `/user/capacity` changes with every upload; it is trusted only this long. */

@@ -47,6 +47,8 @@ export interface ReadResult {
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: Readable;
+  /** The same bytes when they are already in memory, so they can be sent in one write. */
+  bytes?: Buffer;
 }
 
 export interface WriteOptions {
