@@ -19,7 +19,7 @@ import {
   type LockInfo,
 } from "./locks.js";
 import { decodePath } from "./paths.js";
-import { hrefOf } from "./props.js";
+import { activeLockOf, hrefOf } from "./props.js";
 import { HttpError } from "./status.js";
 import { lockResponseXml, parseLockinfo, XmlRejected, type ActiveLockXml } from "./xml.js";
 
@@ -100,16 +100,7 @@ export async function checkWrite(
 }
 
 function activeLock(lock: LockInfo, now: number): ActiveLockXml {
-  return {
-    scope: lock.scope,
-    depth: lock.depth,
-    ownerXml: lock.ownerXml,
-    timeoutSeconds: Number.isFinite(lock.expiresAt)
-      ? Math.ceil((lock.expiresAt - now) / 1000)
-      : undefined,
-    token: lock.token,
-    rootHref: hrefOf(lock.root, false),
-  };
+  return activeLockOf(lock, hrefOf(lock.root, false), now);
 }
 
 /** LOCK (RFC 4918 §9.10): a new lock, or a refresh (empty body with the token in If). */

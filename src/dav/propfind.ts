@@ -1,7 +1,6 @@
 import type { DeadProp, Entry, Quota } from "../drive/types.js";
 import { header, readSmallBody, sendXml, type DavContext } from "./context.js";
 import { checkWrite } from "./lock.js";
-import type { LockInfo } from "./locks.js";
 import {
   contentTypeOf,
   encodeSegment,
@@ -10,7 +9,6 @@ import {
   livePropsFor,
   renderLiveProp,
   type LiveProp,
-  type LockView,
   type PropContext,
 } from "./props.js";
 import { HttpError } from "./status.js";
@@ -45,19 +43,6 @@ async function parsed<T>(ctx: DavContext, parse: (body: string) => T): Promise<T
     if (err instanceof XmlRejected) throw new HttpError(400, `bad XML body: ${err.message}`);
     throw err;
   }
-}
-
-function lockViews(locks: readonly LockInfo[], now: number): LockView[] {
-  return locks.map((l) => ({
-    token: l.token,
-    root: l.root,
-    scope: l.scope,
-    depth: l.depth,
-    ownerXml: l.ownerXml,
-    timeoutSeconds: Number.isFinite(l.expiresAt)
-      ? Math.ceil((l.expiresAt - now) / 1000)
-      : undefined,
-  }));
 }
 
 const key = (q: QName) => `${q.ns}\u0000${q.name}`;
@@ -118,7 +103,8 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       entry,
       hrefBase: "",
       quota: entry.isDir ? quota : undefined,
-      locks: lockViews(ctx.locks.locksCovering(entry.path), now),
+      locks: ctx.locks.locksCovering(entry.path),
+      now,
       contentType: contentTypeOf,
     };
     const dead = needsDead ? await ctx.fs.getDeadProps(entry.path) : [];

@@ -21,8 +21,8 @@ export interface LockView {
   scope: "exclusive" | "shared";
   depth: 0 | "infinity";
   ownerXml: string;
-  /** Seconds left; undefined for a lock without timeout. */
-  timeoutSeconds?: number;
+  /** When it expires, ms since the epoch; Infinity for a lock without timeout. */
+  expiresAt: number;
 }
 
 export interface PropContext {
@@ -33,6 +33,8 @@ export interface PropContext {
   quota?: Quota;
   /** Locks covering the entry, its own and inherited ones. */
   locks?: readonly LockView[];
+  /** The time the answer describes, for the seconds a lock has left. */
+  now?: number;
   contentType(name: string): string;
 }
 
@@ -91,20 +93,30 @@ export function hrefOf(path: string, isDir: boolean, base = ""): string {
   return `${prefix}/${segments.map(encodeSegment).join("/")}${isDir ? "/" : ""}`;
 }
 
-function lockXml(ctx: PropContext): string {
-  const locks: ActiveLockXml[] = (ctx.locks ?? []).map((lock) => ({
+/** An active lock as lockdiscovery and the LOCK answer show it, with the seconds it has left. */
+export function activeLockOf(lock: LockView, rootHref: string, now: number): ActiveLockXml {
+  return {
     scope: lock.scope,
     depth: lock.depth,
     ownerXml: lock.ownerXml,
-    timeoutSeconds: lock.timeoutSeconds,
+    timeoutSeconds: Number.isFinite(lock.expiresAt)
+      ? Math.ceil((lock.expiresAt - now) / 1000)
+      : undefined,
     token: lock.token,
+    rootHref,
+  };
+}
+
+function lockXml(ctx: PropContext): string {
+  const now = ctx.now ?? Date.now();
+  const locks = (ctx.locks ?? []).map((lock) =>
     // A lock rooted elsewhere is inherited from an ancestor, which is a folder.
-    rootHref: hrefOf(
-      lock.root,
-      lock.root === ctx.entry.path ? ctx.entry.isDir : true,
-      ctx.hrefBase,
+    activeLockOf(
+      lock,
+      hrefOf(lock.root, lock.root === ctx.entry.path ? ctx.entry.isDir : true, ctx.hrefBase),
+      now,
     ),
-  }));
+  );
   return lockDiscoveryXml(locks);
 }
 

@@ -95,7 +95,7 @@ describe("live property formats", () => {
         scope: "shared" as const,
         depth: "infinity" as const,
         ownerXml: "me",
-        timeoutSeconds: 60,
+        expiresAt: Date.now() + 60_000,
       },
       {
         token: "urn:uuid:2",
@@ -103,6 +103,7 @@ describe("live property formats", () => {
         scope: "shared" as const,
         depth: 0 as const,
         ownerXml: "",
+        expiresAt: Infinity,
       },
     ];
     const xml = render("lockdiscovery", ctx(file, { locks, hrefBase: "/dav" })) ?? "";
