@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { FileSystem } from "../drive/types.js";
+import { NotFound } from "../errors.js";
 import { BasicAuth } from "./basic-auth.js";
 import type { GatewayUser } from "../config.js";
 import { sendText, sendXml, type DavContext, type DavOptions, type Handler } from "./context.js";
@@ -30,6 +31,12 @@ const HANDLERS: Record<string, Handler> = {
 };
 
 const ALLOW = ["OPTIONS", ...Object.keys(HANDLERS)].join(", ");
+/** What each kind of resource allows (RFC 4918 §9: no PUT on a collection, no MKCOL on a file). */
+const ALLOW_BY_KIND = {
+  collection: "OPTIONS, GET, HEAD, DELETE, PROPFIND, PROPPATCH, COPY, MOVE, LOCK, UNLOCK",
+  file: "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, COPY, MOVE, LOCK, UNLOCK",
+  unmapped: "OPTIONS, PUT, MKCOL, LOCK",
+};
 
 export interface DavServerOptions extends DavOptions {
   fs: FileSystem;
@@ -40,9 +47,22 @@ export interface DavServerOptions extends DavOptions {
   upstreamCalls?: AsyncLocalStorage<{ calls: number }>;
 }
 
-/** OPTIONS (RFC 4918 §18): class 1 and 2, and the Microsoft hint that this is a DAV server. */
-function handleOptions(ctx: DavContext): void {
-  sendText(ctx, 200, "", { dav: "1, 2", "ms-author-via": "DAV", allow: ALLOW });
+/**
+ * OPTIONS (RFC 4918 §18): class 1 and 2, and the Microsoft hint that this is a DAV server.
+ * Answered without credentials (clients probe before they log in); only a client that may see
+ * the drive learns from Allow what the resource is.
+ */
+async function handleOptions(ctx: DavContext, mayLook: boolean): Promise<void> {
+  let allow = ALLOW;
+  if (mayLook) {
+    try {
+      allow = (await ctx.fs.stat(ctx.path)).isDir ? ALLOW_BY_KIND.collection : ALLOW_BY_KIND.file;
+    } catch (err) {
+      if (!(err instanceof NotFound)) throw err;
+      allow = ALLOW_BY_KIND.unmapped;
+    }
+  }
+  sendText(ctx, 200, "", { dav: "1, 2", "ms-author-via": "DAV", allow });
 }
 
 /**
@@ -55,12 +75,19 @@ export function createDavHandler(
   const auth = new BasicAuth(options.users);
   const counter = options.upstreamCalls ?? new AsyncLocalStorage<{ calls: number }>();
 
-  async function serve(req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {
+  async function serve(
+    req: IncomingMessage,
+    res: ServerResponse,
+    log: Logger,
+    outcome: { error?: unknown },
+  ): Promise<void> {
     const method = req.method ?? "GET";
-    if (auth.enabled && method !== "OPTIONS") {
-      const outcome = await auth.check(req);
-      if (!outcome.ok) {
-        res.writeHead(outcome.throttled ? 429 : 401, {
+    let authenticated = true;
+    if (auth.enabled) {
+      const check = await auth.check(req);
+      authenticated = check.ok;
+      if (!check.ok && method !== "OPTIONS") {
+        res.writeHead(check.throttled ? 429 : 401, {
           "www-authenticate": 'Basic realm="cloudreve-dav", charset="UTF-8"',
           "content-length": 0,
         });
@@ -86,7 +113,7 @@ export function createDavHandler(
     };
     try {
       Object.assign(ctx, decodePath(rawPath));
-      if (method === "OPTIONS") return handleOptions(ctx);
+      if (method === "OPTIONS") return await handleOptions(ctx, authenticated);
       const handler = HANDLERS[method];
       if (!handler) throw new HttpError(405, `${method} is not supported`);
       await handler(ctx);
@@ -99,8 +126,8 @@ export function createDavHandler(
       } else {
         sendText(ctx, status, (err as Error).message, status === 405 ? { allow: ALLOW } : {});
       }
-      const level = status >= 500 ? "error" : "debug";
-      log[level]({ err, status }, "request failed");
+      // Told once, in the request's own log line.
+      outcome.error = err;
     }
   }
 
@@ -110,20 +137,27 @@ export function createDavHandler(
     const socket = req.socket;
     const written = socket.bytesWritten;
     const stats = { calls: 0 };
+    const outcome: { error?: unknown } = {};
     res.once("close", () => {
-      options.log.info(
-        {
-          method: req.method,
-          path: req.url,
-          status: res.statusCode,
-          bytes: socket.bytesWritten - written,
-          ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
-          upstream: stats.calls,
-          ua: req.headers["user-agent"],
-        },
-        "request",
-      );
+      const status = res.statusCode;
+      const fields = {
+        method: req.method,
+        path: req.url,
+        status,
+        bytes: socket.bytesWritten - written,
+        ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
+        upstream: stats.calls,
+        ua: req.headers["user-agent"],
+        // The cause of a failure: its message for client errors, all of it for our own.
+        ...(outcome.error === undefined
+          ? {}
+          : status >= 500
+            ? { err: outcome.error }
+            : { error: (outcome.error as Error).message }),
+      };
+      if (status >= 500) options.log.error(fields, "request");
+      else options.log.info(fields, "request");
     });
-    void counter.run(stats, () => serve(req, res, options.log));
+    void counter.run(stats, () => serve(req, res, options.log, outcome));
   };
 }

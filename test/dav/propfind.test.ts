@@ -43,19 +43,21 @@ async function info(path: string) {
 }
 
 describe("OPTIONS", () => {
-  it("advertises DAV 1 and 2, MS-Author-Via and the methods", async () => {
-    const r = await raw(fx.url, "OPTIONS", "/");
-    expect(r.status).toBe(200);
-    expect(r.headers["dav"]).toBe("1, 2");
-    expect(r.headers["ms-author-via"]).toBe("DAV");
-    const allow = String(r.headers["allow"]).split(/,\s*/);
+  it("advertises DAV 1 and 2, MS-Author-Via and the methods of each kind of resource", async () => {
+    const allowOf = async (path: string) => {
+      const r = await raw(fx.url, "OPTIONS", path);
+      expect(r.status).toBe(200);
+      expect(r.headers["dav"]).toBe("1, 2");
+      expect(r.headers["ms-author-via"]).toBe("DAV");
+      return String(r.headers["allow"]).split(/,\s*/);
+    };
+    expect((await raw(fx.url, "PUT", "/options-file.txt", { body: "x" })).status).toBe(201);
+    const collection = await allowOf("/");
     for (const m of [
       "OPTIONS",
       "GET",
       "HEAD",
-      "PUT",
       "DELETE",
-      "MKCOL",
       "COPY",
       "MOVE",
       "PROPFIND",
@@ -63,8 +65,14 @@ describe("OPTIONS", () => {
       "LOCK",
       "UNLOCK",
     ]) {
-      expect(allow).toContain(m);
+      expect(collection).toContain(m);
     }
+    expect(collection).not.toContain("PUT");
+    expect(collection).not.toContain("MKCOL");
+    const file = await allowOf("/options-file.txt");
+    expect(file).toContain("PUT");
+    expect(file).not.toContain("MKCOL");
+    expect(await allowOf("/options-nothing-here")).toEqual(["OPTIONS", "PUT", "MKCOL", "LOCK"]);
   });
 
   describe("with gateway users", () => {
