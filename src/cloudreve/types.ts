@@ -68,7 +68,7 @@ export function timestampToEpochMs(value: string): number {
   return date.getTime() - offsetMinutes * 60_000;
 }
 
-/** A base64 bitset (§0, §8); decode with `decodeBitset` from ./bitset.js. */
+/** A base64 bitset (§0, §8): bit n in byte n/8, least significant bit first. */
 export const BitsetSchema = z
   .string()
   .regex(/^[A-Za-z0-9+/]*={0,2}$/, "expected a standard base64 bitset");

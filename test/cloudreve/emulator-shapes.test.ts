@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { z } from "zod";
-import { decodeBitset, FilesystemCapability, NavCapability } from "../../src/cloudreve/bitset.js";
+import { decodeBitset, FilesystemCapability, NavCapability } from "../helpers/bitset.js";
 import {
   BatchErrorEnvelopeSchema,
   CapacitySchema,

@@ -5,7 +5,7 @@ import {
   FilesystemCapability,
   GroupPermission,
   NavCapability,
-} from "../../src/cloudreve/bitset.js";
+} from "../helpers/bitset.js";
 import {
   BatchErrorEnvelopeSchema,
   CapacitySchema,
