@@ -331,17 +331,21 @@ export class CloudreveApi {
     });
   }
 
-  /** One chunk of a local/relay upload; re-sending a chunk is harmless before completion (§6.2). */
+  /**
+   * One chunk of a local/relay upload; re-sending a chunk is harmless before completion (§6.2).
+   * `body` gives the bytes per try, so the first may stream what is still arriving.
+   */
   uploadChunk(
     sessionId: string,
     index: number,
-    chunk: Buffer,
+    length: number,
+    body: (attempt: number) => Promise<Buffer | Readable>,
     signal?: AbortSignal,
   ): Promise<unknown> {
     return this.transport.call({
       method: "POST",
       path: `/file/upload/${encodeURIComponent(sessionId)}/${index}`,
-      raw: { body: chunk, length: chunk.length },
+      raw: { body, length },
       schema: Nothing,
       idempotent: true,
       priority: "bulk",

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage, AsyncResource } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { Agent, request, type Dispatcher } from "undici";
 import type { z } from "zod";
 import { AuthRequired, UpstreamError } from "../errors.js";
@@ -25,8 +25,14 @@ export interface ApiCall<T> {
   path: string;
   query?: Record<string, string | number | boolean | undefined>;
   json?: unknown;
-  /** A raw body (chunks, whole-file writes) with its exact length. */
-  raw?: { body: Buffer | Readable; length: number };
+  /**
+   * A raw body (chunks, whole-file writes) with its exact length; given per try, a body can be
+   * streamed on the first and resent from memory on a retry.
+   */
+  raw?: {
+    body: Buffer | Readable | ((attempt: number) => Promise<Buffer | Readable>);
+    length: number;
+  };
   schema: z.ZodType<T>;
   /** Safe to repeat: only idempotent calls are retried on transient failures. */
   idempotent: boolean;
@@ -83,7 +89,7 @@ export class Transport {
 
   call<T>(c: ApiCall<T>): Promise<T> {
     // Bound to the caller's async context: the queue starts tasks from other tasks' contexts.
-    const attempt = AsyncResource.bind(() => this.attempt(c));
+    const attempt = AsyncResource.bind((n: number) => this.attempt(c, n));
     return this.queue.run(attempt, {
       idempotent: c.idempotent,
       priority: c.priority,
@@ -92,20 +98,20 @@ export class Transport {
   }
 
   /** One try; a 401 (the token died early) costs one renewal and one repeat. */
-  private async attempt<T>(c: ApiCall<T>): Promise<T> {
-    if (c.anonymous) return this.exchange(c, undefined);
+  private async attempt<T>(c: ApiCall<T>, n: number): Promise<T> {
+    if (c.anonymous) return this.exchange(c, undefined, n);
     const token = await this.auth.accessToken();
     try {
-      return await this.exchange(c, token);
+      return await this.exchange(c, token, n);
     } catch (err) {
       if (!(err instanceof AuthRequired)) throw err;
-      // A streamed body is gone once sent; only buffered calls can be repeated here.
-      if (c.raw && !Buffer.isBuffer(c.raw.body)) throw err;
-      return this.exchange(c, await this.auth.rejected(token));
+      // A streamed body is gone once sent; only one that can be given again can be repeated.
+      if (c.raw && c.raw.body instanceof Readable) throw err;
+      return this.exchange(c, await this.auth.rejected(token), n + 1);
     }
   }
 
-  private async exchange<T>(c: ApiCall<T>, token: string | undefined): Promise<T> {
+  private async exchange<T>(c: ApiCall<T>, token: string | undefined, n = 0): Promise<T> {
     const url = new URL(`${this.origin}/api/v4${c.path}`);
     for (const [k, v] of Object.entries(c.query ?? {})) {
       if (v !== undefined) url.searchParams.set(k, String(v));
@@ -119,7 +125,7 @@ export class Transport {
     } else if (c.raw) {
       headers["content-type"] = "application/octet-stream";
       headers["content-length"] = String(c.raw.length);
-      body = c.raw.body;
+      body = typeof c.raw.body === "function" ? await c.raw.body(n) : c.raw.body;
     }
 
     const scope = upstreamCalls.getStore();

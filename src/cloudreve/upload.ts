@@ -1,4 +1,4 @@
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import { BadRequest, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
 import type { File, UploadSession } from "./types.js";
@@ -30,42 +30,108 @@ export interface PolicyUploader {
 /** Below this size, a file without a modification time goes up in one `PUT /file/content`. */
 export const SMALL_FILE_LIMIT = 4 * 1024 * 1024;
 
-/**
- * Reads a stream in pieces of exactly `size` bytes (the last may be shorter), each into a
- * buffer from `buffers`; fails if the stream ends short of `total` or runs past it.
- */
-async function* exactChunks(
-  source: Readable,
-  size: number,
-  total: number,
-  buffers: () => Promise<Buffer>,
-): AsyncGenerator<Buffer> {
-  if (total === 0) {
-    yield Buffer.alloc(0);
-    return;
+/** Reads a stream piece by piece, never more than asked for: the rest waits for the next read. */
+class ExactReader {
+  private readonly pieces: AsyncIterator<Buffer>;
+  private leftover: Buffer | undefined;
+
+  constructor(source: Readable) {
+    this.pieces = (source as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
   }
-  let remaining = total;
-  let chunk = (await buffers()).subarray(0, Math.min(size, remaining));
-  let filled = 0;
-  for await (const data of source as AsyncIterable<Buffer>) {
-    let offset = 0;
-    while (offset < data.length) {
-      if (remaining === 0) {
-        throw new BadRequest("the request body is longer than its declared length");
-      }
-      const take = Math.min(data.length - offset, chunk.length - filled);
-      data.copy(chunk, filled, offset, offset + take);
-      filled += take;
-      offset += take;
-      if (filled === chunk.length) {
-        remaining -= chunk.length;
-        yield chunk;
-        if (remaining > 0) chunk = (await buffers()).subarray(0, Math.min(size, remaining));
-        filled = 0;
-      }
+
+  /** Up to `max` bytes; undefined when the stream has ended. */
+  async next(max: number): Promise<Buffer | undefined> {
+    let piece = this.leftover ?? (await this.pieces.next()).value;
+    this.leftover = undefined;
+    if (piece === undefined) return undefined;
+    if (piece.length > max) {
+      this.leftover = piece.subarray(max);
+      piece = piece.subarray(0, max);
+    }
+    return piece;
+  }
+
+  /** Fails unless the stream ends here: a body longer than declared is not stored cut short. */
+  async expectEnd(): Promise<void> {
+    if ((await this.next(1)) !== undefined) {
+      throw new BadRequest("the request body is longer than its declared length");
     }
   }
-  if (remaining > 0) throw new BadRequest("the request body ended before its declared length");
+}
+
+const endedEarly = () => new BadRequest("the request body ended before its declared length");
+
+/** Exactly `into.length` bytes of the stream into `into`. */
+async function readExactly(reader: ExactReader, into: Buffer): Promise<Buffer> {
+  for (let filled = 0; filled < into.length;) {
+    const piece = await reader.next(into.length - filled);
+    if (!piece) throw endedEarly();
+    piece.copy(into, filled);
+    filled += piece.length;
+  }
+  return into;
+}
+
+/**
+ * One chunk on its way up: its bytes stream to the first try as they arrive from the client
+ * and are kept in `bytes`, so a retry resends them once they are all in.
+ */
+class ChunkTee {
+  private live: PassThrough | undefined;
+  /** Bytes received so far; the chunk is complete at `bytes.length`. */
+  private received = 0;
+  private readonly waiters: (() => void)[] = [];
+
+  constructor(readonly bytes: Buffer) {}
+
+  /** The body for a try: the live stream first, the kept bytes afterwards. */
+  async body(attempt: number): Promise<Buffer | Readable> {
+    // Streaming needs every byte to pass by: only a first try that starts before any arrived.
+    if (attempt === 0 && !this.live && this.received === 0 && this.bytes.length > 0) {
+      this.live = new PassThrough({ highWaterMark: 256 * 1024 });
+      return this.live;
+    }
+    // The live stream is no longer read: let the filling go on without it.
+    this.live?.destroy();
+    if (this.received < this.bytes.length) {
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    return this.bytes;
+  }
+
+  /** Reads the chunk's bytes from the client, feeding the live stream as they come. */
+  async fill(reader: ExactReader): Promise<void> {
+    while (this.received < this.bytes.length) {
+      const piece = await reader.next(this.bytes.length - this.received);
+      if (!piece) {
+        this.live?.destroy(endedEarly());
+        throw endedEarly();
+      }
+      piece.copy(this.bytes, this.received);
+      this.received += piece.length;
+      const live = this.live;
+      if (live && !live.destroyed && !live.write(piece)) await drainedOrGone(live);
+    }
+    this.live?.end();
+    for (const wake of this.waiters.splice(0)) wake();
+  }
+
+  /** The upload is over: nobody reads the live stream any more. */
+  release(): void {
+    this.live?.destroy();
+  }
+}
+
+function drainedOrGone(stream: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.once("drain", done);
+    stream.once("close", done);
+  });
 }
 
 /** A fixed set of reusable buffers: memory stays at `count` chunks however big the file. */
@@ -74,7 +140,6 @@ class BufferPool {
   private readonly waiting: ((b: Buffer) => void)[] = [];
 
   constructor(size: number, count: number) {
-    // Unpooled, so each chunk's ArrayBuffer is exactly its buffer and can be handed back whole.
     for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafeSlow(size));
   }
 
@@ -83,40 +148,51 @@ class BufferPool {
     return b ? Promise.resolve(b) : new Promise((resolve) => this.waiting.push(resolve));
   }
 
-  give(chunk: Buffer): void {
-    const whole = Buffer.from(chunk.buffer, 0, chunk.buffer.byteLength);
+  give(buffer: Buffer): void {
     const next = this.waiting.shift();
-    if (next) next(whole);
-    else this.free.push(whole);
+    if (next) next(buffer);
+    else this.free.push(buffer);
   }
 }
 
 /**
  * Local and relay policies: chunks are POSTed to Cloudreve itself (§6.2), in order, each
  * exactly `chunk_size` bytes except the last; `chunk_concurrency` of them may be in flight
- * (one by default: the local driver writes sequentially). The next chunk is read from the
- * client while the previous one uploads, into one of `chunk_concurrency + 1` reused buffers.
- * Completion is automatic on the last chunk.
+ * (one by default: the local driver writes sequentially). Each chunk streams through while it
+ * arrives and is kept in one of `chunk_concurrency` reused buffers for a retry. Completion is
+ * automatic on the last chunk.
  */
 export const relayUploader: PolicyUploader = {
   async send(api, session, source, size, signal) {
     const chunkSize = session.chunk_size > 0 ? session.chunk_size : Math.max(size, 1);
     const parallel = Math.max(1, session.storage_policy?.chunk_concurrency ?? 1);
-    const pool = new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel + 1);
+    const chunks = size === 0 ? 1 : Math.ceil(size / chunkSize);
+    const pool = new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
+    const reader = new ExactReader(source);
     const inFlight = new Set<Promise<unknown>>();
-    let index = 0;
-    for await (const chunk of exactChunks(source, chunkSize, size, () => pool.take())) {
+    for (let index = 0; index < chunks; index++) {
       while (inFlight.size >= parallel) await Promise.race(inFlight);
+      const buffer = await pool.take();
+      const tee = new ChunkTee(buffer.subarray(0, Math.min(chunkSize, size - index * chunkSize)));
       const sent: Promise<unknown> = api
-        .uploadChunk(session.session_id, index++, chunk, signal)
+        .uploadChunk(
+          session.session_id,
+          index,
+          tee.bytes.length,
+          (attempt) => tee.body(attempt),
+          signal,
+        )
         .finally(() => {
+          tee.release();
           inFlight.delete(sent);
-          pool.give(chunk);
+          pool.give(buffer);
         });
       // Awaited through the race above or at the end; a failure meanwhile must not go unhandled.
       sent.catch(() => undefined);
       inFlight.add(sent);
+      await tee.fill(reader);
     }
+    await reader.expectEnd();
     await Promise.all(inFlight);
   },
 };
@@ -136,10 +212,9 @@ function uploaderFor(session: UploadSession): PolicyUploader | undefined {
  */
 export async function uploadFile(api: CloudreveApi, r: UploadRequest): Promise<File> {
   if (r.mtimeMs === undefined && r.size <= SMALL_FILE_LIMIT) {
-    let body: Buffer = Buffer.alloc(0);
-    const whole = () => Promise.resolve(Buffer.allocUnsafe(r.size));
-    for await (const chunk of exactChunks(r.source, Math.max(r.size, 1), r.size, whole))
-      body = chunk;
+    const reader = new ExactReader(r.source);
+    const body = await readExactly(reader, Buffer.allocUnsafe(r.size));
+    await reader.expectEnd();
     if (!r.replace) {
       // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
       return uploadBySession(api, { ...r, source: Readable.from([body]) });
