@@ -423,7 +423,15 @@ export class Drive implements FileSystem {
 
   private target(path: string): Target {
     const segments = segmentsOf(path);
-    return { path: `/${segments.join("/")}`, segments, uri: joinUri(this.rootUri, segments) };
+    const root = this.rootUri;
+    // Built on use: answers from the cache never need the URI.
+    return {
+      path: `/${segments.join("/")}`,
+      segments,
+      get uri() {
+        return joinUri(root, segments);
+      },
+    };
   }
 
   private placeOf(t: Target): Place {
