@@ -1,6 +1,12 @@
 import { request } from "node:http";
 import { beforeAll, describe, expect, it } from "vitest";
-import { Api, myUri, type CrFile } from "../helpers/emulator.js";
+import {
+  Api,
+  expectStored as expectStoredIn,
+  myUri,
+  upstreamInfo as storedInfo,
+  type CrFile,
+} from "../helpers/emulator.js";
 import { DAV, parseMultistatus, propIn, raw } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
@@ -164,6 +170,8 @@ describe("macOS Finder (WebDAVFS) replay", () => {
   // 1 MiB upload chunks, so that large bodies cross several chunk boundaries upstream.
   const fx = useGateway({ chunkSize: CHUNK });
   const api = {} as { client: Api };
+  const upstreamInfo = (path: string) => storedInfo(api.client, path);
+  const expectStored = (path: string, body: Buffer) => expectStoredIn(api.client, path, body);
 
   beforeAll(async () => {
     api.client = new Api(fx.emu.url);
@@ -183,41 +191,12 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     ...extra,
   });
 
-  /** GET /file/info of a path, upstream; undefined when it does not exist (40016). */
-  async function upstreamInfo(path: string): Promise<CrFile | undefined> {
-    const r = await api.client.call<CrFile>("GET", "/file/info", { query: { uri: myUri(path) } });
-    if (r.json?.code === 40016) return undefined;
-    expect(r.json?.code, r.text).toBe(0);
-    return r.json.data!;
-  }
-
   async function upstreamNames(folder: string): Promise<string[]> {
     const r = await api.client.call<{ files: CrFile[] }>("GET", "/file", {
       query: { uri: myUri(folder), page_size: 2000 },
     });
     expect(r.json?.code, r.text).toBe(0);
     return r.json.data!.files.map((f) => f.name).sort();
-  }
-
-  /** The stored bytes, downloaded the way the web UI does: POST /file/url, then GET it. */
-  async function upstreamBytes(path: string): Promise<Buffer> {
-    const r = await api.client.call<{ urls: { url: string }[] }>("POST", "/file/url", {
-      json: { uris: [myUri(path)] },
-    });
-    expect(r.json?.code, r.text).toBe(0);
-    const res = await fetch(r.json.data!.urls[0]!.url);
-    expect(res.status).toBe(200);
-    return Buffer.from(await res.arrayBuffer());
-  }
-
-  async function expectStored(path: string, body: Buffer): Promise<void> {
-    const info = await upstreamInfo(path);
-    expect(info, `${path} upstream`).toBeDefined();
-    expect(info!.size).toBe(body.length);
-    expect(info!.metadata?.["sys:upload_session_id"]).toBeUndefined();
-    const stored = await upstreamBytes(path);
-    expect(stored.length).toBe(body.length);
-    expect(stored.equals(body), `${path}: stored bytes differ`).toBe(true);
   }
 
   const calls = (s: { requests: Record<string, number> }) =>

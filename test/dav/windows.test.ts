@@ -1,5 +1,11 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { Api, myUri, type CrFile } from "../helpers/emulator.js";
+import {
+  Api,
+  expectStored as expectStoredIn,
+  myUri,
+  upstreamInfo as storedInfo,
+  type CrFile,
+} from "../helpers/emulator.js";
 import { DAV, parseMultistatus, propIn, raw } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
@@ -60,6 +66,8 @@ function payload(size: number, seed: number): Buffer {
 describe("Windows Explorer (Mini-Redirector) replay", () => {
   const fx = useGateway();
   const api = {} as { client: Api };
+  const upstreamInfo = (path: string) => storedInfo(api.client, path);
+  const expectStored = (path: string, body: Buffer) => expectStoredIn(api.client, path, body);
 
   beforeAll(async () => {
     api.client = new Api(fx.emu.url);
@@ -78,34 +86,6 @@ describe("Windows Explorer (Mini-Redirector) replay", () => {
       "Content-Length": String(Buffer.byteLength(body)),
       ...extra,
     });
-  }
-
-  async function upstreamInfo(path: string): Promise<CrFile | undefined> {
-    const r = await api.client.call<CrFile>("GET", "/file/info", { query: { uri: myUri(path) } });
-    if (r.json?.code === 40016) return undefined;
-    expect(r.json?.code, r.text).toBe(0);
-    return r.json.data!;
-  }
-
-  async function upstreamBytes(path: string): Promise<Buffer> {
-    const r = await api.client.call<{ urls: { url: string }[] }>("POST", "/file/url", {
-      json: { uris: [myUri(path)] },
-    });
-    expect(r.json?.code, r.text).toBe(0);
-    const res = await fetch(r.json.data!.urls[0]!.url);
-    expect(res.status).toBe(200);
-    return Buffer.from(await res.arrayBuffer());
-  }
-
-  async function expectStored(path: string, body: Buffer): Promise<CrFile> {
-    const info = await upstreamInfo(path);
-    expect(info, `${path} upstream`).toBeDefined();
-    expect(info!.size).toBe(body.length);
-    if (body.length > 0) {
-      const stored = await upstreamBytes(path);
-      expect(stored.equals(body), `${path}: stored bytes differ`).toBe(true);
-    }
-    return info!;
   }
 
   /** Cloudreve's dead-property encoding of one stored Win32 property: its text, or undefined. */

@@ -184,3 +184,35 @@ export async function advance(api: Api, seconds: number): Promise<void> {
   expect(r.status, r.text).toBe(200);
   await api.login();
 }
+
+/** GET /file/info of a path, upstream; undefined when it does not exist (40016). */
+export async function upstreamInfo(api: Api, path: string): Promise<CrFile | undefined> {
+  const r = await api.call<CrFile>("GET", "/file/info", { query: { uri: myUri(path) } });
+  if (r.json?.code === 40016) return undefined;
+  expect(r.json?.code, r.text).toBe(0);
+  return r.json.data!;
+}
+
+/** The stored bytes, downloaded the way the web UI does: POST /file/url, then GET it. */
+export async function upstreamBytes(api: Api, path: string): Promise<Buffer> {
+  const r = await api.call<{ urls: { url: string }[] }>("POST", "/file/url", {
+    json: { uris: [myUri(path)] },
+  });
+  expect(r.json?.code, r.text).toBe(0);
+  const res = await fetch(r.json.data!.urls[0]!.url);
+  expect(res.status).toBe(200);
+  return Buffer.from(await res.arrayBuffer());
+}
+
+/** The file is stored upstream, complete (no upload in progress) and byte for byte `body`. */
+export async function expectStored(api: Api, path: string, body: Buffer): Promise<CrFile> {
+  const info = await upstreamInfo(api, path);
+  expect(info, `${path} upstream`).toBeDefined();
+  expect(info!.size).toBe(body.length);
+  expect(info!.metadata?.["sys:upload_session_id"]).toBeUndefined();
+  if (body.length > 0) {
+    const stored = await upstreamBytes(api, path);
+    expect(stored.equals(body), `${path}: stored bytes differ`).toBe(true);
+  }
+  return info!;
+}
