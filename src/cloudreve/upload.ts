@@ -80,7 +80,9 @@ class ChunkTee {
   private live: PassThrough | undefined;
   /** Bytes received so far; the chunk is complete at `bytes.length`. */
   private received = 0;
-  private readonly waiters: (() => void)[] = [];
+  private readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** Why the bytes will never all arrive (the client went away, the body was short). */
+  private failure: unknown;
 
   constructor(readonly bytes: Buffer) {}
 
@@ -93,27 +95,33 @@ class ChunkTee {
     }
     // The live stream is no longer read: let the filling go on without it.
     this.live?.destroy();
+    if (this.failure !== undefined) throw this.failure;
     if (this.received < this.bytes.length) {
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
+      await new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     }
     return this.bytes;
   }
 
   /** Reads the chunk's bytes from the client, feeding the live stream as they come. */
   async fill(reader: ExactReader): Promise<void> {
-    while (this.received < this.bytes.length) {
-      const piece = await reader.next(this.bytes.length - this.received);
-      if (!piece) {
-        this.live?.destroy(endedEarly());
-        throw endedEarly();
+    try {
+      while (this.received < this.bytes.length) {
+        const piece = await reader.next(this.bytes.length - this.received);
+        if (!piece) throw endedEarly();
+        piece.copy(this.bytes, this.received);
+        this.received += piece.length;
+        const live = this.live;
+        if (live && !live.destroyed && !live.write(piece)) await drainedOrGone(live);
       }
-      piece.copy(this.bytes, this.received);
-      this.received += piece.length;
-      const live = this.live;
-      if (live && !live.destroyed && !live.write(piece)) await drainedOrGone(live);
+    } catch (err) {
+      // Tries reading the live stream or waiting for the bytes must fail too, not wait forever.
+      this.failure = err;
+      this.live?.destroy(err as Error);
+      for (const w of this.waiters.splice(0)) w.reject(err);
+      throw err;
     }
     this.live?.end();
-    for (const wake of this.waiters.splice(0)) wake();
+    for (const w of this.waiters.splice(0)) w.resolve();
   }
 
   /** The upload is over: nobody reads the live stream any more. */

@@ -187,9 +187,9 @@ describe("uploadFile", () => {
     const original = api.uploadChunk.bind(api);
     return vi
       .spyOn(api, "uploadChunk")
-      .mockImplementation(async (sessionId, index, chunk, signal) => {
+      .mockImplementation(async (sessionId, index, length, body, signal) => {
         if (index === n) await setFaults(ctx.emu.url, [{ route: R.chunk, failWith, times }]);
-        return original(sessionId, index, chunk, signal);
+        return original(sessionId, index, length, body, signal);
       });
   }
 
@@ -285,9 +285,9 @@ describe("uploadFile", () => {
     const original = api.uploadChunk.bind(api);
     const spy = vi
       .spyOn(api, "uploadChunk")
-      .mockImplementation(async (sessionId, index, chunk, signal) => {
+      .mockImplementation(async (sessionId, index, length, body, signal) => {
         if (index === 2) await advanceClock(ctx.emu.url, 3700); // past the 3600 s access TTL
-        return original(sessionId, index, chunk, signal);
+        return original(sessionId, index, length, body, signal);
       });
     const data = patternBytes(4 * CHUNK + 3, 13);
     const file = await upload(api, {
@@ -326,6 +326,31 @@ describe("uploadFile", () => {
     expect(await names(api, myUri("up/short"))).toEqual(["keep.txt"]);
     const again = await upload(api, { uri, size: data.length, mtimeMs: 5, replace: false, data });
     expect(again.size).toBe(data.length);
+  });
+
+  it("a source that fails while a chunk waits for its retry: nothing is left waiting", async () => {
+    const uri = myUri("up/broken-retry.bin");
+    await setFaults(ctx.emu.url, [{ route: R.chunk, failWith: 503, times: 1 }]);
+    let failNow: (err: Error) => void = () => undefined;
+    async function* halfThenFail() {
+      yield patternBytes(CHUNK / 2, 12);
+      // The first try has failed with the 503 and the retry waits for the rest of the chunk.
+      await new Promise<void>((_, reject) => (failNow = reject));
+    }
+    const pending = uploadFile(api, {
+      uri,
+      source: Readable.from(halfThenFail()),
+      size: 2 * CHUNK,
+      mtimeMs: 5,
+      replace: false,
+    }).catch((e: unknown) => e);
+    await vi.waitFor(async () => expect(await calls(ctx.emu.url, R.chunk)).toBe(1));
+    failNow(new Error("client went away"));
+    expect(((await pending) as Error).message).toBe("client went away");
+    await setFaults(ctx.emu.url, []);
+    expect(await calls(ctx.emu.url, R.cancel)).toBe(1);
+    // The retry gave up too: no call is left holding a slot of the queue.
+    await vi.waitFor(() => expect(api.transport.queue.stats).toEqual({ running: 0, queued: 0 }));
   });
 
   it("a source that fails: the error passes, the session is cancelled", async () => {
