@@ -61,17 +61,6 @@ class ExactReader {
 
 const endedEarly = () => new BadRequest("the request body ended before its declared length");
 
-/** Exactly `into.length` bytes of the stream into `into`. */
-async function readExactly(reader: ExactReader, into: Buffer): Promise<Buffer> {
-  for (let filled = 0; filled < into.length;) {
-    const piece = await reader.next(into.length - filled);
-    if (!piece) throw endedEarly();
-    piece.copy(into, filled);
-    filled += piece.length;
-  }
-  return into;
-}
-
 /**
  * One chunk on its way up: its bytes stream to the first try as they arrive from the client
  * and are kept in `bytes`, so a retry resends them once they are all in.
@@ -221,7 +210,10 @@ function uploaderFor(session: UploadSession): PolicyUploader | undefined {
 export async function uploadFile(api: CloudreveApi, r: UploadRequest): Promise<File> {
   if (r.mtimeMs === undefined && r.size <= SMALL_FILE_LIMIT) {
     const reader = new ExactReader(r.source);
-    const body = await readExactly(reader, Buffer.allocUnsafe(r.size));
+    // Read whole, with no try streaming from it: the same filling as a chunk's.
+    const whole = new ChunkTee(Buffer.allocUnsafe(r.size));
+    await whole.fill(reader);
+    const body = whole.bytes;
     await reader.expectEnd();
     if (!r.replace) {
       // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.

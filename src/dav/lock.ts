@@ -11,17 +11,11 @@ import {
   type IfHeader,
   type IfResourceState,
 } from "./if-header.js";
-import {
-  LockForbidden,
-  LockNotFound,
-  LockTokenMismatch,
-  parseTimeout,
-  type LockInfo,
-} from "./locks.js";
+import { LockForbidden, LockNotFound, LockTokenMismatch, parseTimeout } from "./locks.js";
 import { decodePath } from "./paths.js";
 import { activeLockOf, hrefOf } from "./props.js";
 import { HttpError } from "./status.js";
-import { lockResponseXml, parseLockinfo, XmlRejected, type ActiveLockXml } from "./xml.js";
+import { lockResponseXml, parseLockinfo, XmlRejected } from "./xml.js";
 
 /** Without a Timeout header a lock lasts this long (capped by the configured maximum). */
 const DEFAULT_LOCK_SECONDS = 3600;
@@ -99,10 +93,6 @@ export async function checkWrite(
   if (!check.allowed) throw new HttpError(423, `${path} is locked`, "lock-token-submitted");
 }
 
-function activeLock(lock: LockInfo, now: number): ActiveLockXml {
-  return activeLockOf(lock, hrefOf(lock.root, false), now);
-}
-
 /** LOCK (RFC 4918 §9.10): a new lock, or a refresh (empty body with the token in If). */
 export async function handleLock(ctx: DavContext): Promise<void> {
   const max = ctx.options.lockTimeoutMaxSeconds;
@@ -121,7 +111,11 @@ export async function handleLock(ctx: DavContext): Promise<void> {
     for (const token of submittedTokens(ifHeader)) {
       try {
         const lock = ctx.locks.refresh(token, timeout, { path: ctx.path });
-        return sendXml(ctx, 200, lockResponseXml(activeLock(lock, Date.now())));
+        return sendXml(
+          ctx,
+          200,
+          lockResponseXml(activeLockOf(lock, hrefOf(lock.root, false), Date.now())),
+        );
       } catch (err) {
         if (!(err instanceof LockNotFound || err instanceof LockTokenMismatch)) throw err;
       }
@@ -163,9 +157,14 @@ export async function handleLock(ctx: DavContext): Promise<void> {
       throw err;
     }
   }
-  sendXml(ctx, exists ? 200 : 201, lockResponseXml(activeLock(lock, Date.now())), {
-    "lock-token": `<${lock.token}>`,
-  });
+  sendXml(
+    ctx,
+    exists ? 200 : 201,
+    lockResponseXml(activeLockOf(lock, hrefOf(lock.root, false), Date.now())),
+    {
+      "lock-token": `<${lock.token}>`,
+    },
+  );
 }
 
 /** UNLOCK (§9.11): 204; 409 when the token does not lock this resource. */

@@ -5,6 +5,7 @@ import { pipeline } from "node:stream/promises";
 import type { Stats } from "node:fs";
 import { BadRequest, Forbidden, MissingParent, NotFound, PreconditionFailed } from "../errors.js";
 import { nameOf, parentOf } from "./paths.js";
+import { localRead } from "./ranges.js";
 import type {
   DeadProp,
   Entry,
@@ -95,24 +96,8 @@ export class AppleDoubleOverlay implements FileSystem {
   async read(path: string, options: ReadOptions = {}): Promise<ReadResult> {
     if (!isAppleDouble(path)) return this.drive.read(path, options);
     const entry = await this.localEntry(path);
-    // The protocol layer asks for one exact range at most ("bytes=start-end").
-    const m = /^bytes=(\d+)-(\d+)$/.exec(options.range ?? "");
-    if (!m) {
-      return {
-        status: 200,
-        headers: { "content-length": String(entry.size) },
-        body: createReadStream(this.local(path)),
-      };
-    }
-    const [start, end] = [Number(m[1]), Math.min(Number(m[2]), entry.size - 1)];
-    return {
-      status: 206,
-      headers: {
-        "content-length": String(end - start + 1),
-        "content-range": `bytes ${start}-${end}/${entry.size}`,
-      },
-      body: createReadStream(this.local(path), { start, end }),
-    };
+    const file = this.local(path);
+    return localRead(entry.size, options.range, (part) => ({ body: createReadStream(file, part) }));
   }
 
   async write(path: string, options: WriteOptions): Promise<{ entry: Entry; created: boolean }> {

@@ -22,6 +22,7 @@ import {
 } from "../errors.js";
 import { MetadataCache, type Node } from "./cache.js";
 import { childOf, isSameOrBelow, nameOf, parentOf } from "./paths.js";
+import { localRead } from "./ranges.js";
 import { Composer, type Place } from "./compose.js";
 import {
   applyPatches,
@@ -62,19 +63,6 @@ export interface DriveOptions {
 /** Files up to this size are read whole and kept in memory per version. */
 const SMALL_CONTENT_BYTES = 64 * 1024;
 const SMALL_CONTENT_CACHE_BYTES = 32 * 1024 * 1024;
-
-/** A 200 or, for "bytes=start-end", a 206 answer served from bytes in memory. */
-function sliceOf(all: Buffer, range: string | undefined): ReadResult {
-  const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
-  const size = all.length;
-  const whole = !m || Number(m[1]) >= size;
-  const start = whole ? 0 : Number(m[1]);
-  const end = whole ? size - 1 : Math.min(Number(m[2]), size - 1);
-  const bytes = all.subarray(start, end + 1);
-  const headers: Record<string, string> = { "content-length": String(bytes.length) };
-  if (!whole) headers["content-range"] = `bytes ${start}-${end}/${size}`;
-  return { status: whole ? 200 : 206, headers, body: Readable.from([bytes]), bytes };
-}
 
 /** `/user/capacity` changes with every upload; it is trusted only this long. */
 const QUOTA_TTL_MS = 5_000;
@@ -177,7 +165,11 @@ export class Drive implements FileSystem {
     const node = await this.node(t);
     if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
     if (node.entry.size <= SMALL_CONTENT_BYTES && !node.entry.uploading) {
-      return sliceOf(await this.smallContent(t, node), options.range);
+      const all = await this.smallContent(t, node);
+      return localRead(all.length, options.range, (part) => {
+        const bytes = part ? all.subarray(part.start, part.end + 1) : all;
+        return { body: Readable.from([bytes]), bytes };
+      });
     }
     try {
       const d = await this.downloader.open({

@@ -7,7 +7,7 @@ import {
   upstreamInfo as storedInfo,
   type CrFile,
 } from "../helpers/emulator.js";
-import { DAV, parseMultistatus, propIn, raw } from "../helpers/replay.js";
+import { DAV, parseMultistatus, payload, propIn, raw } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
 /**
@@ -124,17 +124,6 @@ const PROBES = [
   ".hidden",
 ];
 
-/** A deterministic body that is not the emulator's seed pattern. */
-function payload(size: number, seed: number): Buffer {
-  const b = Buffer.alloc(size);
-  let x = seed * 2654435761;
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
-
 /** Splits a body the way a streaming client writes it: uneven pieces. */
 function pieces(buf: Buffer): Buffer[] {
   const out: Buffer[] = [];
@@ -172,6 +161,16 @@ describe("macOS Finder (WebDAVFS) replay", () => {
   const api = {} as { client: Api };
   const upstreamInfo = (path: string) => storedInfo(api.client, path);
   const expectStored = (path: string, body: Buffer) => expectStoredIn(api.client, path, body);
+  /** A PROPFIND as Finder sends it: its headers, the body's length given. */
+  const finderPropfind = (path: string, depth: string, body: string) =>
+    raw(fx.url, "PROPFIND", path, {
+      headers: h({
+        Depth: depth,
+        "Content-Type": "text/xml",
+        "Content-Length": String(Buffer.byteLength(body)),
+      }),
+      body,
+    });
 
   beforeAll(async () => {
     api.client = new Api(fx.emu.url);
@@ -213,28 +212,14 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     expect(String(opt.headers["allow"])).toMatch(/\bLOCK\b/);
 
     await fx.resetStats();
-    const first = await raw(fx.url, "PROPFIND", "/", {
-      headers: h({
-        Depth: "0",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-      }),
-      body: PROPFIND_ITEM,
-    });
+    const first = await finderPropfind("/", "0", PROPFIND_ITEM);
     expect(first.status, first.text).toBe(207);
     const root = parseMultistatus(first.text);
     expect(root).toHaveLength(1);
     expect(root[0]!.href).toBe("/");
     expect(propIn(root[0]!, 200, DAV, "resourcetype")?.children).toEqual(["{DAV:}collection"]);
 
-    const listing = await raw(fx.url, "PROPFIND", "/", {
-      headers: h({
-        Depth: "1",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_LIST)),
-      }),
-      body: PROPFIND_LIST,
-    });
+    const listing = await finderPropfind("/", "1", PROPFIND_LIST);
     expect(listing.status, listing.text).toBe(207);
     const rows = parseMultistatus(listing.text);
     expect(rows.map((r) => r.href)).toContain("/finder/");
@@ -246,14 +231,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
 
     await fx.resetStats();
     for (let i = 0; i < 3; i++) {
-      const again = await raw(fx.url, "PROPFIND", "/", {
-        headers: h({
-          Depth: i === 1 ? "1" : "0",
-          "Content-Type": "text/xml",
-          "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-        }),
-        body: PROPFIND_ITEM,
-      });
+      const again = await finderPropfind("/", i === 1 ? "1" : "0", PROPFIND_ITEM);
       expect(again.status).toBe(207);
     }
     const repeated = await fx.stats();
@@ -263,14 +241,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
 
   it("hides quota properties from macOS 15.4+ Finder without asking the upstream", async () => {
     await fx.resetStats();
-    const r = await raw(fx.url, "PROPFIND", "/", {
-      headers: h({
-        Depth: "0",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_QUOTA)),
-      }),
-      body: PROPFIND_QUOTA,
-    });
+    const r = await finderPropfind("/", "0", PROPFIND_QUOTA);
     expect(r.status, r.text).toBe(207);
     const [root] = parseMultistatus(r.text);
     const found = root!.propstats.filter((ps) => ps.status === 200).flatMap((ps) => ps.props);
@@ -309,26 +280,12 @@ describe("macOS Finder (WebDAVFS) replay", () => {
 
   it("answers the mount probes with 404, from the cached listing, without upstream calls", async () => {
     // The mount's Depth 1 listing of / is cached; the probes are misses in it.
-    const list = await raw(fx.url, "PROPFIND", "/", {
-      headers: h({
-        Depth: "1",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_LIST)),
-      }),
-      body: PROPFIND_LIST,
-    });
+    const list = await finderPropfind("/", "1", PROPFIND_LIST);
     expect(list.status).toBe(207);
 
     await fx.resetStats();
     for (const name of PROBES) {
-      const p = await raw(fx.url, "PROPFIND", `/${encodeURIComponent(name)}`, {
-        headers: h({
-          Depth: "0",
-          "Content-Type": "text/xml",
-          "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-        }),
-        body: PROPFIND_ITEM,
-      });
+      const p = await finderPropfind(`/${encodeURIComponent(name)}`, "0", PROPFIND_ITEM);
       expect(p.status, `PROPFIND /${name}`).toBe(404);
       const g = await raw(fx.url, "HEAD", `/${encodeURIComponent(name)}`, { headers: h() });
       expect(g.status, `HEAD /${name}`).toBe(404);
@@ -340,14 +297,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     const folder = "/finder-remote/sub";
     await fx.resetStats();
     for (const name of PROBES) {
-      const p = await raw(fx.url, "PROPFIND", `${folder}/${encodeURIComponent(name)}`, {
-        headers: h({
-          Depth: "0",
-          "Content-Type": "text/xml",
-          "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-        }),
-        body: PROPFIND_ITEM,
-      });
+      const p = await finderPropfind(`${folder}/${encodeURIComponent(name)}`, "0", PROPFIND_ITEM);
       expect(p.status, `PROPFIND ${folder}/${name}`).toBe(404);
     }
     const firstRound = calls(await fx.stats());
@@ -356,14 +306,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     );
     await fx.resetStats();
     for (const name of PROBES) {
-      const p = await raw(fx.url, "PROPFIND", `${folder}/${encodeURIComponent(name)}`, {
-        headers: h({
-          Depth: "0",
-          "Content-Type": "text/xml",
-          "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-        }),
-        body: PROPFIND_ITEM,
-      });
+      const p = await finderPropfind(`${folder}/${encodeURIComponent(name)}`, "0", PROPFIND_ITEM);
       expect(p.status).toBe(404);
       const g = await raw(fx.url, "GET", `${folder}/${encodeURIComponent(name)}`, { headers: h() });
       expect(g.status).toBe(404);
@@ -392,14 +335,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     await expectStored("finder/photo album.raw", body);
 
     // Finder reads the size back right away.
-    const p = await raw(fx.url, "PROPFIND", "/finder/photo%20album.raw", {
-      headers: h({
-        Depth: "0",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-      }),
-      body: PROPFIND_ITEM,
-    });
+    const p = await finderPropfind("/finder/photo%20album.raw", "0", PROPFIND_ITEM);
     expect(p.status).toBe(207);
     const [entry] = parseMultistatus(p.text);
     expect(propIn(entry!, 200, DAV, "getcontentlength")?.text).toBe(String(body.length));
@@ -437,14 +373,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     expect(put.status, put.text).toBe(201);
 
     const ad = appleDouble();
-    const probe = await raw(fx.url, "PROPFIND", "/finder/._report.pdf", {
-      headers: h({
-        Depth: "0",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-      }),
-      body: PROPFIND_ITEM,
-    });
+    const probe = await finderPropfind("/finder/._report.pdf", "0", PROPFIND_ITEM);
     expect(probe.status).toBe(404);
     const r = await raw(fx.url, "PUT", "/finder/._report.pdf", {
       headers: h({
@@ -459,14 +388,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     await expectStored("finder/report.pdf", real);
 
     // The AppleDouble file is now found, with its size.
-    const again = await raw(fx.url, "PROPFIND", "/finder/._report.pdf", {
-      headers: h({
-        Depth: "0",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-      }),
-      body: PROPFIND_ITEM,
-    });
+    const again = await finderPropfind("/finder/._report.pdf", "0", PROPFIND_ITEM);
     expect(again.status).toBe(207);
     expect(propIn(parseMultistatus(again.text)[0]!, 200, DAV, "getcontentlength")?.text).toBe(
       String(ad.length),
@@ -500,14 +422,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     const names = await upstreamNames("finder");
     expect(names.filter((n) => n.startsWith("notes.txt"))).toEqual(["notes.txt"]);
 
-    const gone = await raw(fx.url, "PROPFIND", "/finder/notes.txt.sb-1234-tmp", {
-      headers: h({
-        Depth: "0",
-        "Content-Type": "text/xml",
-        "Content-Length": String(Buffer.byteLength(PROPFIND_ITEM)),
-      }),
-      body: PROPFIND_ITEM,
-    });
+    const gone = await finderPropfind("/finder/notes.txt.sb-1234-tmp", "0", PROPFIND_ITEM);
     expect(gone.status).toBe(404);
   });
 

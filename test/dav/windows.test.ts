@@ -6,7 +6,7 @@ import {
   upstreamInfo as storedInfo,
   type CrFile,
 } from "../helpers/emulator.js";
-import { DAV, parseMultistatus, propIn, raw } from "../helpers/replay.js";
+import { DAV, parseMultistatus, payload, propIn, raw } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
 /**
@@ -50,16 +50,6 @@ const PROPFIND_RCLONE = `<?xml version="1.0" encoding="utf-8" ?>
 
 /** RFC 3339 / ISO 8601 date-time as RFC 4918 §15.1 requires for creationdate. */
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
-
-function payload(size: number, seed: number): Buffer {
-  const b = Buffer.alloc(size);
-  let x = seed * 2654435761;
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
-}
 
 // ---------------------------------------------------------------------------------------------
 

@@ -145,3 +145,14 @@ export function propIn(r: DavResponse, status: number, ns: string, name: string)
     .flatMap((ps) => ps.props)
     .find((p) => p.ns === ns && p.name === name);
 }
+
+/** A deterministic body that is not the emulator's seed pattern. */
+export function payload(size: number, seed: number): Buffer {
+  const b = Buffer.alloc(size);
+  let x = seed * 2654435761;
+  for (let i = 0; i < size; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}

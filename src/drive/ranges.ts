@@ -1,0 +1,27 @@
+import type { Readable } from "node:stream";
+import type { ReadResult } from "./types.js";
+
+/**
+ * A read answered by the gateway itself (bytes in memory, a file on disk). The protocol layer
+ * asks for one exact range at most ("bytes=start-end"); anything else reads the whole.
+ */
+export function localRead(
+  size: number,
+  range: string | undefined,
+  open: (part?: { start: number; end: number }) => { body: Readable; bytes?: Buffer },
+): ReadResult {
+  const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
+  if (!m || Number(m[1]) >= size) {
+    return { status: 200, headers: { "content-length": String(size) }, ...open() };
+  }
+  const start = Number(m[1]);
+  const end = Math.min(Number(m[2]), size - 1);
+  return {
+    status: 206,
+    headers: {
+      "content-length": String(end - start + 1),
+      "content-range": `bytes ${start}-${end}/${size}`,
+    },
+    ...open({ start, end }),
+  };
+}
