@@ -13,10 +13,12 @@ import {
 } from "./props.js";
 import { HttpError } from "./status.js";
 import {
+  DAV_NS,
   MultistatusWriter,
   parsePropfind,
   parseProppatch,
   XmlRejected,
+  type PropfindRequest,
   type PropStat,
   type PropValue,
   type QName,
@@ -46,12 +48,13 @@ async function parsed<T>(ctx: DavContext, parse: (body: string) => T): Promise<T
 }
 
 const key = (q: QName) => `${q.ns}\u0000${q.name}`;
-const deadValue = (p: DeadProp): PropValue => ({
-  ns: p.ns,
-  name: p.name,
-  innerXml: p.innerXml,
-  lang: p.lang,
-});
+
+/** A property the request names, resolved once: its live row, if it is a live one. */
+interface Wanted {
+  q: QName;
+  key: string;
+  row: LiveProp | undefined;
+}
 
 /** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
 export async function handlePropfind(ctx: DavContext): Promise<void> {
@@ -68,37 +71,34 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   const entries =
     depthHeader === "1" && root.isDir ? [root, ...(await ctx.fs.list(root.path))] : [root];
 
-  const wanted =
+  const names =
     request.kind === "prop"
       ? request.props
       : request.kind === "allprop"
         ? (request.include ?? [])
         : [];
+  const wanted: Wanted[] = names.map((q) => ({ q, key: key(q), row: findLiveProp(q) }));
   const wantsQuota =
-    wanted.some((q) => q.ns === "DAV:" && QUOTA_PROPS.has(q.name)) &&
+    names.some((q) => q.ns === "DAV:" && QUOTA_PROPS.has(q.name)) &&
     !quotaHiddenFor(header(ctx, "user-agent"));
   const quota: Quota | undefined = wantsQuota ? await ctx.fs.quota() : undefined;
-  const needsDead = request.kind !== "prop" || wanted.some((q) => !findLiveProp(q));
+  const needsDead = request.kind !== "prop" || wanted.some((w) => !w.row);
   const now = Date.now();
 
+  // The live rows depend only on the request and on file-or-folder: worked out once for each.
+  const which = request.kind === "propname" ? "propname" : "allprop";
+  const rowsOf = (entry: Entry) =>
+    livePropsFor(entry, which).filter((row) => quota !== undefined || !QUOTA_PROPS.has(row.name));
+  let fileRows: LiveProp[] | undefined;
+  let folderRows: LiveProp[] | undefined;
+
   const writer = new MultistatusWriter();
-  // The live rows depend only on the request and on file-or-folder: worked out once.
-  const rows = new Map<string, LiveProp[]>();
-  const live = (entry: Entry, which: "allprop" | "propname") => {
-    const k = `${which}${entry.isDir}`;
-    let found = rows.get(k);
-    if (!found) {
-      found = livePropsFor(entry, which).filter(
-        (row) => quota !== undefined || !QUOTA_PROPS.has(row.name),
-      );
-      rows.set(k, found);
-    }
-    return found;
-  };
   // Members' hrefs extend the folder's: only their own name is encoded.
   const rootHref = hrefOf(root.path, true);
   const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
-  for (const entry of entries) {
+  const deadProps = needsDead ? await ctx.fs.getDeadProps(entries.map((e) => e.path)) : undefined;
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
     const propCtx: PropContext = {
       entry,
       hrefBase: "",
@@ -107,12 +107,12 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       now,
       contentType: contentTypeOf,
     };
-    const dead = needsDead ? await ctx.fs.getDeadProps(entry.path) : [];
+    const rows = entry.isDir ? (folderRows ??= rowsOf(entry)) : (fileRows ??= rowsOf(entry));
     const href =
       entry !== root && entry.name !== "" && entry.path === `${memberPrefix}${entry.name}`
         ? `${rootHref}${encodeSegment(entry.name)}${entry.isDir ? "/" : ""}`
         : hrefOf(entry.path, entry.isDir);
-    writer.propstats(href, propstatsFor(request, propCtx, dead, wanted, live));
+    writer.propstats(href, propstatsFor(request.kind, propCtx, deadProps?.[i] ?? [], wanted, rows));
   }
   const body = writer.endBytes();
   ctx.res.writeHead(207, {
@@ -122,38 +122,44 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   ctx.res.end(body);
 }
 
+/** One entry's propstats; `rows` are its live rows for allprop or propname. */
 function propstatsFor(
-  request: ReturnType<typeof parsePropfind>,
+  kind: PropfindRequest["kind"],
   ctx: PropContext,
-  dead: DeadProp[],
-  wanted: readonly QName[],
-  liveRows: (entry: Entry, which: "allprop" | "propname") => LiveProp[],
+  dead: readonly DeadProp[],
+  wanted: readonly Wanted[],
+  rows: readonly LiveProp[],
 ): PropStat[] {
-  const live = (which: "allprop" | "propname") => liveRows(ctx.entry, which);
-  if (request.kind === "propname") {
+  if (kind === "propname") {
     const names = [
-      ...live("propname").map((r) => ({ ns: "DAV:", name: r.name })),
+      ...rows.map((r) => ({ ns: DAV_NS, name: r.name })),
       ...dead.map((d) => ({ ns: d.ns, name: d.name })),
     ];
     return [{ status: 200, props: names }];
   }
   const found: PropValue[] = [];
   const missing: PropValue[] = [];
-  const deadByName = dead.length > 0 ? new Map(dead.map((d) => [key(d), d])) : undefined;
-  const render = (q: QName) => {
-    const row = findLiveProp(q);
-    const inner = row ? renderLiveProp(row, ctx) : undefined;
-    if (row && inner !== undefined) return found.push({ ns: q.ns, name: q.name, innerXml: inner });
-    const d = row ? undefined : deadByName?.get(key(q));
-    if (d) return found.push(deadValue(d));
-    missing.push({ ns: q.ns, name: q.name });
+  const live = (row: LiveProp) => {
+    const inner = renderLiveProp(row, ctx);
+    if (inner === undefined) missing.push({ ns: DAV_NS, name: row.name });
+    else found.push({ ns: DAV_NS, name: row.name, innerXml: inner });
   };
-  if (request.kind === "allprop") {
-    for (const row of live("allprop")) render({ ns: "DAV:", name: row.name });
-    for (const d of dead) found.push(deadValue(d));
-    for (const q of wanted) if (!found.some((f) => key(f) === key(q))) render(q);
+  let deadByName: Map<string, DeadProp> | undefined;
+  const render = (w: Wanted) => {
+    if (w.row) return live(w.row);
+    deadByName ??= new Map(dead.map((d) => [key(d), d]));
+    const d = deadByName.get(w.key);
+    if (d) found.push(d);
+    else missing.push(w.q);
+  };
+  if (kind === "allprop") {
+    for (const row of rows) live(row);
+    found.push(...dead);
+    for (const w of wanted) {
+      if (!found.some((f) => f.ns === w.q.ns && f.name === w.q.name)) render(w);
+    }
   } else {
-    for (const q of wanted) render(q);
+    for (const w of wanted) render(w);
   }
   const stats: PropStat[] = [];
   if (found.length > 0 || missing.length === 0) stats.push({ status: 200, props: found });

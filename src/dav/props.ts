@@ -74,11 +74,7 @@ const httpDates = new Map<number, string>();
 const isoDates = new Map<number, string>();
 const MAX_REMEMBERED = 100_000;
 
-function remembered(
-  memo: Map<number, string>,
-  key: number,
-  format: (key: number) => string,
-): string {
+function remembered<K>(memo: Map<K, string>, key: K, format: (key: K) => string): string {
   let value = memo.get(key);
   if (value === undefined) {
     if (memo.size >= MAX_REMEMBERED) memo.clear();
@@ -88,21 +84,28 @@ function remembered(
   return value;
 }
 
+/** Types by extension, remembered: mime's look-up was ~5 % of a warm 10,000-entry PROPFIND. */
+const contentTypes = new Map<string, string>();
+
 /** MIME type from the name's extension; application/octet-stream when unknown. */
 export function contentTypeOf(name: string): string {
   const dot = name.lastIndexOf(".");
   // Only a real extension counts: mime would read a bare "js" or ".txt" as an extension.
   if (dot <= 0) return "application/octet-stream";
-  return mime.getType(name.slice(dot + 1)) ?? "application/octet-stream";
+  const typeOf = (ext: string) => mime.getType(ext) ?? "application/octet-stream";
+  return remembered(contentTypes, name.slice(dot + 1), typeOf);
 }
 
 // RFC 3986 pchar minus percent-encodings: unreserved, sub-delims, ":" and "@" need no encoding.
 // encodeURIComponent leaves unreserved and !'()* alone; these are the ones it encodes needlessly.
 const KEEP = /%(?:24|26|2B|2C|3B|3D|3A|40)/g;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+/** A segment of only these stays as it is: one test instead of encoding and two replaces. */
+const UNCHANGED = /^[\w.~!$&'()*+,;=:@-]*$/;
 
 /** One path segment as it appears in an href. */
 export function encodeSegment(segment: string): string {
+  if (UNCHANGED.test(segment)) return segment;
   // encodeURIComponent throws on lone surrogates; they cannot be UTF-8 anyway.
   const wellFormed = segment.replace(LONE_SURROGATE, "\uFFFD");
   return encodeURIComponent(wellFormed).replace(KEEP, decodeURIComponent);

@@ -66,6 +66,34 @@ async function handleOptions(ctx: DavContext, mayLook: boolean): Promise<void> {
 }
 
 /**
+ * One request as the handlers see it. The abort signal is made when a handler first asks for
+ * it: most requests never do, and an AbortController per request showed in the profile.
+ */
+class RequestContext implements DavContext {
+  path = "/";
+  slash = true;
+  private controller: AbortController | undefined;
+
+  constructor(
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    readonly fs: FileSystem,
+    readonly locks: LockSystem,
+    readonly options: DavOptions,
+    readonly log: Logger,
+  ) {}
+
+  get signal(): AbortSignal {
+    return (this.controller ??= new AbortController()).signal;
+  }
+
+  /** The client went away before the response was complete. */
+  abort(): void {
+    (this.controller ??= new AbortController()).abort(new Error("client went away"));
+  }
+}
+
+/**
  * The WebDAV request handler: authentication, path decoding, dispatch by method, the error →
  * status mapping in one place, and one log line per request.
  */
@@ -74,13 +102,12 @@ export function createDavHandler(
 ): (req: IncomingMessage, res: ServerResponse) => void {
   const auth = new BasicAuth(options.users);
   const counter = options.upstreamCalls ?? new AsyncLocalStorage<{ calls: number }>();
+  // The request line's fields are our own and none is a secret, so its logger skips the
+  // redaction pass (profiled: ~10 µs a line). A line carrying an error object keeps it.
+  const requestLog = options.log.child({}, { redact: [] });
 
-  async function serve(
-    req: IncomingMessage,
-    res: ServerResponse,
-    log: Logger,
-    outcome: { error?: unknown },
-  ): Promise<void> {
+  async function serve(ctx: RequestContext, outcome: { error?: unknown }): Promise<void> {
+    const { req, res } = ctx;
     const method = req.method ?? "GET";
     let authenticated = true;
     if (auth.enabled) {
@@ -95,24 +122,12 @@ export function createDavHandler(
         return;
       }
     }
-    const aborted = new AbortController();
-    res.once("close", () => {
-      if (!res.writableFinished) aborted.abort(new Error("client went away"));
-    });
-    const rawPath = (req.url ?? "/").split("?")[0]!;
-    const ctx: DavContext = {
-      req,
-      res,
-      path: "/",
-      slash: true,
-      fs: options.fs,
-      locks: options.locks,
-      options,
-      log,
-      signal: aborted.signal,
-    };
+    const url = req.url ?? "/";
+    const query = url.indexOf("?");
     try {
-      Object.assign(ctx, decodePath(rawPath));
+      const { path, slash } = decodePath(query < 0 ? url : url.slice(0, query));
+      ctx.path = path;
+      ctx.slash = slash;
       if (method === "OPTIONS") return await handleOptions(ctx, authenticated);
       const handler = HANDLERS[method];
       if (!handler) throw new HttpError(405, `${method} is not supported`);
@@ -132,32 +147,34 @@ export function createDavHandler(
   }
 
   return (req, res) => {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     // Kept here: by the time the response closes, req.socket may already be detached (null).
     const socket = req.socket;
     const written = socket.bytesWritten;
     const stats = { calls: 0 };
     const outcome: { error?: unknown } = {};
+    const ctx = new RequestContext(req, res, options.fs, options.locks, options, options.log);
     res.once("close", () => {
+      if (!res.writableFinished) ctx.abort();
       const status = res.statusCode;
-      const fields = {
+      const fields: Record<string, unknown> = {
         method: req.method,
         path: req.url,
         status,
         bytes: socket.bytesWritten - written,
-        ms: Number((process.hrtime.bigint() - started) / 1_000_000n),
+        ms: Math.floor(performance.now() - started),
         upstream: stats.calls,
         ua: req.headers["user-agent"],
-        // The cause of a failure: its message for client errors, all of it for our own.
-        ...(outcome.error === undefined
-          ? {}
-          : status >= 500
-            ? { err: outcome.error }
-            : { error: (outcome.error as Error).message }),
       };
-      if (status >= 500) options.log.error(fields, "request");
-      else options.log.info(fields, "request");
+      // The cause of a failure: its message for client errors, all of it for our own.
+      if (status >= 500) {
+        if (outcome.error !== undefined) fields.err = outcome.error;
+        options.log.error(fields, "request");
+      } else {
+        if (outcome.error !== undefined) fields.error = (outcome.error as Error).message;
+        requestLog.info(fields, "request");
+      }
     });
-    void counter.run(stats, () => serve(req, res, options.log, outcome));
+    void counter.run(stats, () => serve(ctx, outcome));
   };
 }

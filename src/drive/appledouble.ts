@@ -187,10 +187,20 @@ export class AppleDoubleOverlay implements FileSystem {
     await rm(this.local(path), { recursive: true, force: true });
   }
 
-  async getDeadProps(path: string): Promise<DeadProp[]> {
-    if (!isAppleDouble(path)) return this.drive.getDeadProps(path);
-    await this.localEntry(path);
-    return [];
+  async getDeadProps(paths: readonly string[]): Promise<DeadProp[][]> {
+    const theirs = await this.drive.getDeadProps(paths.filter((p) => !isAppleDouble(p)));
+    const props: DeadProp[][] = [];
+    let next = 0;
+    for (const path of paths) {
+      if (!isAppleDouble(path)) {
+        props.push(theirs[next++]!);
+        continue;
+      }
+      // Ours hold no properties, but they must exist.
+      await this.localEntry(path);
+      props.push([]);
+    }
+    return props;
   }
 
   async setDeadProps(path: string, patch: PropPatch): Promise<void> {

@@ -67,24 +67,34 @@ const SMALL_CONTENT_CACHE_BYTES = 32 * 1024 * 1024;
 /** `/user/capacity` changes with every upload; it is trusted only this long. */
 const QUOTA_TTL_MS = 5_000;
 
-/** A gateway path resolved: canonical path, segments and upstream URI. */
-interface Target {
-  path: string;
-  segments: string[];
-  uri: string;
-}
+/** A segment other than "", "." and "..". */
+const SEGMENT = String.raw`(?!\.\.?(?:/|$))[^/]+`;
+/** A gateway path, the leading "/" optional: "", "." and ".." are refused as segments. */
+const VALID_PATH = new RegExp(String.raw`^/?(?:${SEGMENT}(?:/${SEGMENT})*)?$`);
 
-/** Segments of a gateway path; "", "." and ".." are refused before anything reaches the upstream. */
-function segmentsOf(path: string): string[] {
-  const body = path.startsWith("/") ? path.slice(1) : path;
-  if (body === "") return [];
-  const segments = body.split("/");
-  for (const s of segments) {
-    if (s === "" || s === "." || s === "..") {
-      throw new BadName(`invalid path ${JSON.stringify(path)}`);
-    }
+/**
+ * A gateway path resolved: canonical path, segments and upstream URI. Checked before anything
+ * reaches the upstream; split only when a call needs the segments (cached answers do not).
+ */
+class Target {
+  readonly path: string;
+  private parts: string[] | undefined;
+
+  constructor(
+    path: string,
+    private readonly rootUri: string,
+  ) {
+    if (!VALID_PATH.test(path)) throw new BadName(`invalid path ${JSON.stringify(path)}`);
+    this.path = path.startsWith("/") ? path : `/${path}`;
   }
-  return segments;
+
+  get segments(): string[] {
+    return (this.parts ??= this.path === "/" ? [] : this.path.slice(1).split("/"));
+  }
+
+  get uri(): string {
+    return joinUri(this.rootUri, this.segments);
+  }
 }
 
 /** Cloudreve's name rules (§3.4): at most 255 bytes, none of \ / : * ? " < > |. */
@@ -355,8 +365,15 @@ export class Drive implements FileSystem {
     await this.setModTime(t.path, entry.mtimeMs);
   }
 
-  async getDeadProps(path: string): Promise<DeadProp[]> {
-    return decodeDeadProps((await this.node(this.target(path))).dav);
+  async getDeadProps(paths: readonly string[]): Promise<DeadProp[][]> {
+    const props: DeadProp[][] = [];
+    for (const path of paths) {
+      const t = this.target(path);
+      // A listing's members are all cached: no promise per member for those.
+      const node = this.cache.lookup(t.path) ?? (await this.node(t));
+      props.push(decodeDeadProps(node.dav));
+    }
+    return props;
   }
 
   async setDeadProps(path: string, patch: PropPatch): Promise<void> {
@@ -414,16 +431,7 @@ export class Drive implements FileSystem {
   }
 
   private target(path: string): Target {
-    const segments = segmentsOf(path);
-    const root = this.rootUri;
-    // Built on use: answers from the cache never need the URI.
-    return {
-      path: `/${segments.join("/")}`,
-      segments,
-      get uri() {
-        return joinUri(root, segments);
-      },
-    };
+    return new Target(path, this.rootUri);
   }
 
   private placeOf(t: Target): Place {
@@ -432,11 +440,11 @@ export class Drive implements FileSystem {
 
   /** The node at a path, from the cache or loaded once for all concurrent askers. */
   private async node(t: Target): Promise<Node> {
-    // Cloudreve cannot hold such a name, so nothing is there to ask about.
-    if (!t.segments.every(nameAllowed)) throw new NotFound(`${t.path} does not exist`);
     const known = this.cache.lookup(t.path);
     if (known === null) throw new NotFound(`${t.path} does not exist`);
     if (known) return known;
+    // Cloudreve cannot hold such a name, so nothing is there to ask about.
+    if (!t.segments.every(nameAllowed)) throw new NotFound(`${t.path} does not exist`);
     return this.cache.shared(`entry:${t.path}`, () =>
       t.segments.length === 0 ? this.loadRoot(t) : this.loadNode(t),
     );
@@ -550,7 +558,7 @@ export class Drive implements FileSystem {
         ctimeMs: timestampToEpochMs(file.created_at),
         uploading: file.metadata?.["sys:upload_session_id"] !== undefined,
       },
-      uri: joinUri(this.rootUri, segmentsOf(path)),
+      uri: new Target(path, this.rootUri).uri,
       entity,
       dav,
     };

@@ -91,7 +91,8 @@ export interface FileSystem {
   ): Promise<{ created: boolean }>;
   /** Removes a file or a folder with everything in it. */
   remove(path: string): Promise<void>;
-  getDeadProps(path: string): Promise<DeadProp[]>;
+  /** The dead properties of each path, in order: one call for all members of a listing. */
+  getDeadProps(paths: readonly string[]): Promise<DeadProp[][]>;
   /** Applies the whole patch or nothing. */
   setDeadProps(path: string, patch: PropPatch): Promise<void>;
   /** Records a file's modification time (clients set it after uploading); WrongType for a folder. */

@@ -8,6 +8,7 @@ import { useGateway } from "../helpers/gateway.js";
 import {
   enc,
   hrefs,
+  LOCK_EXCLUSIVE,
   PROPFIND_ALL,
   propfindBody,
   raw,
@@ -114,6 +115,35 @@ describe("PROPFIND", () => {
     expect(file).toContain("<D:resourcetype/>");
     expect(file).toMatch(
       /<D:getetag>&quot;[^<]+&quot;<\/D:getetag>|<D:getetag>"[^<]+"<\/D:getetag>/,
+    );
+  });
+
+  it("Depth 1: each member shows its own locks and dead properties, the others none", async () => {
+    expect((await mkcol("/pfm")).status).toBe(201);
+    for (const name of ["locked.txt", "noted.txt", "plain.txt"]) {
+      expect((await put(`/pfm/${name}`)).status).toBe(201);
+    }
+    const lock = await raw(fx.url, "LOCK", "/pfm/locked.txt", { body: LOCK_EXCLUSIVE });
+    expect(lock.status).toBe(200);
+    const note = await raw(fx.url, "PROPPATCH", "/pfm/noted.txt", {
+      body: `<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><Z:n xmlns:Z="urn:z">1</Z:n></D:prop></D:set></D:propertyupdate>`,
+    });
+    expect(note.status).toBe(207);
+    const r = await propfind("/pfm/", "1");
+    const locked = responseFor(r.text, "/pfm/locked.txt")!;
+    const noted = responseFor(r.text, "/pfm/noted.txt")!;
+    const plain = responseFor(r.text, "/pfm/plain.txt")!;
+    expect(locked).toContain("<D:lockroot><D:href>/pfm/locked.txt</D:href></D:lockroot>");
+    expect(noted).toMatch(/<ns\d+:n xmlns:ns\d+="urn:z">1<\/ns\d+:n>/);
+    for (const other of [noted, plain]) expect(other).toContain("<D:lockdiscovery/>");
+    for (const other of [locked, plain]) expect(other).not.toContain("urn:z");
+    expect(
+      await raw(fx.url, "UNLOCK", "/pfm/locked.txt", {
+        headers: { "lock-token": String(lock.headers["lock-token"]) },
+      }),
+    ).toMatchObject({ status: 204 });
+    expect(responseFor((await propfind("/pfm/", "1")).text, "/pfm/locked.txt")).toContain(
+      "<D:lockdiscovery/>",
     );
   });
 

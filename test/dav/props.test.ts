@@ -225,4 +225,15 @@ describe("hrefOf", () => {
       .join("/");
     expect(decoded).toBe(path);
   });
+
+  it("leaves alone exactly the ASCII characters a path segment may carry as they are", () => {
+    const kept = new Set("!$&'()*+,-.:;=@_~");
+    for (let code = 0x20; code < 0x7f; code++) {
+      const ch = String.fromCharCode(code);
+      if (ch === "/") continue; // the separator, not part of a segment
+      const plain = /[A-Za-z0-9]/.test(ch) || kept.has(ch);
+      const expected = plain ? ch : `%${code.toString(16).toUpperCase().padStart(2, "0")}`;
+      expect(hrefOf(`/a${ch}b`, false)).toBe(`/a${expected}b`);
+    }
+  });
 });

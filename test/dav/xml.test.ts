@@ -373,6 +373,21 @@ describe("escaping", () => {
     expect(escapeXml("a\u0001b\uD800c\uFFFF")).toBe("a\uFFFDb\uFFFDc\uFFFD");
     expect(escapeXml("ok 😀")).toBe("ok 😀");
   });
+
+  it("changes exactly the characters that need it, one code unit at a time", () => {
+    for (let code = 0; code <= 0xffff; code++) {
+      const ch = String.fromCharCode(code);
+      const invalid =
+        (code < 0x20 && ch !== "\t" && ch !== "\n" && ch !== "\r") ||
+        code === 0xfffe ||
+        code === 0xffff ||
+        (code >= 0xd800 && code <= 0xdfff);
+      const expected = invalid
+        ? "\uFFFD"
+        : ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;" }[ch] ?? ch);
+      expect(escapeXml(`a${ch}b`)).toBe(`a${expected}b`);
+    }
+  });
 });
 
 describe("MultistatusWriter", () => {

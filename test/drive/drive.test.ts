@@ -78,7 +78,7 @@ describe("dead properties", () => {
     await drive.mkdir("/dp");
     await drive.write("/dp/a.txt", bytes("a"));
     await drive.setDeadProps("/dp/a.txt", { set: [rich, plain, noNs], remove: [] });
-    expect((await drive.getDeadProps("/dp/a.txt")).sort(byName)).toEqual(
+    expect((await drive.getDeadProps(["/dp/a.txt"]))[0]!.sort(byName)).toEqual(
       [rich, plain, noNs].sort(byName),
     );
 
@@ -94,7 +94,7 @@ describe("dead properties", () => {
     // A drive with a cold cache reads them back from the upstream (a listing, here).
     const fresh = new Drive(api);
     await fresh.list("/dp");
-    expect((await fresh.getDeadProps("/dp/a.txt")).sort(byName)).toEqual(
+    expect((await fresh.getDeadProps(["/dp/a.txt"]))[0]!.sort(byName)).toEqual(
       [rich, plain, noNs].sort(byName),
     );
   });
@@ -110,7 +110,7 @@ describe("dead properties", () => {
     });
     expect((await control("stats")).requests["PATCH /api/v4/file/metadata"]).toBe(1);
     expect(await totalCalls()).toBe(1);
-    expect((await drive.getDeadProps("/dp/b.txt")).sort(byName)).toEqual(
+    expect((await drive.getDeadProps(["/dp/b.txt"]))[0]!.sort(byName)).toEqual(
       [plain, noNs].sort(byName),
     );
     const keys = Object.keys(await rawMetadata("dp/b.txt")).filter((k) => k.startsWith("dav:"));
@@ -138,7 +138,7 @@ describe("dead properties", () => {
       },
     });
     expect(r.json.code, r.text).toBe(0);
-    expect(await new Drive(api).getDeadProps("/dp/theirs")).toEqual([
+    expect((await new Drive(api).getDeadProps(["/dp/theirs"]))[0]).toEqual([
       { ns: "urn:y", name: "link", lang: "en", innerXml: inner },
     ]);
   });
@@ -155,7 +155,7 @@ describe("dead properties", () => {
     ).rejects.toBeInstanceOf(TooLarge);
     expect(await totalCalls()).toBe(0);
     expect(await rawMetadata("dp/c.txt")).toEqual(before);
-    expect(await drive.getDeadProps("/dp/c.txt")).toEqual([plain]);
+    expect((await drive.getDeadProps(["/dp/c.txt"]))[0]).toEqual([plain]);
   });
 
   it("refuses properties on the root and on a missing path", async () => {
@@ -166,7 +166,27 @@ describe("dead properties", () => {
     await expect(
       drive.setDeadProps("/dp/none", { set: [plain], remove: [] }),
     ).rejects.toBeInstanceOf(NotFound);
-    expect(await drive.getDeadProps("/")).toEqual([]);
+    expect((await drive.getDeadProps(["/"]))[0]).toEqual([]);
+  });
+
+  it("answers for many paths in order, a listing's members from the cache", async () => {
+    const drive = new Drive(api);
+    await drive.mkdir("/dp/many");
+    await drive.write("/dp/many/x", bytes("x"));
+    await drive.write("/dp/many/y", bytes("y"));
+    await drive.setDeadProps("/dp/many/y", { set: [plain], remove: [] });
+    const fresh = new Drive(api);
+    await fresh.list("/dp/many");
+    await control("stats/reset", {});
+    expect(await fresh.getDeadProps(["/dp/many/y", "/dp/many/x", "/dp/many/y"])).toEqual([
+      [plain],
+      [],
+      [plain],
+    ]);
+    expect(await totalCalls()).toBe(0);
+    await expect(fresh.getDeadProps(["/dp/many/x", "/dp/many/none"])).rejects.toBeInstanceOf(
+      NotFound,
+    );
   });
 });
 
