@@ -1,7 +1,11 @@
+import type { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { LRUCache } from "lru-cache";
+import parseRange from "range-parser";
 import { request, type Dispatcher } from "undici";
 import { SessionExpired, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
+import { bulkGet, UnsupportedReply } from "./bulk-get.js";
 import { errorFromEnvelope } from "./errors.js";
 import type { RequestPriority } from "./queue.js";
 import { EnvelopeSchema, timestampToEpochMs } from "./types.js";
@@ -11,11 +15,18 @@ const URL_MARGIN_MS = 60_000;
 /** Without an `expires`, a URL is trusted this long. */
 const URL_FALLBACK_TTL_MS = 5 * 60_000;
 const CONTENT_PATH = "/api/v4/file/content/";
+/**
+ * Reads of at least this many bytes go through {@link bulkGet}: far less CPU per byte, but a
+ * connection of its own each time, which smaller reads would feel.
+ */
+const BULK_FROM_BYTES = 8 * 1024 * 1024;
 
 export interface DownloadRequest {
   uri: string;
   /** The file's `primary_entity`: signed URLs are cached per version. */
   entity: string;
+  /** The version's size in bytes, telling how much the read will bring. */
+  size?: number;
   /** The caller's Range header, passed through unchanged. */
   range?: string;
   signal?: AbortSignal;
@@ -25,7 +36,24 @@ export interface DownloadRequest {
 export interface Download {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData["body"];
+  /**
+   * Writes the body into `dest` and ends it; rejects if either side breaks off. Chunks may be
+   * lent: `dest` must be done with each when its write callback runs (sockets and files are).
+   */
+  pipeTo(dest: Writable): Promise<void>;
+  /** The whole body in memory. */
+  readAll(): Promise<Buffer>;
+  /** Gives the body up unread. */
+  discard(): void;
+}
+
+/** How many bytes a read of `range` from a file of `size` brings; 0 when unknown or invalid. */
+function requestedBytes(size: number | undefined, range: string | undefined): number {
+  if (size === undefined) return 0;
+  if (!range) return size;
+  const parts = parseRange(size, range, { combine: true });
+  if (typeof parts === "number") return 0;
+  return parts.reduce((n, p) => n + p.end - p.start + 1, 0);
 }
 
 /**
@@ -44,6 +72,7 @@ export class Downloader {
   constructor(
     private readonly api: CloudreveApi,
     private readonly now: () => number = Date.now,
+    private readonly bulkFromBytes = BULK_FROM_BYTES,
   ) {}
 
   async open(r: DownloadRequest): Promise<Download> {
@@ -87,22 +116,22 @@ export class Downloader {
 
   /** One GET; an expired signature (JSON 40005 with HTTP 200) comes back as a value to retry on. */
   private async fetch(r: DownloadRequest, url: string): Promise<Download | SessionExpired> {
-    let res: Dispatcher.ResponseData;
+    const headers: Record<string, string> = r.range ? { range: r.range } : {};
+    let res: Download;
     try {
-      res = await request(url, {
-        method: "GET",
-        headers: r.range ? { range: r.range } : {},
-        dispatcher: this.api.transport.dispatcher,
-        signal: r.signal,
-      });
+      res =
+        requestedBytes(r.size, r.range) >= this.bulkFromBytes
+          ? await this.bulk(url, headers, r.signal)
+          : await this.streamed(url, headers, r.signal);
     } catch (err) {
-      if (r.signal?.aborted) throw err;
+      if (r.signal?.aborted || err instanceof UpstreamError) throw err;
       throw new UpstreamError(`download failed: ${(err as Error).message}`, { cause: err });
     }
     const type = String(res.headers["content-type"] ?? "");
     // Content replies always carry an ETag; an envelope (an error) never does.
     if (res.statusCode === 200 && type.startsWith("application/json") && !res.headers.etag) {
-      const env = EnvelopeSchema.safeParse(await res.body.json().catch(() => undefined));
+      const body = await res.readAll().catch(() => Buffer.alloc(0));
+      const env = EnvelopeSchema.safeParse(safeJson(body));
       if (!env.success)
         throw new UpstreamError("download answered with a reply that is not content");
       const error = errorFromEnvelope(env.data);
@@ -110,11 +139,53 @@ export class Downloader {
       throw error;
     }
     if (res.statusCode >= 500 || res.statusCode === 404) {
-      await res.body.dump();
+      res.discard();
       throw new UpstreamError(`download answered HTTP ${res.statusCode}`, {
         retryable: res.statusCode >= 502 && res.statusCode <= 504,
       });
     }
-    return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+    return res;
+  }
+
+  private async bulk(
+    url: string,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<Download> {
+    try {
+      return await bulkGet(new URL(url), headers, signal);
+    } catch (err) {
+      // A reply this reader cannot frame is asked again of the general client.
+      if (err instanceof UnsupportedReply) return this.streamed(url, headers, signal);
+      throw err;
+    }
+  }
+
+  private async streamed(
+    url: string,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+  ): Promise<Download> {
+    const res: Dispatcher.ResponseData = await request(url, {
+      method: "GET",
+      headers,
+      dispatcher: this.api.transport.dispatcher,
+      signal,
+    });
+    return {
+      statusCode: res.statusCode,
+      headers: res.headers,
+      pipeTo: (dest) => pipeline(res.body, dest),
+      readAll: async () => Buffer.from(await res.body.arrayBuffer()),
+      discard: () => void res.body.dump().catch(() => {}),
+    };
+  }
+}
+
+function safeJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch {
+    return undefined;
   }
 }

@@ -1,4 +1,3 @@
-import { pipeline } from "node:stream/promises";
 import parseRange from "range-parser";
 import type { Entry } from "../drive/types.js";
 import { header, type DavContext } from "./context.js";
@@ -97,7 +96,7 @@ export async function handleGet(ctx: DavContext): Promise<void> {
   });
   const expected = range ? 206 : 200;
   if (upstream.status !== expected) {
-    upstream.body.destroy();
+    upstream.discard();
     throw new HttpError(502, `upstream answered ${upstream.status} where ${expected} was expected`);
   }
   const length = Number(upstream.headers["content-length"]);
@@ -113,7 +112,7 @@ export async function handleGet(ctx: DavContext): Promise<void> {
     return;
   }
   try {
-    await pipeline(upstream.body, ctx.res);
+    await upstream.pipeTo(ctx.res);
   } catch (err) {
     // The client went away (the signal aborted the upstream fetch) or the upstream broke
     // mid-stream; either way the response cannot be completed.

@@ -11,6 +11,9 @@ import { etagListMatches } from "./get.js";
 import { checkWrite } from "./lock.js";
 import { HttpError } from "./status.js";
 
+/** Spool file I/O in large pieces: the default 64 KiB costs a thread-pool round trip each. */
+const SPOOL_IO_BYTES = 1024 * 1024;
+
 /** X-OC-Mtime: integer or fractional Unix seconds (ownCloud/Nextcloud clients, rclone). */
 export function mtimeOf(header: string | string[] | undefined): number | undefined {
   if (typeof header !== "string" || !/^\d+(\.\d+)?$/.test(header.trim())) return undefined;
@@ -60,9 +63,9 @@ export async function handlePut(ctx: DavContext): Promise<void> {
     if (size === undefined) {
       spool = await mkdtemp(join(tmpdir(), "cloudreve-dav-put-"));
       const file = join(spool, "body");
-      await pipeline(ctx.req, createWriteStream(file));
+      await pipeline(ctx.req, createWriteStream(file, { highWaterMark: SPOOL_IO_BYTES }));
       size = (await stat(file)).size;
-      source = createReadStream(file);
+      source = createReadStream(file, { highWaterMark: SPOOL_IO_BYTES });
     }
     const { entry, created } = await ctx.fs.write(ctx.path, {
       source,

@@ -185,10 +185,11 @@ export class Drive implements FileSystem {
       const d = await this.downloader.open({
         uri: t.uri,
         entity: node.entity,
+        size: node.entry.size,
         range: options.range,
         signal: options.signal,
       });
-      return { status: d.statusCode, headers: d.headers, body: d.body };
+      return { status: d.statusCode, headers: d.headers, pipeTo: d.pipeTo, discard: d.discard };
     } catch (err) {
       // The cached entry was stale (changed outside the gateway).
       if (err instanceof NotFound) this.cache.invalidate(t.path);
@@ -206,9 +207,7 @@ export class Drive implements FileSystem {
     if (cached) return Promise.resolve(cached);
     return this.cache.shared(`content:${node.entity}`, async () => {
       const d = await this.downloader.open({ uri: t.uri, entity: node.entity });
-      const chunks: Buffer[] = [];
-      for await (const c of d.body) chunks.push(c as Buffer);
-      const bytes = Buffer.concat(chunks);
+      const bytes = await d.readAll();
       if (d.statusCode !== 200 || bytes.length !== node.entry.size) {
         // Changed outside the gateway since it was listed: nothing to keep.
         this.cache.invalidate(t.path);

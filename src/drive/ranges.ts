@@ -1,4 +1,5 @@
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import type { ReadResult } from "./types.js";
 
 /**
@@ -10,9 +11,17 @@ export function localRead(
   range: string | undefined,
   open: (part?: { start: number; end: number }) => { body: Readable; bytes?: Buffer },
 ): ReadResult {
+  const content = (part?: { start: number; end: number }) => {
+    const { body, bytes } = open(part);
+    return {
+      pipeTo: (dest: Writable) => pipeline(body, dest),
+      discard: () => body.destroy(),
+      bytes,
+    };
+  };
   const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
   if (!m || Number(m[1]) >= size) {
-    return { status: 200, headers: { "content-length": String(size) }, ...open() };
+    return { status: 200, headers: { "content-length": String(size) }, ...content() };
   }
   const start = Number(m[1]);
   const end = Math.min(Number(m[2]), size - 1);
@@ -22,6 +31,6 @@ export function localRead(
       "content-length": String(end - start + 1),
       "content-range": `bytes ${start}-${end}/${size}`,
     },
-    ...open({ start, end }),
+    ...content({ start, end }),
   };
 }

@@ -1,4 +1,4 @@
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 
 /**
  * What the WebDAV layer sees of the drive: paths, entries and streams. No Cloudreve URI, code
@@ -46,7 +46,13 @@ export interface ReadResult {
   /** 200, 206 or 416, as the upstream answered the range. */
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Readable;
+  /**
+   * Writes the content into `dest` and ends it; rejects if the content breaks off. Chunks may
+   * be lent: `dest` must be done with each when its write callback runs (sockets and files are).
+   */
+  pipeTo(dest: Writable): Promise<void>;
+  /** Gives the content up unread. */
+  discard(): void;
   /** The same bytes when they are already in memory, so they can be sent in one write. */
   bytes?: Buffer;
 }

@@ -8,6 +8,7 @@ import type { CloudreveApi } from "../../src/cloudreve/api.js";
 import { Downloader, type DownloadRequest } from "../../src/cloudreve/download.js";
 import type { File } from "../../src/cloudreve/types.js";
 import { myUri, useEmulator } from "../helpers/emulator.js";
+import { contentOf } from "../helpers/content.js";
 import {
   calls,
   emulatorClock,
@@ -28,7 +29,7 @@ async function read(d: Downloader, r: DownloadRequest) {
   return {
     status: res.statusCode,
     headers: res.headers,
-    body: Buffer.from(await res.body.arrayBuffer()),
+    body: await contentOf(res),
   };
 }
 
@@ -37,7 +38,11 @@ function expectBytes(got: Buffer, want: Buffer): void {
   expect(got.equals(want)).toBe(true);
 }
 
-describe("Downloader", () => {
+// Each read goes through the general client or through bulkGet, by a threshold set here.
+describe.each([
+  ["streamed", Infinity],
+  ["bulk", 0],
+])("Downloader (%s reads)", (_kind, bulkFrom) => {
   // Access tokens outlive the URL expiries the clock is moved across, so only URLs expire here.
   const ctx = useEmulator({ entityUrlTtl: URL_TTL, accessTtl: 30 * 86400, refreshTtl: 60 * 86400 });
   let api: CloudreveApi;
@@ -53,7 +58,7 @@ describe("Downloader", () => {
   afterAll(() => api.close());
 
   it("a ranged read is 206 with exactly the bytes asked for", async () => {
-    const d = new Downloader(api);
+    const d = new Downloader(api, Date.now, bulkFrom);
     const r = await read(d, { uri, entity: file.primary_entity, range: "bytes=1000-1999" });
     expect(r.status).toBe(206);
     expect(r.headers["content-range"]).toBe(`bytes 1000-1999/${SIZE}`);
@@ -68,14 +73,14 @@ describe("Downloader", () => {
   });
 
   it("an unsatisfiable range passes through as 416", async () => {
-    const d = new Downloader(api);
+    const d = new Downloader(api, Date.now, bulkFrom);
     const r = await read(d, { uri, entity: file.primary_entity, range: `bytes=${SIZE}-` });
     expect(r.status).toBe(416);
     expect(r.headers["content-range"]).toBe(`bytes */${SIZE}`);
   });
 
   it("fetches the URL once per version and reuses it for every read", async () => {
-    const d = new Downloader(api);
+    const d = new Downloader(api, Date.now, bulkFrom);
     for (let i = 0; i < 5; i++) {
       const r = await read(d, {
         uri,
@@ -95,7 +100,7 @@ describe("Downloader", () => {
   });
 
   it("concurrent first reads of one version share one URL request", async () => {
-    const d = new Downloader(api);
+    const d = new Downloader(api, Date.now, bulkFrom);
     const reads = await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
         read(d, { uri, entity: file.primary_entity, range: `bytes=${i}-${i}` }),
@@ -106,7 +111,7 @@ describe("Downloader", () => {
   });
 
   it("an expired URL the client did not see coming is renewed transparently (one failed GET)", async () => {
-    const d = new Downloader(api);
+    const d = new Downloader(api, Date.now, bulkFrom);
     await read(d, { uri, entity: file.primary_entity, range: "bytes=0-9" });
     const clock = await emulatorClock(ctx.emu.url);
     await clock.advance(URL_TTL + 60);
@@ -122,7 +127,7 @@ describe("Downloader", () => {
 
   it("a URL about to expire is replaced before use when the client's clock sees it", async () => {
     const clock = await emulatorClock(ctx.emu.url);
-    const d = new Downloader(api, clock.now);
+    const d = new Downloader(api, clock.now, bulkFrom);
     await read(d, { uri, entity: file.primary_entity, range: "bytes=0-9" });
     // Inside the one-minute margin, and past the server's own URL cache (TTL - 600 s).
     await clock.advance(URL_TTL - 30);
@@ -135,7 +140,7 @@ describe("Downloader", () => {
   });
 
   it("a new version (new entity) gets a new URL and its own bytes", async () => {
-    const d = new Downloader(api);
+    const d = new Downloader(api, Date.now, bulkFrom);
     const target = myUri("dl/versioned.bin");
     const v1 = await api.putContent(target, patternBytes(5000, 1), 5000);
     expectBytes(

@@ -6,7 +6,7 @@ import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloudreveApi } from "../../src/cloudreve/api.js";
 import { Drive } from "../../src/drive/drive.js";
-import type { DeadProp } from "../../src/drive/types.js";
+import type { DeadProp, ReadResult } from "../../src/drive/types.js";
 import {
   BadName,
   Exists,
@@ -17,6 +17,7 @@ import {
   WrongType,
 } from "../../src/errors.js";
 import { EMAIL, PASSWORD, myUri, useEmulator } from "../helpers/emulator.js";
+import { contentOf } from "../helpers/content.js";
 
 const CAPACITY = 10 * 1024 * 1024;
 const ctx = useEmulator({ capacity: CAPACITY });
@@ -51,11 +52,7 @@ async function rawMetadata(path: string): Promise<Record<string, string>> {
 
 const bytes = (text: string) => ({ source: Readable.from([Buffer.from(text)]), size: text.length });
 
-async function text(body: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString();
-}
+const text = async (r: ReadResult) => (await contentOf(r)).toString();
 
 const byName = (a: DeadProp, b: DeadProp) => (a.ns + a.name < b.ns + b.name ? -1 : 1);
 
@@ -229,11 +226,11 @@ describe("mkdir, write, read", () => {
     await drive.write("/rd/a.txt", bytes("0123456789"));
     const whole = await drive.read("/rd/a.txt");
     expect(whole.status).toBe(200);
-    expect(await text(whole.body)).toBe("0123456789");
+    expect(await text(whole)).toBe("0123456789");
     const part = await drive.read("/rd/a.txt", { range: "bytes=2-5" });
     expect(part.status).toBe(206);
     expect(part.headers["content-range"]).toBe("bytes 2-5/10");
-    expect(await text(part.body)).toBe("2345");
+    expect(await text(part)).toBe("2345");
     await expect(drive.read("/rd")).rejects.toBeInstanceOf(WrongType);
     await expect(drive.read("/rd/none")).rejects.toBeInstanceOf(NotFound);
   });
@@ -266,7 +263,7 @@ describe("mkdir, write, read", () => {
     const name = "a b+c%d#e&f;=中文.txt";
     await drive.write(`/odd/${name}`, bytes("odd"));
     expect((await new Drive(api).list("/odd")).map((e) => e.name)).toEqual([name]);
-    expect(await text((await drive.read(`/odd/${name}`)).body)).toBe("odd");
+    expect(await text(await drive.read(`/odd/${name}`))).toBe("odd");
   });
 });
 

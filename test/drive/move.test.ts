@@ -14,6 +14,7 @@ import {
   UpstreamError,
 } from "../../src/errors.js";
 import { EMAIL, PASSWORD, myUri, useEmulator } from "../helpers/emulator.js";
+import { contentOf } from "../helpers/content.js";
 
 const ctx = useEmulator();
 let api: CloudreveApi;
@@ -82,10 +83,7 @@ async function tree(path: string): Promise<Record<string, string>> {
 
 async function contentRaw(path: string): Promise<string> {
   const drive = new Drive(api);
-  const r = await drive.read(path);
-  const chunks: Buffer[] = [];
-  for await (const c of r.body) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString();
+  return (await contentOf(await drive.read(path))).toString();
 }
 
 describe("move", () => {

@@ -3,7 +3,9 @@ import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CloudreveApi } from "../../src/cloudreve/api.js";
 import { Drive } from "../../src/drive/drive.js";
+import type { ReadResult } from "../../src/drive/types.js";
 import { EMAIL, PASSWORD, useEmulator } from "../helpers/emulator.js";
+import { contentOf } from "../helpers/content.js";
 
 const ctx = useEmulator({ chunkSize: 4 });
 let api: CloudreveApi;
@@ -12,11 +14,7 @@ beforeAll(() => {
 });
 afterAll(() => api.close());
 
-async function text(body: Readable): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of body) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString();
-}
+const text = async (r: ReadResult) => (await contentOf(r)).toString();
 
 describe("write", () => {
   it("serialises concurrent writes to one path (upload sessions lock their path upstream)", async () => {
@@ -34,6 +32,6 @@ describe("write", () => {
     );
     expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
     const read = await new Drive(api).read("/same.txt");
-    expect(await text(read.body)).toBe("third version");
+    expect(await text(read)).toBe("third version");
   });
 });
