@@ -3,12 +3,16 @@ import { pino, type Logger } from "pino";
 /**
  * The gateway's logger: JSON lines, pretty when a person is watching a terminal. Anything that
  * could carry a secret is redacted by path, as a second line of defence behind not logging it.
+ * Lines to standard output are written asynchronously, a batch per write: a synchronous write
+ * per request line cost a third of a small request's time (measured with wrk). pino flushes
+ * what is pending when the process exits and after a fatal line.
  */
 export function createLogger(
   level: string,
   stream: NodeJS.WritableStream = process.stdout,
 ): Logger {
-  const pretty = stream === process.stdout && process.stdout.isTTY;
+  const stdout = stream === process.stdout;
+  const pretty = stdout && process.stdout.isTTY;
   return pino(
     {
       level,
@@ -39,7 +43,9 @@ export function createLogger(
           target: "pino-pretty",
           options: { colorize: true, translateTime: "SYS:HH:MM:ss" },
         })
-      : (stream as pino.DestinationStream),
+      : stdout
+        ? pino.destination({ dest: 1, sync: false })
+        : (stream as pino.DestinationStream),
   );
 }
 

@@ -124,7 +124,7 @@ describe("the request log", () => {
       port: 0,
       users,
     };
-    gw = await startGateway(config, createLogger("info", sink));
+    gw = await startGateway(config, createLogger("debug", sink));
     url = gw.url.replace(/\/$/, "");
   });
   afterAll(async () => {
@@ -141,7 +141,7 @@ describe("the request log", () => {
     });
   }
 
-  it("one info line per request: method, path, status, bytes, ms, upstream calls", async () => {
+  it("one info line per request: method, path, status, bytes, ms, and upstream calls at debug level", async () => {
     const auth = { user: USER, password: SECRET };
     const r = await raw(url, "PUT", "/logged.txt", { body: "hello", auth });
     expect(r.status).toBe(201);
