@@ -5,7 +5,6 @@ import type { Entry } from "./types.js";
 /** What the drive knows of one item: the Entry plus the upstream facts it needs to act on it. */
 export interface Node {
   entry: Entry;
-  uri: string;
   /** `primary_entity`: signed download URLs are cached per version. */
   entity: string;
   /** The raw `dav:` metadata (dead properties), as stored upstream. */

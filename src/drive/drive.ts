@@ -557,7 +557,6 @@ export class Drive implements FileSystem {
         ctimeMs: timestampToEpochMs(file.created_at),
         uploading: file.metadata?.["sys:upload_session_id"] !== undefined,
       },
-      uri: new Target(path, this.rootUri).uri,
       entity,
       dav,
     };

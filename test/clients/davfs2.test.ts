@@ -1,4 +1,3 @@
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chmod,
@@ -17,9 +16,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient, type WebDAVClient } from "webdav";
+import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
-import { requireTool, upstreamTree } from "./tools.js";
+import { explain, requireTool, run, upstreamTree } from "./tools.js";
 
 /**
  * davfs2 1.6 (a kernel mount of the gateway, clients.md §D.3, tools.md): list, read, write,
@@ -32,43 +32,6 @@ const MOUNT_TIMEOUT_MS = 30_000;
 const UMOUNT_TIMEOUT_MS = 60_000;
 const SEED_SIZE = 150_000;
 const BASE = "dfs";
-
-interface Run {
-  code: number | null;
-  signal: string | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a program with `input` on stdin, bounded by `timeoutMs`; never throws. */
-function runWithInput(
-  file: string,
-  args: readonly string[],
-  input: string,
-  timeoutMs: number,
-): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      { timeout: timeoutMs, killSignal: "SIGKILL", encoding: "utf8" },
-      (err, stdout, stderr) => {
-        const e = err as (Error & { code?: number | string; signal?: string }) | null;
-        resolve({
-          code: e ? (typeof e.code === "number" ? e.code : null) : 0,
-          signal: e?.signal ?? null,
-          stdout,
-          stderr,
-        });
-      },
-    );
-    child.stdin?.end(input);
-  });
-}
-
-function describeRun(what: string, r: Run): string {
-  return `${what}: exit ${r.code ?? r.signal}\n--- stderr ---\n${r.stderr}\n--- stdout ---\n${r.stdout}`;
-}
 
 /** Whether `mountPoint` is in the kernel's mount table. */
 async function isMounted(mountPoint: string): Promise<boolean> {
@@ -96,12 +59,7 @@ describe("davfs2 mount of the gateway", () => {
   beforeAll(async () => {
     requireTool("mount.davfs", "davfs2");
     requireTool("umount", "mount");
-    const seed = await fetch(`${fx.emu.url}/__emulator/seed`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ uri: myUri(`${BASE}/seeded`), files: 3, folders: 1, size: SEED_SIZE }),
-    });
-    expect(seed.status, await seed.clone().text()).toBe(200);
+    await seed(fx.emu.url, { uri: myUri(`${BASE}/seeded`), files: 3, folders: 1, size: SEED_SIZE });
     api = new Api(fx.emu.url);
     await api.login();
     client = createClient(fx.url);
@@ -122,9 +80,9 @@ describe("davfs2 mount of the gateway", () => {
   afterAll(
     async () => {
       if (mnt && (await isMounted(mnt))) {
-        const r = await runWithInput("umount", [mnt], "", UMOUNT_TIMEOUT_MS);
+        const r = await run("umount", [mnt], { timeoutMs: UMOUNT_TIMEOUT_MS });
         if (r.code !== 0 || (await isMounted(mnt))) {
-          await runWithInput("umount", ["-l", mnt], "", UMOUNT_TIMEOUT_MS);
+          await run("umount", ["-l", mnt], { timeoutMs: UMOUNT_TIMEOUT_MS });
         }
       }
       if (dir && mnt && !(await isMounted(mnt))) await rm(dir, { recursive: true, force: true });
@@ -137,13 +95,12 @@ describe("davfs2 mount of the gateway", () => {
     async () => {
       const uid = String(process.getuid?.() ?? 0);
       const gid = String(process.getgid?.() ?? 0);
-      const r = await runWithInput(
+      const r = await run(
         "mount",
         ["-t", "davfs", "-o", `conf=${conf},uid=${uid},gid=${gid}`, `${fx.url}/`, mnt],
-        "\n\n",
-        MOUNT_TIMEOUT_MS,
+        { input: "\n\n", timeoutMs: MOUNT_TIMEOUT_MS },
       );
-      expect(r.code, describeRun("mount -t davfs", r)).toBe(0);
+      expect(r.code, explain("mount -t davfs", r)).toBe(0);
       expect(await isMounted(mnt)).toBe(true);
     },
     MOUNT_TIMEOUT_MS + 10_000,
@@ -198,8 +155,8 @@ describe("davfs2 mount of the gateway", () => {
   it(
     "unmounts, flushing every upload; other clients see the result",
     async () => {
-      const r = await runWithInput("umount", [mnt], "", UMOUNT_TIMEOUT_MS);
-      expect(r.code, describeRun("umount", r)).toBe(0);
+      const r = await run("umount", [mnt], { timeoutMs: UMOUNT_TIMEOUT_MS });
+      expect(r.code, explain("umount", r)).toBe(0);
       expect(await isMounted(mnt)).toBe(false);
 
       const tree = await upstreamTree(api, BASE);

@@ -13,6 +13,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
 import { rcloneEnv, requireTool, run, upstreamTree, type UpstreamItem } from "./tools.js";
@@ -70,12 +71,7 @@ describe("rclone mount (FUSE, vfs-cache-mode writes)", () => {
     requireTool("mountpoint", "util-linux");
     api = new Api(fx.emu.url);
     await api.login();
-    const seeded = await fetch(`${fx.emu.url}/__emulator/seed`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ uri: myUri("seeded"), files: SEEDED, size: SEED_SIZE }),
-    });
-    expect(seeded.status).toBe(200);
+    await seed(fx.emu.url, { uri: myUri("seeded"), files: SEEDED, size: SEED_SIZE });
 
     work = await mkdtemp(join(tmpdir(), "cloudreve-dav-mount-"));
     mnt = join(work, "mnt");

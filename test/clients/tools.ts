@@ -46,10 +46,10 @@ export interface Run {
 export function run(
   file: string,
   args: readonly string[],
-  opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string },
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string; input?: string },
 ): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       file,
       args,
       {
@@ -70,6 +70,7 @@ export function run(
         });
       },
     );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
 }
 

@@ -7,6 +7,7 @@ import {
   type Response as DavResponse,
   type WebDAVClient,
 } from "webdav";
+import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
 import { listUpstream } from "./tools.js";
@@ -43,12 +44,7 @@ describe("webdav npm client (v5) against the gateway", () => {
   let api: Api;
 
   beforeAll(async () => {
-    const seed = await fetch(`${fx.emu.url}/__emulator/seed`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ uri: myUri(`${BASE}/seeded`), files: 3, folders: 2, size: SEED_SIZE }),
-    });
-    expect(seed.status, await seed.clone().text()).toBe(200);
+    await seed(fx.emu.url, { uri: myUri(`${BASE}/seeded`), files: 3, folders: 2, size: SEED_SIZE });
     client = createClient(fx.url);
     api = new Api(fx.emu.url);
     await api.login();

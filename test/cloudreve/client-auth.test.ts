@@ -12,16 +12,8 @@ import type { CloudreveApi } from "../../src/cloudreve/api.js";
 import { startEmulator } from "../../src/emulator/index.js";
 import { LoginRejected } from "../../src/errors.js";
 import { EMAIL, PASSWORD, useEmulator } from "../helpers/emulator.js";
-import {
-  advanceClock,
-  calls,
-  emulatorClock,
-  newClient,
-  R,
-  resetStats,
-  stats,
-  type ClientOptions,
-} from "./client-helpers.js";
+import { newClient, type ClientOptions } from "./client-helpers.js";
+import { advanceClock, calls, emulatorClock, R, resetStats, stats } from "../helpers/control.js";
 
 const ACCESS_TTL = 3600;
 

@@ -10,7 +10,8 @@ import { BatchFailed } from "../../src/cloudreve/errors.js";
 import { FileSchema } from "../../src/cloudreve/types.js";
 import { Exists, Locked, NotFound, UpstreamError } from "../../src/errors.js";
 import { myUri, useEmulator } from "../helpers/emulator.js";
-import { calls, newClient, R, resetStats, seed, setFaults, stats } from "./client-helpers.js";
+import { newClient } from "./client-helpers.js";
+import { calls, R, resetStats, seed, setFaults, stats } from "../helpers/control.js";
 
 /** Names of every file the listing iterator yields, and how many list calls it took. */
 async function listAll(api: CloudreveApi, uri: string): Promise<string[]> {

@@ -9,17 +9,8 @@ import { Downloader, type DownloadRequest } from "../../src/cloudreve/download.j
 import type { File } from "../../src/cloudreve/types.js";
 import { myUri, useEmulator } from "../helpers/emulator.js";
 import { contentOf } from "../helpers/content.js";
-import {
-  calls,
-  emulatorClock,
-  newClient,
-  patternBytes,
-  R,
-  resetStats,
-  seed,
-  seedBytes,
-  stats,
-} from "./client-helpers.js";
+import { newClient, patternBytes } from "./client-helpers.js";
+import { calls, emulatorClock, R, resetStats, seed, seedBytes, stats } from "../helpers/control.js";
 
 const SIZE = 300_000;
 const URL_TTL = 3600;

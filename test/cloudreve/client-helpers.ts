@@ -1,6 +1,7 @@
 /**
  * Shared pieces of the client tests (test/cloudreve/client-*.test.ts): a real CloudreveApi
- * pointed at an emulator, and the emulator's control routes (stats, faults, clock, seed).
+ * pointed at an emulator, and content to send it. The emulator's control routes are in
+ * test/helpers/control.ts.
  */
 import { Readable } from "node:stream";
 import { CloudreveApi } from "../../src/cloudreve/api.js";
@@ -20,83 +21,6 @@ export function newClient(baseUrl: string, options: ClientOptions = {}): Cloudre
   });
 }
 
-async function control(base: string, method: string, path: string, body?: unknown) {
-  const res = await fetch(new URL(path, base), {
-    method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (res.status !== 200) throw new Error(`${method} ${path}: HTTP ${res.status}`);
-  return (await res.json()) as Record<string, unknown>;
-}
-
-export interface EmulatorStats {
-  requests: Record<string, number>;
-  bytesIn: number;
-  bytesOut: number;
-}
-
-/** The emulator's upstream call counts since the last reset. */
-export async function stats(base: string): Promise<EmulatorStats> {
-  return (await control(base, "GET", "/__emulator/stats")) as unknown as EmulatorStats;
-}
-
-/** Calls of one route (`"POST /api/v4/session/token"`) since the last reset; 0 when none. */
-export async function calls(base: string, route: string): Promise<number> {
-  return (await stats(base)).requests[route] ?? 0;
-}
-
-export async function resetStats(base: string): Promise<void> {
-  await control(base, "POST", "/__emulator/stats/reset");
-}
-
-export interface FaultRule {
-  route?: string;
-  failWith?: 502 | 503 | "reset";
-  times?: number;
-  failRate?: number;
-  latencyMs?: number;
-}
-
-export async function setFaults(base: string, rules: FaultRule[]): Promise<void> {
-  await control(base, "POST", "/__emulator/faults", { rules });
-}
-
-/** Moves the emulator's clock forward; resolves to its new time in epoch milliseconds. */
-export async function advanceClock(base: string, seconds: number): Promise<number> {
-  const r = await control(base, "POST", "/__emulator/clock", { advanceSeconds: seconds });
-  return Date.parse(String(r.now));
-}
-
-/**
- * A clock for the client (`auth.now`, Downloader's `now`) that reads the emulator's time, so
- * the client sees expiry coming the way it would against a server in step with it. `advance`
- * moves both clocks.
- */
-export async function emulatorClock(base: string) {
-  let offsetMs = (await advanceClock(base, 0)) - Date.now();
-  return {
-    now: () => Date.now() + offsetMs,
-    async advance(seconds: number) {
-      offsetMs = (await advanceClock(base, seconds)) - Date.now();
-    },
-  };
-}
-
-export async function seed(
-  base: string,
-  body: { uri: string; files?: number; folders?: number; size?: number },
-): Promise<void> {
-  await control(base, "POST", "/__emulator/seed", body);
-}
-
-/** Byte i is i % 251, as the emulator seeds files. */
-export function seedBytes(size: number, from = 0): Buffer {
-  const buf = Buffer.alloc(size);
-  for (let i = 0; i < size; i++) buf[i] = (from + i) % 251;
-  return buf;
-}
-
 /** Deterministic content that differs from the seeded pattern: byte i is (i * 7 + salt) % 256. */
 export function patternBytes(size: number, salt = 0): Buffer {
   const buf = Buffer.alloc(size);
@@ -110,23 +34,3 @@ export function sourceOf(buf: Buffer, piece = 10_000): Readable {
   for (let i = 0; i < buf.length; i += piece) parts.push(buf.subarray(i, i + piece));
   return Readable.from(parts);
 }
-
-/** Emulator routes as counted in the stats. */
-export const R = {
-  login: "POST /api/v4/session/token",
-  refresh: "POST /api/v4/session/token/refresh",
-  signOut: "DELETE /api/v4/session/token",
-  me: "GET /api/v4/user/me",
-  info: "GET /api/v4/file/info",
-  list: "GET /api/v4/file",
-  rename: "POST /api/v4/file/rename",
-  move: "POST /api/v4/file/move",
-  remove: "DELETE /api/v4/file",
-  explorerConfig: "GET /api/v4/site/config/:section",
-  putContent: "PUT /api/v4/file/content",
-  createSession: "PUT /api/v4/file/upload",
-  chunk: "POST /api/v4/file/upload/:sessionId/:index",
-  cancel: "DELETE /api/v4/file/upload",
-  url: "POST /api/v4/file/url",
-  content: "GET /api/v4/file/content/:id/:speed/:name",
-} as const;

@@ -12,17 +12,8 @@ import { timestampToEpochMs, type File } from "../../src/cloudreve/types.js";
 import { uploadFile, type UploadRequest } from "../../src/cloudreve/upload.js";
 import { BadRequest, Exists, NotFound, UpstreamError } from "../../src/errors.js";
 import { myUri, useEmulator } from "../helpers/emulator.js";
-import {
-  advanceClock,
-  calls,
-  newClient,
-  patternBytes,
-  R,
-  resetStats,
-  setFaults,
-  sourceOf,
-  stats,
-} from "./client-helpers.js";
+import { newClient, patternBytes, sourceOf } from "./client-helpers.js";
+import { advanceClock, calls, R, resetStats, setFaults, stats } from "../helpers/control.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

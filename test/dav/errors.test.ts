@@ -3,21 +3,13 @@
  * codes) must come out as the WebDAV status a client can act on, never a bare 500.
  */
 import { beforeAll, describe, expect, it } from "vitest";
+import { setFaults, type FaultRule } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
 import { raw } from "../helpers/http-raw.js";
 
 const CAPACITY = 8192;
 const MAX_SIZE = 3000;
-
-async function faults(url: string, rules: unknown[]): Promise<void> {
-  const r = await fetch(`${url}/__emulator/faults`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ rules }),
-  });
-  expect(r.status).toBe(200);
-}
 
 describe("error mapping", () => {
   const fx = useGateway({ capacity: CAPACITY, policyMaxSize: MAX_SIZE }, { cacheTtlSeconds: 0 });
@@ -113,15 +105,15 @@ describe("error mapping", () => {
   });
 
   describe("upstream failures", () => {
-    it.each([[503], [502], ["reset"]])(
+    it.each<[FaultRule["failWith"]]>([[503], [502], ["reset"]])(
       "%s on every try of a read → 502/503, not 500",
       async (failWith) => {
-        await faults(fx.emu.url, [{ route: "GET /api/v4/file", failWith, times: 20 }]);
+        await setFaults(fx.emu.url, [{ route: "GET /api/v4/file", failWith, times: 20 }]);
         try {
           const r = await raw(fx.url, "PROPFIND", "/e/", { headers: { depth: "1" } });
           expect([502, 503]).toContain(r.status);
         } finally {
-          await faults(fx.emu.url, []);
+          await setFaults(fx.emu.url, []);
         }
         // And once the upstream is back, the same request works.
         expect((await raw(fx.url, "PROPFIND", "/e/", { headers: { depth: "1" } })).status).toBe(
@@ -132,7 +124,7 @@ describe("error mapping", () => {
 
     it("a failing upload → 502/503, previous content intact", async () => {
       expect((await raw(fx.url, "PUT", "/e/keep.txt", { body: "keep" })).status).toBe(201);
-      await faults(fx.emu.url, [
+      await setFaults(fx.emu.url, [
         { route: "POST /api/v4/file/upload/:sessionId/:index", failWith: 503, times: 20 },
         { route: "PUT /api/v4/file/content", failWith: 503, times: 20 },
       ]);
@@ -140,7 +132,7 @@ describe("error mapping", () => {
         const r = await raw(fx.url, "PUT", "/e/keep.txt", { body: "changed" });
         expect([502, 503]).toContain(r.status);
       } finally {
-        await faults(fx.emu.url, []);
+        await setFaults(fx.emu.url, []);
       }
       expect((await raw(fx.url, "GET", "/e/keep.txt")).text).toBe("keep");
     });
@@ -148,24 +140,24 @@ describe("error mapping", () => {
     it("a failing download → 502/503", async () => {
       // A file never read before: small files already read are served from memory.
       expect((await raw(fx.url, "PUT", "/e/unread.txt", { body: "unread" })).status).toBe(201);
-      await faults(fx.emu.url, [
+      await setFaults(fx.emu.url, [
         { route: "GET /api/v4/file/content/:id/:speed/:name", failWith: 503, times: 20 },
       ]);
       try {
         const r = await raw(fx.url, "GET", "/e/unread.txt");
         expect([502, 503]).toContain(r.status);
       } finally {
-        await faults(fx.emu.url, []);
+        await setFaults(fx.emu.url, []);
       }
     });
 
     it("a failing DELETE → 502/503, the file still there", async () => {
-      await faults(fx.emu.url, [{ route: "DELETE /api/v4/file", failWith: 503, times: 20 }]);
+      await setFaults(fx.emu.url, [{ route: "DELETE /api/v4/file", failWith: 503, times: 20 }]);
       try {
         const r = await raw(fx.url, "DELETE", "/e/keep.txt");
         expect([502, 503]).toContain(r.status);
       } finally {
-        await faults(fx.emu.url, []);
+        await setFaults(fx.emu.url, []);
       }
       expect((await raw(fx.url, "GET", "/e/keep.txt")).text).toBe("keep");
     });

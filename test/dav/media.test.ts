@@ -1,6 +1,7 @@
 import { request, type ClientRequest, type IncomingMessage } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect, it } from "vitest";
+import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
 import { raw } from "../helpers/http-raw.js";
@@ -52,12 +53,7 @@ describe("media player access pattern", () => {
   const path = "/media/movie.mp4";
 
   beforeAll(async () => {
-    const seeded = await fetch(`${fx.emu.url}/__emulator/seed`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ uri: myUri("media"), files: 1, size: SIZE }),
-    });
-    expect(seeded.status).toBe(200);
+    await seed(fx.emu.url, { uri: myUri("media"), files: 1, size: SIZE });
     // Renamed through the API so the gateway has never seen the file.
     const api = new Api(fx.emu.url);
     await api.login();

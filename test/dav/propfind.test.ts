@@ -3,6 +3,7 @@
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import { hashPassword } from "../../src/dav/basic-auth.js";
+import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
 import {
@@ -401,12 +402,7 @@ describe("upstream work", () => {
   const propfind = (path: string, depth: string, body?: string) =>
     raw(fx.url, "PROPFIND", path, { headers: { depth }, body });
   beforeAll(async () => {
-    const r = await fetch(`${fx.emu.url}/__emulator/seed`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ uri: "cloudreve://my/many", files: 300, folders: 5, size: 100_000 }),
-    });
-    expect(r.status).toBe(200);
+    await seed(fx.emu.url, { uri: "cloudreve://my/many", files: 300, folders: 5, size: 100_000 });
   });
 
   it("a Depth 1 allprop of 305 entries is one listing call; repeats and members are cached", async () => {

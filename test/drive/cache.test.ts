@@ -8,6 +8,7 @@ import { CloudreveApi } from "../../src/cloudreve/api.js";
 import { Drive, type DriveOptions } from "../../src/drive/drive.js";
 import type { EmulatorOptions } from "../../src/emulator/options.js";
 import { NotFound } from "../../src/errors.js";
+import { calls, resetStats, seed, totalCalls } from "../helpers/control.js";
 import { EMAIL, PASSWORD, myUri, useEmulator } from "../helpers/emulator.js";
 
 function setup(options: EmulatorOptions = {}) {
@@ -18,25 +19,13 @@ function setup(options: EmulatorOptions = {}) {
     await env.api.capacity(); // signs in, so that later counts hold only the calls under test
   });
   afterAll(() => env.api.close());
-  const control = async (path: string, body?: unknown) => {
-    const res = await fetch(`${ctx.emu.url}/__emulator/${path}`, {
-      method: body === undefined ? "GET" : "POST",
-      headers: { "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return (await res.json()) as { requests: Record<string, number> };
-  };
   return {
     ctx,
     drive: (o: DriveOptions = {}) => new Drive(env.api, o),
-    reset: () => control("stats/reset", {}),
+    reset: () => resetStats(ctx.emu.url),
     /** Calls of one route since the last reset, or of every route. */
-    calls: async (route?: string) => {
-      const { requests } = await control("stats");
-      if (route) return requests[route] ?? 0;
-      return Object.values(requests).reduce((a, b) => a + b, 0);
-    },
-    seed: (body: Record<string, unknown>) => control("seed", body),
+    calls: (route?: string) => (route ? calls(ctx.emu.url, route) : totalCalls(ctx.emu.url)),
+    seed: (body: Parameters<typeof seed>[1]) => seed(ctx.emu.url, body),
     /** A file made behind the gateway's back, straight through the API. */
     put: (path: string, text: string) =>
       ctx.api.call("PUT", "/file/content", { query: { uri: myUri(path) }, body: text }),

@@ -18,6 +18,7 @@ import {
 } from "../../src/errors.js";
 import { EMAIL, PASSWORD, myUri, useEmulator } from "../helpers/emulator.js";
 import { contentOf } from "../helpers/content.js";
+import { calls, resetStats, totalCalls } from "../helpers/control.js";
 
 const CAPACITY = 10 * 1024 * 1024;
 const ctx = useEmulator({ capacity: CAPACITY });
@@ -27,20 +28,6 @@ beforeAll(async () => {
   await api.capacity();
 });
 afterAll(() => api.close());
-
-async function control(path: string, body?: unknown) {
-  const res = await fetch(`${ctx.emu.url}/__emulator/${path}`, {
-    method: body === undefined ? "GET" : "POST",
-    headers: { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return (await res.json()) as { requests: Record<string, number> };
-}
-
-async function totalCalls(): Promise<number> {
-  const { requests } = await control("stats");
-  return Object.values(requests).reduce((a, b) => a + b, 0);
-}
 
 async function rawMetadata(path: string): Promise<Record<string, string>> {
   const r = await ctx.api.call<{ metadata: Record<string, string> }>("GET", "/file/info", {
@@ -100,13 +87,13 @@ describe("dead properties", () => {
     const drive = new Drive(api);
     await drive.write("/dp/b.txt", bytes("b"));
     await drive.setDeadProps("/dp/b.txt", { set: [rich, plain], remove: [] });
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     await drive.setDeadProps("/dp/b.txt", {
       set: [noNs],
       remove: [rich, { ns: "urn:x", name: "absent" }],
     });
-    expect((await control("stats")).requests["PATCH /api/v4/file/metadata"]).toBe(1);
-    expect(await totalCalls()).toBe(1);
+    expect(await calls(ctx.emu.url, "PATCH /api/v4/file/metadata")).toBe(1);
+    expect(await totalCalls(ctx.emu.url)).toBe(1);
     expect((await drive.getDeadProps(["/dp/b.txt"]))[0]!.sort(byName)).toEqual(
       [plain, noNs].sort(byName),
     );
@@ -146,11 +133,11 @@ describe("dead properties", () => {
     await drive.setDeadProps("/dp/c.txt", { set: [plain], remove: [] });
     const before = await rawMetadata("dp/c.txt");
     const huge: DeadProp = { ns: "urn:x", name: "huge", innerXml: "x".repeat(60_000) };
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     await expect(
       drive.setDeadProps("/dp/c.txt", { set: [rich, huge], remove: [plain] }),
     ).rejects.toBeInstanceOf(TooLarge);
-    expect(await totalCalls()).toBe(0);
+    expect(await totalCalls(ctx.emu.url)).toBe(0);
     expect(await rawMetadata("dp/c.txt")).toEqual(before);
     expect((await drive.getDeadProps(["/dp/c.txt"]))[0]).toEqual([plain]);
   });
@@ -174,13 +161,13 @@ describe("dead properties", () => {
     await drive.setDeadProps("/dp/many/y", { set: [plain], remove: [] });
     const fresh = new Drive(api);
     await fresh.list("/dp/many");
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     expect(await fresh.getDeadProps(["/dp/many/y", "/dp/many/x", "/dp/many/y"])).toEqual([
       [plain],
       [],
       [plain],
     ]);
-    expect(await totalCalls()).toBe(0);
+    expect(await totalCalls(ctx.emu.url)).toBe(0);
     await expect(fresh.getDeadProps(["/dp/many/x", "/dp/many/none"])).rejects.toBeInstanceOf(
       NotFound,
     );
@@ -190,9 +177,9 @@ describe("dead properties", () => {
 describe("mkdir, write, read", () => {
   it("mkdir needs an existing parent folder and a free name", async () => {
     const drive = new Drive(api);
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     await expect(drive.mkdir("/mk/a/b")).rejects.toBeInstanceOf(MissingParent);
-    expect((await control("stats")).requests["POST /api/v4/file/create"] ?? 0).toBe(0);
+    expect(await calls(ctx.emu.url, "POST /api/v4/file/create")).toBe(0);
     const made = await drive.mkdir("/mk");
     expect(made).toMatchObject({ path: "/mk", name: "mk", isDir: true, size: 0 });
     expect(made.etag).toMatch(/^.+-\d+$/);
@@ -247,13 +234,13 @@ describe("mkdir, write, read", () => {
 
   it("refuses empty, . and .. segments before any upstream call", async () => {
     const drive = new Drive(api);
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     for (const path of ["/a/../b", "/a//b", "/.", "/..", "/a/", "/a/./b"]) {
       await expect(drive.stat(path)).rejects.toBeInstanceOf(BadName);
       await expect(drive.write(path, bytes("x"))).rejects.toBeInstanceOf(BadName);
       await expect(drive.move("/x", path, { overwrite: true })).rejects.toBeInstanceOf(BadName);
     }
-    expect(await totalCalls()).toBe(0);
+    expect(await totalCalls(ctx.emu.url)).toBe(0);
   });
 
   it("keeps names with URI-special characters intact", async () => {
@@ -295,12 +282,12 @@ describe("remove and quota", () => {
     const { used } = await drive.quota();
     expect(await drive.quota()).toEqual({ used, available: CAPACITY - used });
 
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     await drive.quota();
-    expect(await totalCalls()).toBe(0);
+    expect(await totalCalls(ctx.emu.url)).toBe(0);
     now += 5_000;
     await drive.quota();
-    expect(await totalCalls()).toBe(1);
+    expect(await totalCalls(ctx.emu.url)).toBe(1);
 
     await drive.mkdir("/q");
     await drive.write("/q/blob.bin", bytes("x".repeat(1000)));

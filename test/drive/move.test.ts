@@ -15,6 +15,7 @@ import {
 } from "../../src/errors.js";
 import { EMAIL, PASSWORD, myUri, useEmulator } from "../helpers/emulator.js";
 import { contentOf } from "../helpers/content.js";
+import { calls, resetStats, setFaults } from "../helpers/control.js";
 
 const ctx = useEmulator();
 let api: CloudreveApi;
@@ -23,20 +24,7 @@ beforeAll(async () => {
   await api.capacity();
 });
 afterAll(() => api.close());
-afterEach(() => control("faults", { rules: [] }));
-
-async function control(path: string, body?: unknown) {
-  const res = await fetch(`${ctx.emu.url}/__emulator/${path}`, {
-    method: body === undefined ? "GET" : "POST",
-    headers: { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return (await res.json()) as { requests: Record<string, number> };
-}
-
-async function calls(route: string): Promise<number> {
-  return (await control("stats")).requests[route] ?? 0;
-}
+afterEach(() => setFaults(ctx.emu.url, []));
 
 const MOVE = "POST /api/v4/file/move";
 const RENAME = "POST /api/v4/file/rename";
@@ -90,22 +78,22 @@ describe("move", () => {
   it("renames within one folder with one rename call", async () => {
     await given({ "m1/a.txt": "A" });
     const drive = new Drive(api);
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     expect(await drive.move("/m1/a.txt", "/m1/b.txt", { overwrite: false })).toEqual({
       created: true,
     });
-    expect(await calls(RENAME)).toBe(1);
-    expect(await calls(MOVE)).toBe(0);
+    expect(await calls(ctx.emu.url, RENAME)).toBe(1);
+    expect(await calls(ctx.emu.url, MOVE)).toBe(0);
     expect(await tree("m1")).toEqual({ "b.txt": "A" });
   });
 
   it("moves to another folder keeping the name with one move call", async () => {
     await given({ "m2/x/a.txt": "A", "m2/y/keep.txt": "K" });
     const drive = new Drive(api);
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     await drive.move("/m2/x/a.txt", "/m2/y/a.txt", { overwrite: false });
-    expect(await calls(MOVE)).toBe(1);
-    expect(await calls(RENAME)).toBe(0);
+    expect(await calls(ctx.emu.url, MOVE)).toBe(1);
+    expect(await calls(ctx.emu.url, RENAME)).toBe(0);
     expect(await tree("m2")).toEqual({ "x/": "", "y/": "", "y/a.txt": "A", "y/keep.txt": "K" });
   });
 
@@ -172,14 +160,14 @@ describe("move", () => {
     await given({ "m7/x/d/new.txt": "N", "m7/y/d/old.txt": "O" });
     const drive = new Drive(api);
     await drive.list("/m7/y/d");
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     expect(await drive.move("/m7/x/d", "/m7/y/d", { overwrite: true })).toEqual({
       created: false,
     });
     // Aside, move, delete: the destination being replaced is no clash for the move.
-    expect(await calls(RENAME)).toBe(1);
-    expect(await calls(MOVE)).toBe(1);
-    expect(await calls("DELETE /api/v4/file")).toBe(1);
+    expect(await calls(ctx.emu.url, RENAME)).toBe(1);
+    expect(await calls(ctx.emu.url, MOVE)).toBe(1);
+    expect(await calls(ctx.emu.url, "DELETE /api/v4/file")).toBe(1);
     expect(await tree("m7")).toEqual({ "x/": "", "y/": "", "y/d/": "", "y/d/new.txt": "N" });
     expect((await drive.list("/m7/y/d")).map((e) => e.name)).toEqual(["new.txt"]);
     await expect(drive.stat("/m7/y/d/old.txt")).rejects.toBeInstanceOf(NotFound);
@@ -188,11 +176,11 @@ describe("move", () => {
   it("with Overwrite: F refuses an existing destination and changes nothing", async () => {
     await given({ "m8/a.txt": "A", "m8/b.txt": "B" });
     const drive = new Drive(api);
-    await control("stats/reset", {});
+    await resetStats(ctx.emu.url);
     await expect(drive.move("/m8/a.txt", "/m8/b.txt", { overwrite: false })).rejects.toBeInstanceOf(
       PreconditionFailed,
     );
-    expect((await calls(MOVE)) + (await calls(RENAME))).toBe(0);
+    expect((await calls(ctx.emu.url, MOVE)) + (await calls(ctx.emu.url, RENAME))).toBe(0);
     expect(await tree("m8")).toEqual({ "a.txt": "A", "b.txt": "B" });
   });
 
@@ -224,12 +212,12 @@ describe("move", () => {
     await given({ "m10/x/a.txt": "precious" });
     await mkdirRaw("m10/y");
     const drive = new Drive(api);
-    await control("faults", { rules: [{ route: RENAME, failWith: 502, times: 1 }] });
-    await control("stats/reset", {});
+    await setFaults(ctx.emu.url, [{ route: RENAME, failWith: 502, times: 1 }]);
+    await resetStats(ctx.emu.url);
     await expect(
       drive.move("/m10/x/a.txt", "/m10/y/b.txt", { overwrite: false }),
     ).rejects.toBeInstanceOf(UpstreamError);
-    expect(await calls(MOVE)).toBe(2); // there and back
+    expect(await calls(ctx.emu.url, MOVE)).toBe(2); // there and back
     expect(await tree("m10")).toEqual({ "x/": "", "x/a.txt": "precious", "y/": "" });
     expect((await drive.stat("/m10/x/a.txt")).size).toBe(8);
     await expect(drive.stat("/m10/y/b.txt")).rejects.toBeInstanceOf(NotFound);
@@ -238,7 +226,7 @@ describe("move", () => {
   it("puts the replaced destination back when the move fails", async () => {
     await given({ "m11/x/a.txt": "source", "m11/y/a.txt": "destination" });
     const drive = new Drive(api);
-    await control("faults", { rules: [{ route: MOVE, failWith: 503, times: 1 }] });
+    await setFaults(ctx.emu.url, [{ route: MOVE, failWith: 503, times: 1 }]);
     await expect(
       drive.move("/m11/x/a.txt", "/m11/y/a.txt", { overwrite: true }),
     ).rejects.toBeInstanceOf(UpstreamError);
@@ -255,12 +243,12 @@ describe("move", () => {
     await given({ "m12/x/a.txt": "kept", "m12/y/a.txt": "bystander" });
     const drive = new Drive(api);
     await drive.list("/m12/y"); // the clash is known, so the source is parked first
-    await control("faults", { rules: [{ route: MOVE, failWith: 502, times: 1 }] });
-    await control("stats/reset", {});
+    await setFaults(ctx.emu.url, [{ route: MOVE, failWith: 502, times: 1 }]);
+    await resetStats(ctx.emu.url);
     await expect(
       drive.move("/m12/x/a.txt", "/m12/y/b.txt", { overwrite: false }),
     ).rejects.toBeInstanceOf(UpstreamError);
-    expect(await calls(RENAME)).toBe(2); // parked and back
+    expect(await calls(ctx.emu.url, RENAME)).toBe(2); // parked and back
     expect(await tree("m12")).toEqual({
       "x/": "",
       "x/a.txt": "kept",
@@ -359,7 +347,7 @@ describe("copy", () => {
 
   it("keeps the source and leaves nothing behind when a staged copy fails", async () => {
     await given({ "c7/a.txt": "A" });
-    await control("faults", { rules: [{ route: RENAME, failWith: 502, times: 1 }] });
+    await setFaults(ctx.emu.url, [{ route: RENAME, failWith: 502, times: 1 }]);
     await expect(
       new Drive(api).copy("/c7/a.txt", "/c7/b.txt", { overwrite: false, depth: "infinity" }),
     ).rejects.toBeInstanceOf(UpstreamError);

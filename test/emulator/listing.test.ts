@@ -1,23 +1,10 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { Api, myUri, useEmulator } from "../helpers/emulator.js";
+import { Api, myUri, useEmulator, type CrFile } from "../helpers/emulator.js";
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const MY_CAPABILITY = "w8edAQ==";
 const TRASH_CAPABILITY = "AMIK";
 
-interface FileObj {
-  type: number;
-  id: string;
-  name: string;
-  created_at: string;
-  updated_at: string;
-  size: number;
-  metadata: Record<string, string> | null;
-  path?: string;
-  capability: string;
-  owned?: boolean;
-  primary_entity: string;
-}
 interface Pagination {
   page: number;
   page_size: number;
@@ -26,8 +13,8 @@ interface Pagination {
   is_cursor?: boolean;
 }
 interface ListData {
-  files: FileObj[];
-  parent: FileObj;
+  files: CrFile[];
+  parent: CrFile;
   pagination: Pagination;
   props: { capability: string; max_page_size: number };
   storage_policy?: { id: string; name: string; type: string; max_size: number };
@@ -47,13 +34,13 @@ async function mustList(api: Api, uri: string, query: Query = {}): Promise<ListD
 }
 
 async function mustCreate(api: Api, uri: string, type: "file" | "folder" = "folder") {
-  const r = await api.call<FileObj>("POST", "/file/create", { json: { uri, type } });
+  const r = await api.call<CrFile>("POST", "/file/create", { json: { uri, type } });
   expect(r.json.code, `create ${uri}: ${r.text}`).toBe(0);
   return r.json.data!;
 }
 
 async function put(api: Api, uri: string, size: number) {
-  const r = await api.call<FileObj>("PUT", "/file/content", {
+  const r = await api.call<CrFile>("PUT", "/file/content", {
     query: { uri },
     body: new Uint8Array(size).fill(120),
     headers: { "content-type": "application/octet-stream" },
@@ -75,7 +62,7 @@ async function advance(api: Api, seconds: number) {
 
 /** Iterates a cursor listing, checking the per-page cursor invariants. */
 async function walkCursor(api: Api, uri: string, pageSize: number, query: Query = {}) {
-  const pages: FileObj[][] = [];
+  const pages: CrFile[][] = [];
   let token: string | undefined;
   for (let guard = 0; guard < 1000; guard++) {
     const q: Query = { page_size: pageSize, ...query };

@@ -8,6 +8,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EMAIL, PASSWORD } from "./emulator.js";
+import { resetStats, stats, type EmulatorStats } from "./control.js";
 
 export interface GatewayFixture {
   emu: RunningEmulator;
@@ -15,7 +16,7 @@ export interface GatewayFixture {
   /** The gateway's base URL without the trailing slash. */
   url: string;
   /** Upstream call counts since the last reset. */
-  stats(): Promise<{ requests: Record<string, number>; bytesIn: number; bytesOut: number }>;
+  stats(): Promise<EmulatorStats>;
   resetStats(): Promise<void>;
 }
 
@@ -41,13 +42,8 @@ export function useGateway(
       createLogger("silent"),
     );
     fx.url = fx.gw.url.replace(/\/$/, "");
-    fx.stats = async () =>
-      (await (await fetch(`${fx.emu.url}/__emulator/stats`)).json()) as Awaited<
-        ReturnType<GatewayFixture["stats"]>
-      >;
-    fx.resetStats = async () => {
-      await fetch(`${fx.emu.url}/__emulator/stats/reset`, { method: "POST" });
-    };
+    fx.stats = () => stats(fx.emu.url);
+    fx.resetStats = () => resetStats(fx.emu.url);
   });
   afterAll(async () => {
     await fx.gw?.close();
