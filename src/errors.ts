@@ -74,6 +74,8 @@ export class SessionExpired extends GatewayError {}
 export class BadRequest extends GatewayError {}
 /** The upstream failed or could not be reached. */
 export class UpstreamError extends GatewayError {}
+/** The upstream did not answer, or stopped sending, within the configured time. */
+export class UpstreamTimeout extends UpstreamError {}
 /** A precondition of the caller did not hold (e.g. the destination exists and must not be replaced). */
 export class PreconditionFailed extends GatewayError {}
 /** The parent folder of the target does not exist (WebDAV wants this told apart from NotFound). */

@@ -17,6 +17,7 @@ import {
   StaleVersion,
   TooLarge,
   UpstreamError,
+  UpstreamTimeout,
   WrongType,
 } from "../errors.js";
 
@@ -58,6 +59,7 @@ export function statusOf(err: unknown, exists = 405): number {
   )
     return 503;
   if (err instanceof SessionExpired) return 503;
+  if (err instanceof UpstreamTimeout) return 504;
   if (err instanceof UpstreamError) return err.retryable ? 503 : 502;
   return 500;
 }

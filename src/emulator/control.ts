@@ -22,38 +22,64 @@ export class Stats {
   }
 }
 
+/** How a faulty request fails: an HTTP status as a proxy would answer, a reset, or silence. */
+export type FaultKind = number | "reset" | "hang";
+
 export interface FaultRule {
   route?: string;
   latencyMs?: number;
   failRate?: number;
-  failWith?: 502 | 503 | "reset";
+  failWith?: FaultKind;
+  /**
+   * With "reset" or "hang": the request is processed and this many bytes of its reply body go
+   * out before the failure (0: the server acted but the client never hears of it).
+   */
+  afterBytes?: number;
   times?: number;
   fired: number;
+}
+
+export interface FaultDecision {
+  latencyMs: number;
+  fail?: FaultKind;
+  afterBytes?: number;
 }
 
 /** Injected latency and failures, per route or for all of them. */
 export class Faults {
   private rules: FaultRule[] = [];
 
-  set(rules: Omit<FaultRule, "fired">[]): void {
+  /** Checks each rule, so a test's typo is an error and not a fault that never fires. */
+  set(rules: Omit<FaultRule, "fired">[]): string | undefined {
+    for (const rule of rules) {
+      const kind = rule.failWith;
+      const status = typeof kind === "number";
+      if (kind !== undefined && !status && kind !== "reset" && kind !== "hang")
+        return `failWith must be an HTTP status, "reset" or "hang"`;
+      if (status && !(Number.isInteger(kind) && kind >= 400 && kind <= 599))
+        return "a failWith status must be 400–599";
+      if (rule.afterBytes !== undefined && (status || kind === undefined))
+        return 'afterBytes needs failWith "reset" or "hang"';
+    }
     this.rules = rules.map((r) => ({ ...r, fired: 0 }));
+    return undefined;
   }
 
   /** The latency to add and the failure to produce (if any) for one request. */
-  decide(key: string): { latencyMs: number; fail: FaultRule["failWith"] } {
-    let latencyMs = 0;
-    let fail: FaultRule["failWith"];
+  decide(key: string): FaultDecision {
+    const decision: FaultDecision = { latencyMs: 0 };
     for (const rule of this.rules) {
       if (rule.route !== undefined && rule.route !== key) continue;
-      latencyMs += rule.latencyMs ?? 0;
-      if (!rule.failWith || fail) continue;
+      decision.latencyMs += rule.latencyMs ?? 0;
+      if (!rule.failWith || decision.fail) continue;
       if (rule.times !== undefined && rule.fired >= rule.times) continue;
       if (Math.random() < (rule.failRate ?? 1)) {
         rule.fired++;
-        fail = rule.failWith;
+        decision.fail = rule.failWith;
+        decision.afterBytes = rule.afterBytes;
       }
     }
-    return { latencyMs, fail };
+    return decision;
   }
 }
 
@@ -109,10 +135,11 @@ export async function handleControl(
     case "POST /__emulator/clock":
       state.clock.advance(Number(body.advanceSeconds ?? 0));
       return reply(res, 200, { now: new Date(state.clock.now()).toISOString() });
-    case "POST /__emulator/faults":
+    case "POST /__emulator/faults": {
       if (!Array.isArray(body.rules)) return reply(res, 400, { error: "rules must be an array" });
-      faults.set(body.rules as Omit<FaultRule, "fired">[]);
-      return reply(res, 200, {});
+      const problem = faults.set(body.rules as Omit<FaultRule, "fired">[]);
+      return problem ? reply(res, 400, { error: problem }) : reply(res, 200, {});
+    }
     case "GET /__emulator/captcha": {
       const answer = env.auth.captchaAnswer(query.get("ticket") ?? "");
       return answer === undefined

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -64,13 +64,17 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     const fault = faults.decide(key);
     const latency = settings.latencyMs + fault.latencyMs;
     if (latency > 0) await sleep(latency);
-    if (fault.fail === "reset") {
+    if (fault.fail !== undefined && fault.afterBytes !== undefined) {
+      cutReply(res, fault.fail, fault.afterBytes);
+    } else if (fault.fail === "reset") {
       req.socket.destroy();
       return;
-    }
-    if (fault.fail) {
-      const text = fault.fail === 502 ? "502 Bad Gateway" : "503 Service Unavailable";
-      res.writeHead(fault.fail, { "content-type": "text/plain" }).end(text);
+    } else if (fault.fail === "hang") {
+      return; // no answer, ever: the client's own timeout has to end it
+    } else if (fault.fail !== undefined) {
+      // As a proxy in front of the server answers (e.g. nginx's 413): unread body, then close.
+      const text = `${fault.fail} ${STATUS_CODES[fault.fail] ?? "Error"}`;
+      res.writeHead(fault.fail, { "content-type": "text/plain", connection: "close" }).end(text);
       return;
     }
 
@@ -126,4 +130,47 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (ownDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Lets the first `bytes` of a reply's body out, then resets the connection or goes silent
+ * (writes are swallowed, the socket stays open): a reply lost after the server acted on the
+ * request (0 bytes), or a transfer that breaks off or stalls part-way.
+ */
+function cutReply(res: ServerResponse, how: "reset" | "hang" | number, bytes: number): void {
+  let left = bytes;
+  let cut = false;
+  const write = res.write.bind(res) as (chunk: Buffer, cb: () => void) => boolean;
+  const end = res.end.bind(res) as () => ServerResponse;
+  const breakOff = () => {
+    cut = true;
+    if (how === "reset") res.socket?.destroy();
+  };
+  const pass = (chunk: unknown): void => {
+    if (cut || chunk === undefined || chunk === null || typeof chunk === "function") return;
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk));
+    if (buf.length === 0) return;
+    if (left === 0) return breakOff();
+    const part = buf.subarray(0, left);
+    left -= part.length;
+    // Broken off only once the allowed bytes are out.
+    if (left === 0) write(part, breakOff);
+    else write(part, () => undefined);
+  };
+  const callbackOf = (args: unknown[]) =>
+    args.find((a) => typeof a === "function") as (() => void) | undefined;
+  res.write = ((chunk: unknown, ...rest: unknown[]) => {
+    pass(chunk);
+    const cb = callbackOf(rest);
+    if (cb) setImmediate(cb);
+    return true;
+  }) as ServerResponse["write"];
+  res.end = ((...args: unknown[]) => {
+    pass(args[0]);
+    const cb = callbackOf(args);
+    if (cb) setImmediate(cb);
+    // A reply shorter than `bytes` got through whole.
+    if (!cut) end();
+    return res;
+  }) as ServerResponse["end"];
 }

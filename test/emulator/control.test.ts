@@ -6,13 +6,8 @@ interface Stats {
   bytesIn: number;
   bytesOut: number;
 }
-interface FaultRule {
-  route?: string;
-  latencyMs?: number;
-  failRate?: number;
-  failWith?: 502 | 503 | "reset";
-  times?: number;
-}
+import type { FaultRule } from "../helpers/control.js";
+import { request } from "undici";
 interface FileObj {
   type: number;
   id: string;
@@ -264,6 +259,97 @@ describe("control: faults", () => {
     expect((await ctx.api.call("GET", "/user/me")).status).toBe(502);
     await faults(ctx.api, []);
     expect((await ctx.api.call("GET", "/user/me")).status).toBe(200);
+  });
+});
+
+describe("control: fault kinds", () => {
+  const ctx = useEmulator();
+
+  it("any status is answered as a proxy would, before the body is read, then the connection closes", async () => {
+    await faults(ctx.api, [{ route: "PUT /api/v4/file/content", failWith: 413, times: 1 }]);
+    const r = await ctx.api.call("PUT", "/file/content", {
+      query: { uri: myUri("refused.bin") },
+      body: Buffer.alloc(64 * 1024, 1),
+    });
+    expect(r.status).toBe(413);
+    expect(r.headers.get("connection")).toBe("close");
+    const info = await ctx.api.call("GET", "/file/info", { query: { uri: myUri("refused.bin") } });
+    expect(info.json.code).toBe(40016);
+    await faults(ctx.api, []);
+  });
+
+  it("statuses outside 400–599, unknown kinds and afterBytes without a break are refused", async () => {
+    for (const rule of [
+      { failWith: 200 },
+      { failWith: "explode" },
+      { failWith: 502, afterBytes: 3 },
+    ]) {
+      const r = await ctx.api.call("POST", "/__emulator/faults", { json: { rules: [rule] } });
+      expect(r.status).toBe(400);
+    }
+    expect((await ctx.api.call("GET", "/site/ping")).status).toBe(200);
+  });
+
+  it('"hang" never answers: only the caller\'s own deadline ends the call', async () => {
+    await faults(ctx.api, [{ route: "GET /api/v4/site/ping", failWith: "hang", times: 1 }]);
+    const call = fetch(`${ctx.emu.url}/api/v4/site/ping`, { signal: AbortSignal.timeout(300) });
+    await expect(call).rejects.toThrow(/abort|timeout/i);
+    expect((await ctx.api.call("GET", "/site/ping")).status).toBe(200);
+    await faults(ctx.api, []);
+  });
+
+  it("afterBytes 0 with reset: the call takes effect, its answer is lost", async () => {
+    await faults(ctx.api, [
+      { route: "POST /api/v4/file/create", failWith: "reset", afterBytes: 0, times: 1 },
+    ]);
+    const call = fetch(`${ctx.emu.url}/api/v4/file/create`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ctx.api.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ uri: myUri("made-anyway"), type: "folder" }),
+    });
+    await expect(call).rejects.toThrow();
+    const info = await ctx.api.call("GET", "/file/info", { query: { uri: myUri("made-anyway") } });
+    expect(info.json.code).toBe(0);
+    await faults(ctx.api, []);
+  });
+
+  it("afterBytes on the content route: the download breaks off or stalls after exactly that many bytes", async () => {
+    const put = await ctx.api.call("PUT", "/file/content", {
+      query: { uri: myUri("cut.bin") },
+      body: Buffer.alloc(300_000, 7),
+    });
+    expect(put.json.code).toBe(0);
+    const link = await ctx.api.call<{ urls: { url: string }[] }>("POST", "/file/url", {
+      json: { uris: [myUri("cut.bin")] },
+    });
+    const url = link.json.data!.urls[0]!.url;
+    const content = "GET /api/v4/file/content/:id/:speed/:name";
+
+    await faults(ctx.api, [{ route: content, failWith: "reset", afterBytes: 100_000, times: 1 }]);
+    const reset = await request(url);
+    expect(reset.statusCode).toBe(200);
+    expect(reset.headers["content-length"]).toBe("300000");
+    let got = 0;
+    await expect(
+      (async () => {
+        for await (const chunk of reset.body) got += (chunk as Buffer).length;
+      })(),
+    ).rejects.toThrow();
+    expect(got).toBe(100_000);
+
+    await faults(ctx.api, [{ route: content, failWith: "hang", afterBytes: 50_000, times: 1 }]);
+    const stalled = await request(url, { bodyTimeout: 300 });
+    got = 0;
+    await expect(
+      (async () => {
+        for await (const chunk of stalled.body) got += (chunk as Buffer).length;
+      })(),
+    ).rejects.toThrow(/timeout/i);
+    expect(got).toBe(50_000);
+
+    const whole = await request(url);
+    expect((await whole.body.arrayBuffer()).byteLength).toBe(300_000);
+    await faults(ctx.api, []);
   });
 });
 

@@ -40,7 +40,10 @@ export async function resetStats(base: string): Promise<void> {
 
 export interface FaultRule {
   route?: string;
-  failWith?: 502 | 503 | "reset";
+  /** An HTTP status (a proxy's answer), a connection reset, or no answer at all. */
+  failWith?: number | "reset" | "hang";
+  /** With "reset" or "hang": the request is processed and this many reply body bytes go out first. */
+  afterBytes?: number;
   times?: number;
   failRate?: number;
   latencyMs?: number;
