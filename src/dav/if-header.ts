@@ -68,8 +68,10 @@ export function parseIfHeader(value: string): IfHeader {
   const tagged = scanner.peek() === "<";
   const lists: IfList[] = [];
   while (!scanner.atEnd()) {
-    if (tagged) lists.push(...readTaggedLists(scanner));
-    else lists.push(readUntaggedList(scanner));
+    if (tagged) {
+      // One by one: spreading a tag's lists into push() overflows the stack when there are many.
+      for (const list of readTaggedLists(scanner)) lists.push(list);
+    } else lists.push(readUntaggedList(scanner));
     scanner.skipSeparators();
   }
   return { lists };

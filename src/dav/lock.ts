@@ -11,7 +11,8 @@ import {
   type IfHeader,
   type IfResourceState,
 } from "./if-header.js";
-import { LockForbidden, LockNotFound, LockTokenMismatch, parseTimeout } from "./locks.js";
+import { parseDepth, parseTimeout } from "./headers.js";
+import { LockForbidden, LockNotFound, LockTokenMismatch } from "./locks.js";
 import { decodePath } from "./paths.js";
 import { activeLockOf, hrefOf } from "./props.js";
 import { HttpError } from "./status.js";
@@ -127,10 +128,9 @@ export async function handleLock(ctx: DavContext): Promise<void> {
     );
   }
 
-  const depthHeader = header(ctx, "depth")?.toLowerCase();
-  if (depthHeader !== undefined && depthHeader !== "0" && depthHeader !== "infinity") {
-    throw new HttpError(400, "LOCK Depth must be 0 or infinity");
-  }
+  // Absent means infinity (§9.10.3).
+  const depth = parseDepth(header(ctx, "depth")) ?? "infinity";
+  if (depth === 1) throw new HttpError(400, "LOCK Depth must be 0 or infinity");
   let exists = true;
   try {
     await ctx.fs.stat(ctx.path);
@@ -143,7 +143,7 @@ export async function handleLock(ctx: DavContext): Promise<void> {
   // The lock comes first so that a conflict is found before anything is created.
   const lock = ctx.locks.create({
     root: ctx.path,
-    depth: depthHeader === "0" ? 0 : "infinity",
+    depth,
     scope: info.scope,
     ownerXml: info.ownerXml,
     timeoutSeconds: timeout,

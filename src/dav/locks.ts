@@ -19,7 +19,7 @@ export interface LockRequest {
   readonly scope: LockScope;
   /** The `<D:owner>` element as the client sent it, echoed back in lockdiscovery. */
   readonly ownerXml: string;
-  /** Seconds until the lock expires unless refreshed (see parseTimeout). */
+  /** Seconds until the lock expires unless refreshed (see parseTimeout in headers.ts). */
   readonly timeoutSeconds: number;
   /** The authenticated user who took the lock; only they may use its token (§6.4). */
   readonly principal?: string;
@@ -257,25 +257,6 @@ export class MemoryLockSystem implements LockSystem {
   }
 }
 
-/**
- * The value of a `Timeout` request header (§10.7), e.g. `Infinite, Second-4100000000`: the first
- * value understood wins, capped at `max` (Infinite means `max`: no lock outlives the cap). Absent
- * or unintelligible, `defaultSeconds` applies. At least one second, so a lock never starts dead.
- */
-export function parseTimeout(
-  header: string | undefined,
-  max: number,
-  defaultSeconds: number,
-): number {
-  for (const part of (header ?? "").split(",")) {
-    const value = part.trim();
-    if (/^infinite$/i.test(value)) return max;
-    const seconds = /^second-(\d+)$/i.exec(value)?.[1];
-    if (seconds !== undefined) return clamp(Number(seconds), 1, max);
-  }
-  return clamp(defaultSeconds, 1, max);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Path and lock relations
 
@@ -318,8 +299,4 @@ function assertGatewayPath(path: string): void {
 
 function assertTimeout(seconds: number): void {
   if (!(seconds > 0)) throw new RangeError(`lock timeout must be positive: ${seconds}`);
-}
-
-function clamp(value: number, min: number, max: number): number {
-  return Math.min(Math.max(value, min), max);
 }

@@ -1,4 +1,5 @@
 import { header, sendText, hasBody, type DavContext } from "./context.js";
+import { parseDepth } from "./headers.js";
 import { checkWrite } from "./lock.js";
 import { mtimeOf } from "./put.js";
 import { isSameOrBelow } from "../drive/paths.js";
@@ -37,11 +38,10 @@ export async function handleCopyMove(ctx: DavContext): Promise<void> {
   const move = ctx.req.method === "MOVE";
   const dest = destinationOf(header(ctx, "destination"), header(ctx, "host")).path;
   const overwrite = overwriteOf(ctx);
-  const depthHeader = header(ctx, "depth")?.toLowerCase();
-  let depth: 0 | "infinity" = "infinity";
-  if (depthHeader === "0" && !move) depth = 0;
-  else if (depthHeader !== undefined && depthHeader !== "infinity") {
-    throw new HttpError(400, `Depth ${depthHeader} is not allowed for ${ctx.req.method}`);
+  // MOVE takes only infinity, COPY 0 or infinity; absent means infinity (RFC 4918 §9.8.3, §9.9.2).
+  const depth = parseDepth(header(ctx, "depth")) ?? "infinity";
+  if (depth === 1 || (move && depth === 0)) {
+    throw new HttpError(400, `Depth ${depth} is not allowed for ${ctx.req.method}`);
   }
   if (ctx.path === "/") throw new HttpError(403, "the root cannot be copied or moved");
   if (dest === ctx.path) throw new HttpError(403, "source and destination are the same");

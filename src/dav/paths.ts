@@ -48,12 +48,29 @@ export function destinationOf(header: string | undefined, hostHeader: string | u
     } catch {
       throw new HttpError(400, "Destination is not a URL");
     }
-    if (hostHeader && url.host.toLowerCase() !== hostHeader.toLowerCase()) {
+    if (hostHeader && !sameAuthority(url, hostHeader)) {
       throw new HttpError(502, "Destination is on another server");
     }
     // The path as written, not url.pathname: the URL parser resolves "%2e%2e" and ".." segments,
-    // which would silently turn a refused path into another, valid one.
-    pathname = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*([^?#]*)/i.exec(header)?.[1] || "/";
+    // which would silently turn a refused path into another, valid one. The authority ends at a
+    // backslash too, as the parser ends it; what the parser repairs into a URL with a host
+    // ("http:/h/x", "http:///h/x") is refused rather than read with another path.
+    const written = /^[a-z][a-z0-9+.-]*:\/\/[^/?#\\]+([^?#]*)/i.exec(header);
+    if (!written) throw new HttpError(400, "Destination is not an absolute URL");
+    pathname = written[1] || "/";
   }
   return decodePath(pathname);
+}
+
+const DEFAULT_PORTS: Record<string, string> = { "http:": "80", "https:": "443" };
+
+/**
+ * The URL names the authority of the Host header. The URL parser drops a default port that the
+ * Host header may still carry: a client configured with `https://host:443/` sends it in both.
+ */
+function sameAuthority(url: URL, hostHeader: string): boolean {
+  const host = url.host.toLowerCase();
+  const claimed = hostHeader.toLowerCase();
+  const defaultPort = DEFAULT_PORTS[url.protocol];
+  return claimed === host || (defaultPort !== undefined && claimed === `${host}:${defaultPort}`);
 }

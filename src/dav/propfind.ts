@@ -1,5 +1,6 @@
 import type { DeadProp, Entry, Quota } from "../drive/types.js";
 import { header, readSmallBody, sendXml, type DavContext } from "./context.js";
+import { parseDepth } from "./headers.js";
 import { checkWrite } from "./lock.js";
 import {
   contentTypeOf,
@@ -58,8 +59,9 @@ interface Wanted {
 
 /** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
 export async function handlePropfind(ctx: DavContext): Promise<void> {
-  const depthHeader = header(ctx, "depth")?.toLowerCase();
-  if (depthHeader !== "0" && depthHeader !== "1") {
+  // Absent means infinity (RFC 4918 §10.2).
+  const depth = parseDepth(header(ctx, "depth")) ?? "infinity";
+  if (depth === "infinity") {
     throw new HttpError(
       403,
       "PROPFIND with Depth infinity is not supported",
@@ -68,8 +70,7 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   }
   const request = await parsed(ctx, parsePropfind);
   const root = await ctx.fs.stat(ctx.path);
-  const entries =
-    depthHeader === "1" && root.isDir ? [root, ...(await ctx.fs.list(root.path))] : [root];
+  const entries = depth === 1 && root.isDir ? [root, ...(await ctx.fs.list(root.path))] : [root];
 
   const names =
     request.kind === "prop"

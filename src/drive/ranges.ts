@@ -20,10 +20,11 @@ export function localRead(
     };
   };
   const m = /^bytes=(\d+)-(\d+)$/.exec(range ?? "");
-  if (!m || Number(m[1]) >= size) {
+  const start = Number(m?.[1]);
+  // An end before the start is no range at all (RFC 9110 §14.1.1).
+  if (!m || start >= size || Number(m[2]) < start) {
     return { status: 200, headers: { "content-length": String(size) }, ...content() };
   }
-  const start = Number(m[1]);
   const end = Math.min(Number(m[2]), size - 1);
   return {
     status: 206,

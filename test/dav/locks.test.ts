@@ -6,8 +6,8 @@ import {
   LockNotFound,
   LockTokenMismatch,
   MemoryLockSystem,
-  parseTimeout,
 } from "../../src/dav/locks.js";
+import { parseTimeout } from "../../src/dav/headers.js";
 import { isBelow, isSameOrBelow } from "../../src/drive/paths.js";
 import type { LockDepth, LockRequest, LockScope } from "../../src/dav/locks.js";
 import { evaluateIf, parseIfHeader, submittedTokens } from "../../src/dav/if-header.js";
