@@ -21,13 +21,45 @@ export interface Credentials {
   stateFile?: string;
 }
 
+/** Arms a one-shot timer and returns what cancels it. */
+export type SetTimer = (fire: () => Promise<void>, delayMs: number) => () => void;
+
 export interface AuthOptions {
   /** Refresh this long before access_expires. Default 5 minutes (the frontend uses 10). */
   refreshMarginMs?: number;
   /** After a refused login, fail fast for this long instead of asking the upstream again. */
   failureCooldownMs?: number;
   now?: () => number;
+  /**
+   * Told when the upstream starts refusing the credentials (once, until they work again), so
+   * that the operator hears of it once rather than once per request.
+   */
+  onCredentialsRefused?: (error: GatewayError) => void;
+  /** The background renewal's timer; tests fire it by hand instead of waiting for it. */
+  setTimer?: SetTimer;
 }
+
+/** Never wake more often than this, whatever the token lifetimes or the clocks say. */
+const MIN_TIMER_MS = 10_000;
+/**
+ * Never sleep longer than this before looking at the clock again: setTimeout counts time the
+ * machine is awake, so after a suspend or a clock step a long timer would fire too late.
+ */
+const MAX_TIMER_MS = 60 * 60_000;
+/** A failed background renewal is retried after this, doubling up to the maximum. */
+const RETRY_FIRST_MS = 30_000;
+const RETRY_MAX_MS = 15 * 60_000;
+
+const unrefTimer: SetTimer = (fire, delayMs) => {
+  const timer = setTimeout(() => void fire(), delayMs);
+  // A pending renewal must not keep a finished process alive.
+  timer.unref();
+  return () => clearTimeout(timer);
+};
+
+const REFRESH_REFUSED =
+  "the Cloudreve refresh token was refused (revoked or expired): sign in to Cloudreve again " +
+  "and configure the new refresh token, or configure the password";
 
 const StateFileSchema = z.object({ email: z.string().optional(), token: TokenSchema });
 
@@ -49,10 +81,19 @@ const toPair = (t: Token, obtainedAt: number): Pair => ({
 });
 
 /**
+ * When the background renewal is due: half-way through the refresh token's life, which leaves
+ * the other half for retries and for a clock that is behind the server's.
+ */
+const renewalDue = (pair: Pair): number =>
+  pair.refreshExpiresAt - (pair.refreshExpiresAt - pair.obtainedAt) / 2;
+
+/**
  * Keeps one account's token pair fresh. Renewal is single-flight (concurrent callers share one
- * refresh), proactive (before access_expires), falls back from a dead refresh token to the
- * password, and fails closed: a refused login is remembered for a cooldown so that a burst of
- * requests cannot become a burst of logins.
+ * refresh), proactive (before access_expires, and before refresh_expires even when no call
+ * needs a token), falls back from a dead refresh token to the password, and fails closed: a
+ * refused login is remembered for a cooldown so that a burst of requests cannot become a burst
+ * of logins; a refused refresh token with no password to fall back to is remembered until the
+ * process restarts, as only the operator can fix it.
  */
 export class Authenticator {
   private pair: Pair | undefined;
@@ -60,9 +101,16 @@ export class Authenticator {
   private renewing: Promise<Pair> | undefined;
   private failure: { error: GatewayError; until: number } | undefined;
   private loaded = false;
+  /** The configured refresh token was refused, or a pair of our own superseded it. */
+  private configuredTokenSpent = false;
+  private cancelTimer: (() => void) | undefined;
+  private failedRenewals = 0;
+  private closed = false;
   private readonly margin: number;
   private readonly cooldown: number;
   private readonly now: () => number;
+  private readonly onCredentialsRefused: ((error: GatewayError) => void) | undefined;
+  private readonly setTimer: SetTimer;
 
   constructor(
     private readonly credentials: Credentials,
@@ -72,6 +120,8 @@ export class Authenticator {
     this.margin = options.refreshMarginMs ?? 5 * 60_000;
     this.cooldown = options.failureCooldownMs ?? 30_000;
     this.now = options.now ?? Date.now;
+    this.onCredentialsRefused = options.onCredentialsRefused;
+    this.setTimer = options.setTimer ?? unrefTimer;
   }
 
   /** A usable access token, renewing it first when it is missing or about to expire. */
@@ -103,6 +153,12 @@ export class Authenticator {
     return this.token;
   }
 
+  /** Stops the background renewal; calls still in flight keep their token. */
+  close(): void {
+    this.closed = true;
+    this.disarm();
+  }
+
   private renew(): Promise<Pair> {
     this.renewing ??= this.renewOnce().finally(() => (this.renewing = undefined));
     return this.renewing;
@@ -113,39 +169,55 @@ export class Authenticator {
     try {
       const token = await this.obtain();
       this.token = token;
-      this.pair = toPair(token, this.now());
+      const pair = toPair(token, this.now());
+      this.pair = pair;
       this.failure = undefined;
+      this.configuredTokenSpent = true;
+      this.scheduleRenewal(pair);
       await this.save(token);
-      return this.pair;
+      return pair;
     } catch (err) {
-      if (err instanceof LoginRejected || err instanceof CredentialInvalid) {
-        this.failure = { error: err, until: this.now() + this.cooldown };
-      }
+      if (err instanceof LoginRejected || err instanceof CredentialInvalid)
+        this.credentialsRefused(err);
       throw err;
     }
   }
 
+  /** Fail fast from now on, tell the operator once per outage, and stop renewing. */
+  private credentialsRefused(error: GatewayError): void {
+    // Without a password nothing changes until the operator configures a new refresh token,
+    // which takes a restart: asking the upstream again would only be refused again.
+    const until = this.canLogIn() ? this.now() + this.cooldown : Infinity;
+    if (!this.failure) this.onCredentialsRefused?.(error);
+    this.failure = { error, until };
+    this.disarm();
+  }
+
+  private canLogIn(): boolean {
+    return Boolean(this.credentials.email && this.credentials.password);
+  }
+
   /** Refresh token first (no password needed, no login notification), password second. */
   private async obtain(): Promise<Token> {
-    const refresh = this.pair?.refresh ?? this.credentials.refreshToken;
-    const refreshAlive = !this.pair || this.pair.refreshExpiresAt > this.now();
-    let refreshError: GatewayError | undefined;
-    if (refresh && refreshAlive) {
+    let refused: GatewayError | undefined;
+    for (const refresh of this.refreshTokens()) {
       try {
         return await this.call("/session/token/refresh", { refresh_token: refresh }, TokenSchema);
       } catch (err) {
+        // Only a refusal settles a token: after a network failure it is worth another try.
         if (!(err instanceof CredentialInvalid)) throw err;
-        refreshError = err;
+        refused = err;
+        if (refresh === this.credentials.refreshToken) this.configuredTokenSpent = true;
       }
     }
     const { email, password } = this.credentials;
     if (!email || !password) {
-      throw (
-        refreshError ??
-        new CredentialInvalid(
+      if (!refused && !this.pair && !this.credentials.refreshToken) {
+        throw new CredentialInvalid(
           "no usable credentials: configure an email and password or a refresh token",
-        )
-      );
+        );
+      }
+      throw new CredentialInvalid(REFRESH_REFUSED, { code: refused?.code, cause: refused });
     }
     const reply = await this.call("/session/token", { email, password }, LoginReplySchemaData);
     if (typeof reply === "string") {
@@ -155,6 +227,60 @@ export class Authenticator {
       );
     }
     return reply.token;
+  }
+
+  /**
+   * The refresh tokens worth a try, best first: the pair's while it lives (without a password
+   * to fall back to, the server's clock decides that, not ours), then the configured one until
+   * it is spent. A state file outlives a refused token; the new token the operator configures
+   * after that must not be shadowed by the dead one in the file.
+   */
+  private refreshTokens(): string[] {
+    const tokens: string[] = [];
+    const pair = this.pair;
+    if (pair && (pair.refreshExpiresAt > this.now() || !this.canLogIn())) tokens.push(pair.refresh);
+    const configured = this.credentials.refreshToken;
+    if (configured && !this.configuredTokenSpent && configured !== pair?.refresh) {
+      tokens.push(configured);
+    }
+    return tokens;
+  }
+
+  /** Arms the background renewal for a new pair, so an idle gateway keeps its refresh token. */
+  private scheduleRenewal(pair: Pair): void {
+    this.failedRenewals = 0;
+    this.arm(renewalDue(pair) - this.now());
+  }
+
+  private arm(delayMs: number): void {
+    this.disarm();
+    if (this.closed) return;
+    const delay = Math.min(Math.max(delayMs, MIN_TIMER_MS), MAX_TIMER_MS);
+    this.cancelTimer = this.setTimer(() => this.renewInBackground(), delay);
+  }
+
+  private disarm(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+  }
+
+  /** The timer's work; it never rejects, as no one awaits it. */
+  private async renewInBackground(): Promise<void> {
+    this.cancelTimer = undefined;
+    const pair = this.pair;
+    if (!pair || this.closed) return;
+    const due = renewalDue(pair);
+    // Woke before time: the sleep was capped, or the clock was set back.
+    if (due > this.now()) return this.arm(due - this.now());
+    try {
+      await this.renew(); // a success arms the next renewal
+    } catch (err) {
+      // A refusal has stopped the renewal (credentialsRefused()); anything else is worth
+      // another try while the refresh token lives, sooner as its end comes nearer.
+      if (err instanceof LoginRejected || err instanceof CredentialInvalid) return;
+      const backoff = Math.min(RETRY_FIRST_MS * 2 ** this.failedRenewals++, RETRY_MAX_MS);
+      this.arm(Math.min(backoff, (pair.refreshExpiresAt - this.now()) / 3));
+    }
   }
 
   private async load(): Promise<void> {
@@ -179,6 +305,7 @@ export class Authenticator {
     if (!parsed.success || (parsed.data.email ?? "") !== (this.credentials.email ?? "")) return;
     this.token = parsed.data.token;
     this.pair = toPair(parsed.data.token, this.now());
+    this.scheduleRenewal(this.pair);
   }
 
   private async save(token: Token): Promise<void> {

@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { FileSystem } from "../drive/types.js";
-import { NotFound } from "../errors.js";
+import { CredentialInvalid, LoginRejected, NotFound } from "../errors.js";
 import { BasicAuth } from "./basic-auth.js";
 import type { GatewayUser } from "../config.js";
 import { sendText, sendXml, type DavContext, type DavOptions, type Handler } from "./context.js";
@@ -170,13 +170,17 @@ export function createDavHandler(
         ua: req.headers["user-agent"],
       };
       if (countCalls) fields.upstream = stats.calls;
-      // The cause of a failure: its message for client errors, all of it for our own.
-      if (status >= 500) {
+      // The cause of a failure: its message for client errors, all of it for our own. Refused
+      // credentials were told once already, when they were refused; each request only notes it.
+      const refused =
+        outcome.error instanceof CredentialInvalid || outcome.error instanceof LoginRejected;
+      if (status >= 500 && !refused) {
         if (outcome.error !== undefined) fields.err = outcome.error;
         options.log.error(fields, "request");
       } else {
         if (outcome.error !== undefined) fields.error = (outcome.error as Error).message;
-        requestLog.info(fields, "request");
+        if (refused) requestLog.warn(fields, "request");
+        else requestLog.info(fields, "request");
       }
     });
     void (countCalls ? counter.run(stats, () => serve(ctx, outcome)) : serve(ctx, outcome));
