@@ -34,6 +34,10 @@ export interface Config {
   lockTimeoutMaxSeconds: number;
   /** How long in-flight requests may run on after SIGTERM/SIGINT before they are cut. */
   shutdownTimeoutSeconds: number;
+  /** Bounds on waiting for Cloudreve and its storage: a hung upstream answers 504. */
+  upstreamConnectTimeoutSeconds: number;
+  upstreamResponseTimeoutSeconds: number;
+  upstreamIdleTimeoutSeconds: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   users: GatewayUser[];
 }
@@ -130,6 +134,30 @@ const SETTINGS: readonly Setting[] = [
     max: 3600,
   },
   {
+    key: "upstreamConnectTimeoutSeconds",
+    kind: "int",
+    example: "10",
+    help: "how long connecting to Cloudreve or its storage may take",
+    min: 1,
+    max: 600,
+  },
+  {
+    key: "upstreamResponseTimeoutSeconds",
+    kind: "int",
+    example: "60",
+    help: "how long Cloudreve may take to start answering a call",
+    min: 1,
+    max: 3600,
+  },
+  {
+    key: "upstreamIdleTimeoutSeconds",
+    kind: "int",
+    example: "60",
+    help: "how long a transfer from Cloudreve or its storage may stall before it is retried",
+    min: 1,
+    max: 3600,
+  },
+  {
     key: "logLevel",
     kind: "enum",
     values: ["fatal", "error", "warn", "info", "debug", "trace", "silent"],
@@ -163,6 +191,9 @@ export function defaults(): Config {
     appleDouble: "upload",
     lockTimeoutMaxSeconds: 3600,
     shutdownTimeoutSeconds: 10,
+    upstreamConnectTimeoutSeconds: 10,
+    upstreamResponseTimeoutSeconds: 60,
+    upstreamIdleTimeoutSeconds: 60,
     logLevel: "info",
     users: [],
   };

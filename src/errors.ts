@@ -12,6 +12,8 @@ export interface GatewayErrorOptions {
   retryable?: boolean;
   /** The upstream asked to wait this long before retrying (Retry-After). */
   retryAfterMs?: number;
+  /** The HTTP status the upstream (or a proxy in front of it) answered with, when not 200. */
+  httpStatus?: number;
 }
 
 export class GatewayError extends Error {
@@ -19,6 +21,7 @@ export class GatewayError extends Error {
   readonly correlationId: string | undefined;
   readonly retryable: boolean;
   readonly retryAfterMs: number | undefined;
+  readonly httpStatus: number | undefined;
 
   constructor(message: string, options: GatewayErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -27,6 +30,7 @@ export class GatewayError extends Error {
     this.correlationId = options.correlationId;
     this.retryable = options.retryable ?? false;
     this.retryAfterMs = options.retryAfterMs;
+    this.httpStatus = options.httpStatus;
   }
 }
 

@@ -55,8 +55,30 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     password: config.password,
     refreshToken: config.refreshToken,
     stateFile: join(config.stateDir, `${accountOf(config)}.json`),
+    uploadJournalDir: join(config.stateDir, "uploads", accountOf(config)),
+    log,
+    timeouts: {
+      connectMs: config.upstreamConnectTimeoutSeconds * 1000,
+      headersMs: config.upstreamResponseTimeoutSeconds * 1000,
+      bodyIdleMs: config.upstreamIdleTimeoutSeconds * 1000,
+    },
     queue: { concurrency: config.concurrency },
+    auth: {
+      // Once per outage: every request fails with this until the operator acts.
+      onCredentialsRefused: (err) =>
+        log.error(
+          { upstream: config.upstream, problem: err.message },
+          "Cloudreve refused the gateway's credentials: WebDAV requests answer 503 until this is fixed",
+        ),
+    },
   });
+  // Upload sessions a crash left behind hold their paths locked upstream for a day: cancel them.
+  // In the background, so an unreachable upstream does not delay the start.
+  const recovered = api.journal
+    .recover(api)
+    .catch((err: unknown) =>
+      log.warn({ err }, "could not cancel the upload sessions of an earlier run"),
+    );
   const drive = new Drive(api, {
     rootUri: config.rootUri,
     cacheTtlMs: config.cacheTtlSeconds * 1000,
@@ -111,7 +133,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       server.closeAllConnections();
       await stopped;
     }
-    if (!(await within(drive.writesSettled(), CLEANUP_MS))) {
+    if (!(await within(Promise.all([drive.writesSettled(), recovered]), CLEANUP_MS))) {
       log.warn("upstream clean-up did not finish in time");
     }
     if (!(await within(api.close(), CLEANUP_MS))) {

@@ -88,6 +88,9 @@ describe("precedence: flags > environment > config file > defaults", () => {
       appleDouble: "local",
       lockTimeoutMaxSeconds: 60,
       shutdownTimeoutSeconds: 2,
+      upstreamConnectTimeoutSeconds: 3,
+      upstreamResponseTimeoutSeconds: 4,
+      upstreamIdleTimeoutSeconds: 5,
       logLevel: "debug",
       users: [{ name: "me", passwordHash: hash }],
     };

@@ -4,6 +4,7 @@ import type { GatewayError } from "../errors.js";
 import { BatchFailed } from "./errors.js";
 import { splitBatches, type RequestPriority } from "./queue.js";
 import { Transport, type TransportOptions } from "./transport.js";
+import { UploadJournal, type JournalLog } from "./upload-journal.js";
 import {
   CapacitySchema,
   FileSchema,
@@ -41,17 +42,28 @@ export interface UploadSessionRequest {
   previous?: string;
 }
 
+export interface ApiOptions extends TransportOptions {
+  /** Where open upload sessions are recorded, so a crash leaves no path locked (none: memory). */
+  uploadJournalDir?: string;
+  log?: JournalLog;
+}
+
 /**
  * The Cloudreve v4 routes the gateway uses, typed. Knows the API, never WebDAV. Batch calls are
  * split at the site's `max_batch_size`, listings use the server's `max_page_size`.
  */
 export class CloudreveApi {
   readonly transport: Transport;
+  /** The upload sessions this client has open, and those an earlier run left behind. */
+  readonly journal: UploadJournal;
   private maxPageSize: number | undefined;
   private maxBatch: Promise<number> | undefined;
 
-  constructor(options: TransportOptions | Transport) {
+  constructor(options: ApiOptions | Transport) {
     this.transport = options instanceof Transport ? options : new Transport(options);
+    const own: ApiOptions | undefined = options instanceof Transport ? undefined : options;
+    this.journal = new UploadJournal(own?.uploadJournalDir, own?.log);
+    this.transport.freeLocks = (err) => this.journal.free(this, err);
   }
 
   close(): Promise<void> {
@@ -280,7 +292,8 @@ export class CloudreveApi {
       query: { uri, previous },
       raw: { body, length },
       schema: FileSchema,
-      idempotent: Buffer.isBuffer(body) && previous !== undefined,
+      // An upsert: the same bytes twice leave the same content (at worst one more old version).
+      idempotent: Buffer.isBuffer(body),
       priority: "bulk",
     });
   }
@@ -288,16 +301,17 @@ export class CloudreveApi {
   /** A signed download URL for one file's current version and its expiry (§5.9). */
   async fileUrl(
     uri: string,
-    priority?: RequestPriority,
+    options: { priority?: RequestPriority; fresh?: boolean } = {},
   ): Promise<{ url: string; expires: string | null }> {
     const data = await this.transport.call({
       method: "POST",
       path: "/file/url",
-      json: { uris: [uri] },
+      // `no_cache`: the server's cached URL is the one the storage just refused.
+      json: { uris: [uri], no_cache: options.fresh || undefined },
       schema: FileUrlResponseSchema,
       idempotent: true,
       uris: 1,
-      priority,
+      priority: options.priority,
     });
     return { url: data.urls[0]?.url ?? "", expires: data.expires };
   }
@@ -326,7 +340,10 @@ export class CloudreveApi {
         previous: r.previous,
       },
       schema: UploadSessionSchema,
+      // Twice would open two sessions; a refusal (a proxy's 502) opened none. A lost answer is
+      // the upload journal's to clean up.
       idempotent: false,
+      retryAnswered: true,
       priority: "bulk",
     });
   }

@@ -1,7 +1,7 @@
 import { connect as connectTcp, isIP, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
 import type { Writable } from "node:stream";
-import { UpstreamError } from "../errors.js";
+import { UpstreamError, UpstreamTimeout } from "../errors.js";
 
 /**
  * A GET for large bodies that reads into a few reused buffers and hands them straight to the
@@ -24,8 +24,6 @@ const MIN_READ_BYTES = 64 * 1024;
 /** Slabs kept between downloads, so their pages are not faulted in again each time. */
 const SPARE_LIMIT = 64;
 const MAX_HEAD_BYTES = 64 * 1024;
-/** Silence from the upstream, while the gateway waits for it, that ends the download. */
-const IDLE_TIMEOUT_MS = 120_000;
 
 const spare: Buffer[] = [];
 
@@ -48,14 +46,21 @@ export interface BulkResponse {
   /** Lower-case names; repeated headers joined with ", " (set-cookie kept as a list). */
   headers: Record<string, string | string[]>;
   /**
-   * Writes the body into `dest` and ends it; rejects if either side breaks off. Chunks are lent:
-   * `dest` must be done with each when its write callback runs (sockets and files are).
+   * Writes the body into `dest`, counting each chunk through `sent` as it is handed over, and
+   * ends `dest` unless `end` is false; rejects if either side breaks off, leaving `dest` open.
+   * Chunks are lent: `dest` must be done with each when its write callback runs (sockets and
+   * files are).
    */
-  pipeTo(dest: Writable): Promise<void>;
+  pipeTo(dest: Writable, options?: PipeOptions): Promise<void>;
   /** The whole body in memory, for small replies (an error envelope). */
   readAll(): Promise<Buffer>;
   /** Gives the body up unread. */
   discard(): void;
+}
+
+export interface PipeOptions {
+  end?: boolean;
+  sent?: (bytes: number) => void;
 }
 
 interface Head {
@@ -63,12 +68,14 @@ interface Head {
   headers: Record<string, string | string[]>;
 }
 
+/** `idleMs`: silence from the upstream, while the gateway waits for it, that ends the download. */
 export async function bulkGet(
   url: URL,
   headers: Record<string, string>,
   signal?: AbortSignal,
+  idleMs = 60_000,
 ): Promise<BulkResponse> {
-  return new BulkGet(url, headers, signal).response;
+  return new BulkGet(url, headers, signal, idleMs).response;
 }
 
 /** One download: a connection, its buffers, and the state of the reply read so far. */
@@ -93,7 +100,12 @@ class BulkGet {
   private onHead!: (head: Head) => void;
   private onFail!: (err: Error) => void;
 
-  constructor(url: URL, requestHeaders: Record<string, string>, signal: AbortSignal | undefined) {
+  constructor(
+    url: URL,
+    requestHeaders: Record<string, string>,
+    signal: AbortSignal | undefined,
+    private readonly idleMs: number,
+  ) {
     const lines = [`GET ${url.pathname}${url.search} HTTP/1.1`, `Host: ${url.host}`];
     for (const [name, value] of Object.entries({ ...requestHeaders, connection: "close" })) {
       if (/[\r\n]/.test(value)) throw new TypeError(`header ${name} holds a line break`);
@@ -115,8 +127,12 @@ class BulkGet {
     // tls.connect takes onread as net does; its typings leave it out. No SNI for an address.
     const options = { host, port, servername: isIP(host) ? undefined : host, onread };
     this.socket = secure ? connectTls(options) : connectTcp(options);
-    this.socket.setTimeout(IDLE_TIMEOUT_MS, () =>
-      this.fail(new UpstreamError("download stalled: the upstream sent nothing for 2 minutes")),
+    this.socket.setTimeout(idleMs, () =>
+      this.fail(
+        new UpstreamTimeout(`download stalled: the upstream sent nothing for ${idleMs} ms`, {
+          retryable: true,
+        }),
+      ),
     );
     this.socket.on("error", (err) =>
       this.fail(new UpstreamError(`download failed: ${err.message}`, { cause: err })),
@@ -249,7 +265,7 @@ class BulkGet {
     if (this.done || paused === this.paused) return;
     this.paused = paused;
     // A reader kept waiting by its destination is not a silent upstream.
-    this.socket.setTimeout(paused ? 0 : IDLE_TIMEOUT_MS);
+    this.socket.setTimeout(paused ? 0 : this.idleMs);
     if (paused) this.socket.pause();
     else this.socket.resume();
   }
@@ -286,7 +302,7 @@ class BulkGet {
   private wrap(head: Head): BulkResponse {
     return {
       ...head,
-      pipeTo: (dest) => this.pipeTo(dest),
+      pipeTo: (dest, options) => this.pipeTo(dest, options),
       readAll: async () => {
         const chunks: Buffer[] = [];
         await this.consume((chunk, done) => {
@@ -299,14 +315,18 @@ class BulkGet {
     };
   }
 
-  private async pipeTo(dest: Writable): Promise<void> {
+  private async pipeTo(dest: Writable, options: PipeOptions = {}): Promise<void> {
     const gone = () => this.fail(new UpstreamError("download: the destination closed"));
     dest.once("close", gone);
     try {
-      await this.consume((chunk, done) => dest.write(chunk, done));
+      await this.consume((chunk, done) => {
+        options.sent?.(chunk.length);
+        dest.write(chunk, done);
+      });
     } finally {
       dest.off("close", gone);
     }
+    if (options.end === false) return;
     await new Promise<void>((resolve, reject) =>
       dest.end((err?: Error | null) => (err ? reject(err) : resolve())),
     );

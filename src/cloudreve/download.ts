@@ -1,13 +1,13 @@
-import type { Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { Readable, Writable } from "node:stream";
 import { LRUCache } from "lru-cache";
 import parseRange from "range-parser";
 import { request, type Dispatcher } from "undici";
-import { SessionExpired, UpstreamError } from "../errors.js";
+import { GatewayError, SessionExpired, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
 import { bulkGet, UnsupportedReply } from "./bulk-get.js";
 import { errorFromEnvelope } from "./errors.js";
 import type { RequestPriority } from "./queue.js";
+import { unreachable } from "./transport.js";
 import { EnvelopeSchema, timestampToEpochMs } from "./types.js";
 
 /** Signed URLs are reused until this long before they expire. */
@@ -47,6 +47,27 @@ export interface Download {
   discard(): void;
 }
 
+/** One reply of the storage, as either reader gives it. */
+export interface StorageReply extends Omit<Download, "pipeTo"> {
+  /**
+   * Writes the body into `dest`, counting each piece through `sent` as it is handed over, and
+   * ends `dest` unless `end` is false; rejects if either side breaks off, leaving `dest` open.
+   */
+  pipeTo(
+    dest: Writable,
+    options?: { end?: boolean; sent?: (bytes: number) => void },
+  ): Promise<void>;
+}
+
+export interface RetryPolicy {
+  /** Tries of one read: the first and every resumption or retry. Default 5. */
+  attempts?: number;
+  /** Backoff ceiling before the first retry; doubles each time, up to 5 s. Default 200 ms. */
+  backoffMs?: number;
+  /** Silence from the storage mid-body that counts as a stall. Default 60 s. */
+  idleMs?: number;
+}
+
 /** How many bytes a read of `range` from a file of `size` brings; 0 when unknown or invalid. */
 function requestedBytes(size: number | undefined, range: string | undefined): number {
   if (size === undefined) return 0;
@@ -56,11 +77,36 @@ function requestedBytes(size: number | undefined, range: string | undefined): nu
   return parts.reduce((n, p) => n + p.end - p.start + 1, 0);
 }
 
+/** Where a single-part body sits in the file: first and last byte. */
+interface Span {
+  start: number;
+  end: number;
+  total: number;
+}
+
+/** The span a 200 or single-range 206 reply covers; undefined when it cannot be told. */
+function spanOf(reply: StorageReply): Span | undefined {
+  const length = Number(reply.headers["content-length"]);
+  if (reply.statusCode === 200 && Number.isSafeInteger(length)) {
+    return { start: 0, end: length - 1, total: length };
+  }
+  const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(reply.headers["content-range"] ?? ""));
+  if (reply.statusCode !== 206 || !m) return undefined;
+  return { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /**
  * Reads file content: `POST /file/url` once per version (cached until `expires` minus a
  * margin), then a GET of the signed URL with the caller's Range, streamed. A Cloudreve-served
  * URL may name a site origin the gateway cannot reach (the site URL is a public name); since
  * only the path is signed (§5.9), it is fetched from the configured upstream instead.
+ *
+ * A storage blip does not fail a read: opening is retried (5xx, resets, an expired or refused
+ * signature re-signed), and a body that breaks off or stalls is resumed from the next byte the
+ * client has not been given, with a Range for the rest, so the client sees the bytes of a
+ * clean run. Attempts are bounded and spaced by a jittered backoff.
  */
 export class Downloader {
   /** Bounded: one entry per version read recently. */
@@ -68,38 +114,121 @@ export class Downloader {
     max: 10_000,
   });
   private readonly pending = new Map<string, Promise<string>>();
+  private readonly attempts: number;
+  private readonly backoffMs: number;
+  private readonly idleMs: number;
 
   constructor(
     private readonly api: CloudreveApi,
     private readonly now: () => number = Date.now,
     private readonly bulkFromBytes = BULK_FROM_BYTES,
-  ) {}
+    retry: RetryPolicy = {},
+  ) {
+    this.attempts = Math.max(1, retry.attempts ?? 5);
+    this.backoffMs = retry.backoffMs ?? 200;
+    this.idleMs = retry.idleMs ?? api.transport.timeouts.bodyIdleMs;
+  }
 
   async open(r: DownloadRequest): Promise<Download> {
-    const used = await this.url(r);
-    const first = await this.fetch(r, used);
-    if (!(first instanceof SessionExpired)) return first;
-    // Unless a concurrent read already replaced it.
-    if (this.urls.get(r.entity)?.url === used) this.urls.delete(r.entity);
-    const second = await this.fetch(r, await this.url(r));
-    if (second instanceof SessionExpired) throw second;
-    return second;
+    const budget = { left: this.attempts };
+    const first = await this.openRetrying(r, r.range, budget);
+    const span = spanOf(first);
+    // Only a single-part body can be resumed from where it broke.
+    if (!span || span.end < span.start) return { ...first, pipeTo: (dest) => first.pipeTo(dest) };
+    return {
+      ...first,
+      pipeTo: (dest) => this.resumingPipe(r, first, span, dest, budget),
+    };
+  }
+
+  /** Pipes `reply` into `dest`; when the storage breaks off, goes on from the next byte. */
+  private async resumingPipe(
+    r: DownloadRequest,
+    reply: StorageReply,
+    span: Span,
+    dest: Writable,
+    budget: { left: number },
+  ): Promise<void> {
+    let next = span.start;
+    const sent = (bytes: number) => (next += bytes);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await reply.pipeTo(dest, { end: false, sent });
+        break;
+      } catch (err) {
+        const clientGone = r.signal?.aborted || dest.destroyed || dest.writableEnded;
+        if (clientGone || budget.left <= 0 || next > span.end) throw asUpstream(err);
+        await this.backoff(attempt);
+        reply = await this.openRetrying(r, `bytes=${next}-${span.end}`, budget);
+        const resumed = spanOf(reply);
+        if (resumed?.start !== next || resumed.end !== span.end || resumed.total !== span.total) {
+          reply.discard();
+          throw new UpstreamError(
+            `the storage answered a resumed read of ${r.uri} with another range ` +
+              `(${String(reply.headers["content-range"] ?? reply.statusCode)})`,
+          );
+        }
+      }
+    }
+    await new Promise<void>((resolve, reject) =>
+      dest.end((err?: Error | null) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  /** Opens a read, retrying transient failures and re-signing refused URLs, within `budget`. */
+  private async openRetrying(
+    r: DownloadRequest,
+    range: string | undefined,
+    budget: { left: number },
+  ): Promise<StorageReply> {
+    let resign = false;
+    for (let attempt = 0; ; attempt++) {
+      budget.left--;
+      const used = await this.url(r, resign);
+      resign = false;
+      let failure: unknown;
+      try {
+        const reply = await this.fetch(r, used, range);
+        if (!(reply instanceof SessionExpired)) return reply;
+        failure = reply;
+        // Unless a concurrent read already replaced it.
+        if (this.urls.get(r.entity)?.url === used) this.urls.delete(r.entity);
+        resign = true;
+      } catch (err) {
+        if (r.signal?.aborted || !(err instanceof GatewayError) || !err.retryable) throw err;
+        failure = err;
+      }
+      if (budget.left <= 0) throw failure;
+      // A refused signature is renewed at once; anything else gets a moment to recover.
+      if (!resign) await this.backoff(attempt);
+    }
+  }
+
+  private backoff(attempt: number): Promise<unknown> {
+    const ceiling = Math.min(5_000, this.backoffMs * 2 ** attempt);
+    return sleep(Math.random() * ceiling);
   }
 
   /** The signed URL for a version, from the cache or fresh; concurrent misses share one request. */
-  async url(r: Pick<DownloadRequest, "uri" | "entity" | "priority">): Promise<string> {
+  async url(
+    r: Pick<DownloadRequest, "uri" | "entity" | "priority">,
+    fresh = false,
+  ): Promise<string> {
     const cached = this.urls.get(r.entity);
-    if (cached && cached.reuseUntil > this.now()) return cached.url;
+    if (!fresh && cached && cached.reuseUntil > this.now()) return cached.url;
     let pending = this.pending.get(r.entity);
     if (!pending) {
-      pending = this.fresh(r).finally(() => this.pending.delete(r.entity));
+      pending = this.sign(r, fresh).finally(() => this.pending.delete(r.entity));
       this.pending.set(r.entity, pending);
     }
     return pending;
   }
 
-  private async fresh(r: Pick<DownloadRequest, "uri" | "entity" | "priority">): Promise<string> {
-    const { url, expires } = await this.api.fileUrl(r.uri, r.priority);
+  private async sign(
+    r: Pick<DownloadRequest, "uri" | "entity" | "priority">,
+    fresh: boolean,
+  ): Promise<string> {
+    const { url, expires } = await this.api.fileUrl(r.uri, { priority: r.priority, fresh });
     if (!url) throw new UpstreamError(`Cloudreve gave no download URL for ${r.uri}`);
     const expiresAt = expires ? timestampToEpochMs(expires) : this.now() + URL_FALLBACK_TTL_MS;
     const reachable = this.reachable(url);
@@ -114,18 +243,25 @@ export class Downloader {
     return `${this.api.transport.origin}${url.pathname.slice(at)}${url.search}`;
   }
 
-  /** One GET; an expired signature (JSON 40005 with HTTP 200) comes back as a value to retry on. */
-  private async fetch(r: DownloadRequest, url: string): Promise<Download | SessionExpired> {
-    const headers: Record<string, string> = r.range ? { range: r.range } : {};
-    let res: Download;
+  /**
+   * One GET; an expired signature (JSON 40005 with HTTP 200, or a storage's 401/403) comes
+   * back as a value to re-sign on.
+   */
+  private async fetch(
+    r: DownloadRequest,
+    url: string,
+    range: string | undefined,
+  ): Promise<StorageReply | SessionExpired> {
+    const headers: Record<string, string> = range ? { range } : {};
+    let res: StorageReply;
     try {
       res =
-        requestedBytes(r.size, r.range) >= this.bulkFromBytes
+        requestedBytes(r.size, range) >= this.bulkFromBytes
           ? await this.bulk(url, headers, r.signal)
           : await this.streamed(url, headers, r.signal);
     } catch (err) {
-      if (r.signal?.aborted || err instanceof UpstreamError) throw err;
-      throw new UpstreamError(`download failed: ${(err as Error).message}`, { cause: err });
+      if (r.signal?.aborted) throw err;
+      throw asUpstream(err);
     }
     const type = String(res.headers["content-type"] ?? "");
     // Content replies always carry an ETag; an envelope (an error) never does.
@@ -138,10 +274,15 @@ export class Downloader {
       if (error instanceof SessionExpired) return error;
       throw error;
     }
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      res.discard();
+      return new SessionExpired(`the storage refused the signed URL (HTTP ${res.statusCode})`);
+    }
     if (res.statusCode >= 500 || res.statusCode === 404) {
       res.discard();
       throw new UpstreamError(`download answered HTTP ${res.statusCode}`, {
-        retryable: res.statusCode >= 502 && res.statusCode <= 504,
+        retryable: res.statusCode >= 500,
+        httpStatus: res.statusCode,
       });
     }
     return res;
@@ -151,9 +292,9 @@ export class Downloader {
     url: string,
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
-  ): Promise<Download> {
+  ): Promise<StorageReply> {
     try {
-      return await bulkGet(new URL(url), headers, signal);
+      return await bulkGet(new URL(url), headers, signal, this.idleMs);
     } catch (err) {
       // A reply this reader cannot frame is asked again of the general client.
       if (err instanceof UnsupportedReply) return this.streamed(url, headers, signal);
@@ -165,7 +306,7 @@ export class Downloader {
     url: string,
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
-  ): Promise<Download> {
+  ): Promise<StorageReply> {
     const res: Dispatcher.ResponseData = await request(url, {
       method: "GET",
       headers,
@@ -175,11 +316,58 @@ export class Downloader {
     return {
       statusCode: res.statusCode,
       headers: res.headers,
-      pipeTo: (dest) => pipeline(res.body, dest),
+      pipeTo: (dest, options) => pump(res.body, dest, options),
       readAll: async () => Buffer.from(await res.body.arrayBuffer()),
       discard: () => void res.body.dump().catch(() => {}),
     };
   }
+}
+
+/**
+ * Copies `source` into `dest` with back-pressure; unlike `pipeline`, a source that breaks off
+ * leaves `dest` open, so the rest can follow from another source.
+ */
+async function pump(
+  source: Readable,
+  dest: Writable,
+  options: { end?: boolean; sent?: (bytes: number) => void } = {},
+): Promise<void> {
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      if (dest.destroyed) throw new UpstreamError("download: the destination closed");
+      options.sent?.(chunk.length);
+      if (!dest.write(chunk)) await drainedOrClosed(dest);
+    }
+  } catch (err) {
+    source.destroy();
+    throw err;
+  }
+  if (options.end === false) return;
+  await new Promise<void>((resolve, reject) =>
+    dest.end((err?: Error | null) => (err ? reject(err) : resolve())),
+  );
+}
+
+function drainedOrClosed(dest: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      dest.off("drain", done);
+      dest.off("close", gone);
+      resolve();
+    };
+    const gone = () => {
+      dest.off("drain", done);
+      reject(new UpstreamError("download: the destination closed"));
+    };
+    dest.once("drain", done);
+    dest.once("close", gone);
+  });
+}
+
+/** A failure while reading from the storage, as the gateway's error (a stall answers 504). */
+function asUpstream(err: unknown): unknown {
+  if (err instanceof GatewayError) return err;
+  return unreachable("download failed", err);
 }
 
 function safeJson(body: Buffer): unknown {

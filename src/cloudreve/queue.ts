@@ -26,6 +26,11 @@ export interface RequestQueueOptions {
 export interface RunOptions {
   /** Only idempotent calls are retried: repeating anything else could apply it twice. */
   idempotent: boolean;
+  /**
+   * Retry a call that is not idempotent when the failure was an answer (an HTTP status, e.g. a
+   * proxy's 502) rather than a connection lost after the request went out.
+   */
+  retryAnswered?: boolean;
   /** Interactive (a client is waiting) runs ahead of bulk (uploads, prefetch). Default interactive. */
   priority?: RequestPriority;
   signal?: AbortSignal;
@@ -81,7 +86,9 @@ export class RequestQueue {
       } catch (error) {
         // Whatever a call failed with after its caller gave up, the caller asked for the abort.
         if (signal?.aborted) throw signal.reason;
-        if (!options.idempotent || !isRetryable(error) || attempt >= this.#maxRetries) throw error;
+        if (!isRetryable(error) || attempt >= this.#maxRetries) throw error;
+        const answered = error.httpStatus !== undefined;
+        if (!options.idempotent && !(options.retryAnswered && answered)) throw error;
         // Sleep outside the queue so a waiting retry does not hold a slot.
         await this.#wait(this.#delay(attempt, error), signal);
       }

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import { Agent, request, type Dispatcher } from "undici";
 import type { z } from "zod";
-import { AuthRequired, UpstreamError } from "../errors.js";
+import { AuthRequired, Locked, UpstreamError, UpstreamTimeout } from "../errors.js";
 import { Authenticator, type AuthOptions, type Credentials } from "./auth.js";
 import { errorFromBatch, errorFromEnvelope } from "./errors.js";
 import { RequestQueue, type RequestPriority, type RequestQueueOptions } from "./queue.js";
@@ -16,7 +16,39 @@ export interface TransportOptions extends Credentials {
   auth?: AuthOptions;
   /** Connections kept to the upstream. Default: twice the queue's concurrency. */
   connections?: number;
+  timeouts?: UpstreamTimeouts;
   dispatcher?: Dispatcher;
+}
+
+/** Bounds on waiting for the upstream, so a hung server fails a request instead of holding it. */
+export interface UpstreamTimeouts {
+  /** Establishing a connection. Default 10 s. */
+  connectMs?: number;
+  /** From the request sent to the reply's head. Default 60 s. */
+  headersMs?: number;
+  /** Silence while a body is being received. Default 60 s. */
+  bodyIdleMs?: number;
+}
+
+export const DEFAULT_TIMEOUTS: Required<UpstreamTimeouts> = {
+  connectMs: 10_000,
+  headersMs: 60_000,
+  bodyIdleMs: 60_000,
+};
+
+const TIMEOUT_CODES = new Set([
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+]);
+
+/** A failure to talk to the upstream, as a retryable gateway error (a timeout answers 504). */
+export function unreachable(what: string, err: unknown): UpstreamError {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  const message = `${what}: ${(err as Error)?.message ?? String(err)}`;
+  return typeof code === "string" && TIMEOUT_CODES.has(code)
+    ? new UpstreamTimeout(message, { cause: err, retryable: true })
+    : new UpstreamError(message, { cause: err, retryable: true });
 }
 
 export interface ApiCall<T> {
@@ -36,6 +68,8 @@ export interface ApiCall<T> {
   schema: z.ZodType<T>;
   /** Safe to repeat: only idempotent calls are retried on transient failures. */
   idempotent: boolean;
+  /** Not idempotent, but worth repeating after a failure that came as an HTTP status. */
+  retryAnswered?: boolean;
   priority?: RequestPriority;
   /** How many URIs the call names: a 40081 for one URI is unwrapped to its inner error. */
   uris?: number;
@@ -68,15 +102,28 @@ export class Transport {
   readonly auth: Authenticator;
   readonly dispatcher: Dispatcher;
   readonly origin: string;
+  readonly timeouts: Required<UpstreamTimeouts>;
+  /**
+   * Frees the locks of a 40073 that nothing alive holds (an upload session a crash left
+   * behind); when it did, the call is made once more.
+   */
+  freeLocks: ((err: Locked) => Promise<boolean>) | undefined;
 
   constructor(options: TransportOptions) {
     const url = new URL(options.baseUrl);
     this.origin = `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
     this.queue = new RequestQueue(options.queue);
     const concurrency = options.queue?.concurrency ?? 8;
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.dispatcher =
       options.dispatcher ??
-      new Agent({ connections: options.connections ?? concurrency * 2, keepAliveTimeout: 30_000 });
+      new Agent({
+        connections: options.connections ?? concurrency * 2,
+        keepAliveTimeout: 30_000,
+        connect: { timeout: this.timeouts.connectMs },
+        headersTimeout: this.timeouts.headersMs,
+        bodyTimeout: this.timeouts.bodyIdleMs,
+      });
     this.auth = new Authenticator(
       options,
       // Token calls bypass the queue: they run while queued calls hold every slot waiting for
@@ -87,11 +134,23 @@ export class Transport {
     );
   }
 
-  call<T>(c: ApiCall<T>): Promise<T> {
+  async call<T>(c: ApiCall<T>): Promise<T> {
+    try {
+      return await this.queued(c);
+    } catch (err) {
+      // Outside the queue: freeing a lock makes calls of its own, which need a slot.
+      const repeatable = !(c.raw && c.raw.body instanceof Readable);
+      if (!(err instanceof Locked) || !repeatable || !(await this.freeLocks?.(err))) throw err;
+      return this.queued(c);
+    }
+  }
+
+  private queued<T>(c: ApiCall<T>): Promise<T> {
     // Bound to the caller's async context: the queue starts tasks from other tasks' contexts.
     const attempt = AsyncResource.bind((n: number) => this.attempt(c, n));
     return this.queue.run(attempt, {
       idempotent: c.idempotent,
+      retryAnswered: c.retryAnswered,
       priority: c.priority,
       signal: c.signal,
     });
@@ -131,6 +190,7 @@ export class Transport {
     const scope = upstreamCalls.getStore();
     if (scope) scope.calls++;
     let res: Dispatcher.ResponseData;
+    let text: string;
     try {
       res = await request(url, {
         method: c.method,
@@ -139,20 +199,18 @@ export class Transport {
         dispatcher: this.dispatcher,
         signal: c.signal,
       });
+      text = await res.body.text();
     } catch (err) {
       if (c.signal?.aborted) throw err;
-      throw new UpstreamError(`Cloudreve unreachable: ${(err as Error).message}`, {
-        cause: err,
-        retryable: true,
-      });
+      throw unreachable(`Cloudreve unreachable for ${c.method} ${c.path}`, err);
     }
-    const text = await res.body.text();
     if (res.statusCode !== 200) {
       throw new UpstreamError(
         `Cloudreve answered HTTP ${res.statusCode} for ${c.method} ${c.path}`,
         {
           retryable: RETRYABLE_STATUS.has(res.statusCode),
           retryAfterMs: retryAfterMs(res.headers["retry-after"]),
+          httpStatus: res.statusCode,
         },
       );
     }
@@ -183,6 +241,7 @@ export class Transport {
   }
 
   async close(): Promise<void> {
+    this.auth.close();
     await this.dispatcher.close();
   }
 }

@@ -1,7 +1,8 @@
 import { PassThrough, Readable } from "node:stream";
-import { BadRequest, UpstreamError } from "../errors.js";
+import { BadRequest, NotFound, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
 import type { File, UploadSession } from "./types.js";
+import type { JournalTicket } from "./upload-journal.js";
 
 export interface UploadRequest {
   uri: string;
@@ -13,6 +14,8 @@ export interface UploadRequest {
   /** Replace an existing file instead of failing with Exists. */
   replace: boolean;
   mimeType?: string;
+  /** The version being replaced, if known: the upload must leave another one current. */
+  previousEntity?: string;
   signal?: AbortSignal;
 }
 
@@ -91,11 +94,15 @@ class ChunkTee {
     return this.bytes;
   }
 
-  /** Reads the chunk's bytes from the client, feeding the live stream as they come. */
-  async fill(reader: ExactReader): Promise<void> {
+  /**
+   * Reads the chunk's bytes from the client, feeding the live stream as they come; `stop`
+   * ends the wait for a slow client once the upload has failed anyway.
+   */
+  async fill(reader: ExactReader, stop?: AbortSignal): Promise<void> {
     try {
       while (this.received < this.bytes.length) {
-        const piece = await reader.next(this.bytes.length - this.received);
+        const next = reader.next(this.bytes.length - this.received);
+        const piece = await (stop ? unlessStopped(next, stop) : next);
         if (!piece) throw endedEarly();
         piece.copy(this.bytes, this.received);
         this.received += piece.length;
@@ -117,6 +124,15 @@ class ChunkTee {
   release(): void {
     this.live?.destroy();
   }
+}
+
+function unlessStopped<T>(work: Promise<T>, stop: AbortSignal): Promise<T> {
+  if (stop.aborted) return Promise.reject(stop.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onStop = () => reject(stop.reason as Error);
+    stop.addEventListener("abort", onStop, { once: true });
+    work.then(resolve, reject).finally(() => stop.removeEventListener("abort", onStop));
+  });
 }
 
 function drainedOrGone(stream: PassThrough): Promise<void> {
@@ -157,7 +173,8 @@ class BufferPool {
  * exactly `chunk_size` bytes except the last; `chunk_concurrency` of them may be in flight
  * (one by default: the local driver writes sequentially). Each chunk streams through while it
  * arrives and is kept in one of `chunk_concurrency` reused buffers for a retry. Completion is
- * automatic on the last chunk.
+ * automatic on the last chunk. The first chunk that fails stops the others and fails the
+ * upload: every chunk's outcome is awaited, none can be lost.
  */
 export const relayUploader: PolicyUploader = {
   async send(api, session, source, size, signal) {
@@ -166,31 +183,48 @@ export const relayUploader: PolicyUploader = {
     const chunks = size === 0 ? 1 : Math.ceil(size / chunkSize);
     const pool = new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
     const reader = new ExactReader(source);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(signal?.reason);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let failure: { error: unknown } | undefined;
     const inFlight = new Set<Promise<unknown>>();
-    for (let index = 0; index < chunks; index++) {
-      while (inFlight.size >= parallel) await Promise.race(inFlight);
-      const buffer = await pool.take();
-      const tee = new ChunkTee(buffer.subarray(0, Math.min(chunkSize, size - index * chunkSize)));
-      const sent: Promise<unknown> = api
-        .uploadChunk(
-          session.session_id,
-          index,
-          tee.bytes.length,
-          (attempt) => tee.body(attempt),
-          signal,
-        )
-        .finally(() => {
-          tee.release();
-          inFlight.delete(sent);
-          pool.give(buffer);
-        });
-      // Awaited through the race above or at the end; a failure meanwhile must not go unhandled.
-      sent.catch(() => undefined);
-      inFlight.add(sent);
-      await tee.fill(reader);
+    const sends: Promise<unknown>[] = [];
+    try {
+      for (let index = 0; index < chunks && !failure; index++) {
+        while (inFlight.size >= parallel) await Promise.race(inFlight);
+        if (failure) break;
+        const buffer = await pool.take();
+        const tee = new ChunkTee(buffer.subarray(0, Math.min(chunkSize, size - index * chunkSize)));
+        const sent: Promise<unknown> = api
+          .uploadChunk(
+            session.session_id,
+            index,
+            tee.bytes.length,
+            (attempt) => tee.body(attempt),
+            stop.signal,
+          )
+          .catch((error: unknown) => {
+            failure ??= { error };
+            stop.abort(error);
+          })
+          .finally(() => {
+            tee.release();
+            inFlight.delete(sent);
+            pool.give(buffer);
+          });
+        inFlight.add(sent);
+        sends.push(sent);
+        await tee.fill(reader, stop.signal);
+      }
+      if (!failure) await reader.expectEnd();
+    } catch (error) {
+      failure ??= { error };
+      stop.abort(error);
+    } finally {
+      await Promise.all(sends);
+      signal?.removeEventListener("abort", onAbort);
     }
-    await reader.expectEnd();
-    await Promise.all(inFlight);
+    if (failure) throw failure.error;
   },
 };
 
@@ -203,9 +237,10 @@ function uploaderFor(session: UploadSession): PolicyUploader | undefined {
 }
 
 /**
- * Writes one file and returns its final state. Small files without a modification time take
- * the one-call path; everything else an upload session, cancelled on any failure so that no
- * placeholder or 24-hour path lock is left behind (§5.11, §6.4).
+ * Writes one file and returns its final state, only once Cloudreve shows it: the size sent, a
+ * version other than `previousEntity`, no upload pending. Small files without a modification
+ * time take the one-call path; everything else an upload session, cancelled on any failure so
+ * that no placeholder or 24-hour path lock is left behind (§5.11, §6.4).
  */
 export async function uploadFile(api: CloudreveApi, r: UploadRequest): Promise<File> {
   if (r.mtimeMs === undefined && r.size <= SMALL_FILE_LIMIT) {
@@ -219,20 +254,57 @@ export async function uploadFile(api: CloudreveApi, r: UploadRequest): Promise<F
       // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
       return uploadBySession(api, { ...r, source: Readable.from([body]) });
     }
-    return api.putContent(r.uri, body, r.size);
+    return stored(await api.putContent(r.uri, body, r.size), r);
   }
   return uploadBySession(api, r);
 }
 
-async function uploadBySession(api: CloudreveApi, r: UploadRequest): Promise<File> {
-  const session = await api.createUploadSession({
-    uri: r.uri,
-    size: r.size,
-    lastModified: r.mtimeMs,
-    replace: r.replace,
-    mimeType: r.mimeType,
-  });
+/** The file as Cloudreve shows it after a write, if it holds what was written. */
+function stored(file: File, r: UploadRequest): File {
+  const pending = file.metadata?.["sys:upload_session_id"] !== undefined;
+  const sameVersion = r.previousEntity !== undefined && file.primary_entity === r.previousEntity;
+  if (file.size !== r.size || pending || sameVersion || !file.primary_entity) {
+    throw new UpstreamError(
+      `Cloudreve does not show the upload of ${r.uri} as complete (size ${file.size} of ` +
+        `${r.size}${pending ? ", still uploading" : ""}${sameVersion ? ", old version" : ""})`,
+    );
+  }
+  return file;
+}
+
+/** Lost on the way, not refused: the upstream may have acted on the request. */
+function ambiguous(err: unknown): boolean {
+  return err instanceof UpstreamError && err.httpStatus === undefined && err.code === undefined;
+}
+
+async function uploadBySession(
+  api: CloudreveApi,
+  r: UploadRequest,
+  retried = false,
+): Promise<File> {
+  const ticket = await api.journal.open(r.uri);
+  let session: UploadSession;
   try {
+    session = await api.createUploadSession({
+      uri: r.uri,
+      size: r.size,
+      lastModified: r.mtimeMs,
+      replace: r.replace,
+      mimeType: r.mimeType,
+    });
+  } catch (err) {
+    if (!ambiguous(err) || retried || r.signal?.aborted) {
+      await ticket.closed();
+      throw err;
+    }
+    // The session may exist, holding its lock: the journal frees it when the second try
+    // meets that lock.
+    ticket.abandoned();
+    return uploadBySession(api, r, true);
+  }
+  let file: File;
+  try {
+    await ticket.started(session.session_id);
     const uploader = uploaderFor(session);
     if (!uploader) {
       throw new UpstreamError(
@@ -240,9 +312,30 @@ async function uploadBySession(api: CloudreveApi, r: UploadRequest): Promise<Fil
       );
     }
     await uploader.send(api, session, r.source, r.size, r.signal);
+    file = stored(await api.info(r.uri), r);
   } catch (err) {
-    await api.cancelUpload(session.session_id, r.uri).catch(() => undefined);
+    await cancel(api, session.session_id, r.uri, ticket);
     throw err;
   }
-  return api.info(r.uri);
+  await ticket.closed();
+  return file;
+}
+
+/** Cancels a session; one that cannot be cancelled now stays in the journal to be freed later. */
+async function cancel(
+  api: CloudreveApi,
+  sessionId: string,
+  uri: string,
+  ticket: JournalTicket,
+): Promise<void> {
+  try {
+    await api.cancelUpload(sessionId, uri);
+  } catch (err) {
+    // NotFound: the session is gone already (completed, or the file removed).
+    if (!(err instanceof NotFound)) {
+      ticket.abandoned();
+      return;
+    }
+  }
+  await ticket.closed();
 }

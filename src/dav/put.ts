@@ -40,6 +40,44 @@ async function existing(ctx: DavContext): Promise<Entry | undefined> {
   }
 }
 
+/** How much of a failed upload's body is still read (and dropped) so the client hears why. */
+const DISCARD_BYTES = 64 * 1024 * 1024;
+const DISCARD_MS = 15_000;
+
+/**
+ * Reads and drops what is left of a request body. A server that answers while the client is
+ * still sending and then closes makes the client's TCP stack reset the connection, and most
+ * clients, which read the answer only after sending, then see a network error instead of the
+ * status. Bounded: past it the answer goes out anyway.
+ */
+function discardRest(req: Readable & { complete?: boolean }): Promise<void> {
+  if (req.complete || req.destroyed || req.readableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = () => {
+      clearTimeout(timer);
+      req.off("data", count);
+      req.off("end", done);
+      req.off("close", done);
+      req.off("error", done);
+      resolve();
+    };
+    const count = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > DISCARD_BYTES) done();
+    };
+    const timer = setTimeout(done, DISCARD_MS);
+    req.on("data", count);
+    req.once("end", done);
+    req.once("close", done);
+    req.once("error", done);
+    // A reader that gave up (the upload's) may still listen for "readable", which keeps the
+    // stream from flowing.
+    req.removeAllListeners("readable");
+    req.resume();
+  });
+}
+
 /** PUT: create or replace a file, streamed upstream; a body of unknown length is spooled first. */
 export async function handlePut(ctx: DavContext): Promise<void> {
   if (ctx.path === "/" || ctx.slash) throw new HttpError(405, "PUT needs a file path");
@@ -67,12 +105,17 @@ export async function handlePut(ctx: DavContext): Promise<void> {
       size = (await stat(file)).size;
       source = createReadStream(file, { highWaterMark: SPOOL_IO_BYTES });
     }
-    const { entry, created } = await ctx.fs.write(ctx.path, {
-      source,
-      size,
-      mtimeMs,
-      signal: ctx.signal,
-    });
+    const { entry, created } = await ctx.fs
+      .write(ctx.path, {
+        source,
+        size,
+        mtimeMs,
+        signal: ctx.signal,
+      })
+      .catch(async (err: unknown) => {
+        await discardRest(ctx.req);
+        throw err;
+      });
     const headers: Record<string, string> = { etag: `"${entry.etag}"` };
     if (mtimeMs !== undefined) headers["x-oc-mtime"] = "accepted";
     sendText(ctx, created ? 201 : 204, "", headers);

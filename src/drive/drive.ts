@@ -270,6 +270,7 @@ export class Drive implements FileSystem {
         size: options.size,
         mtimeMs: options.mtimeMs,
         replace: true,
+        previousEntity: existing?.entity || undefined,
         signal: options.signal,
       });
       node = this.toNode(t.path, file);

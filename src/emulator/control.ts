@@ -129,6 +129,17 @@ export async function handleControl(
         bytesIn: stats.bytesIn,
         bytesOut: stats.bytesOut,
       });
+    case "GET /__emulator/locks":
+      return reply(res, 200, {
+        locks: state.locks.live(),
+        uploads: [...state.uploads.values()].map((u) => ({
+          id: u.id,
+          owner: u.user.email,
+          expired: u.expiresAt <= state.clock.now(),
+          placeholder: u.placeholder && !u.node.entity,
+          locked: state.locks.live().some((l) => l.token === u.lockToken),
+        })),
+      });
     case "POST /__emulator/stats/reset":
       stats.reset();
       return reply(res, 200, {});

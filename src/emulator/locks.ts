@@ -27,6 +27,18 @@ export class LockTable {
     return token;
   }
 
+  /** Every lock still alive, for tests that check nothing was left behind. */
+  live(): { path: string; application: string; token: string; owner: string }[] {
+    return [...this.locks.values()]
+      .filter((l) => l.expiresAt > this.now())
+      .map((l) => ({
+        path: formatUri("my", l.elements),
+        application: l.application,
+        token: l.token,
+        owner: l.owner.email,
+      }));
+  }
+
   release(token: string): boolean {
     return this.locks.delete(token);
   }

@@ -26,6 +26,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import type { CloudreveApi } from "../../src/cloudreve/api.js";
 import { bulkGet, parseHead, UnsupportedReply } from "../../src/cloudreve/bulk-get.js";
 import { Downloader } from "../../src/cloudreve/download.js";
+import { DEFAULT_TIMEOUTS } from "../../src/cloudreve/transport.js";
 import { UpstreamError } from "../../src/errors.js";
 
 const MiB = 1024 * 1024;
@@ -632,7 +633,11 @@ describe("bulkGet: replies it does not frame", () => {
     const apiFor = (url: URL) =>
       ({
         fileUrl: async () => ({ url: url.href, expires: null }),
-        transport: { origin: "http://cloudreve.invalid", dispatcher: agent },
+        transport: {
+          origin: "http://cloudreve.invalid",
+          dispatcher: agent,
+          timeouts: DEFAULT_TIMEOUTS,
+        },
       }) as unknown as CloudreveApi;
 
     it("a chunked reply to the bulk reader is fetched again with the general client", async () => {
