@@ -85,6 +85,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     maxEntries: config.cacheMaxEntries,
     permanentDelete: config.permanentDelete,
     account: config.email ?? "token",
+    log,
   });
   const fs =
     config.appleDouble === "local"

@@ -1,12 +1,14 @@
 import type { Readable } from "node:stream";
 import { z } from "zod";
-import type { GatewayError } from "../errors.js";
+import { Exists, GatewayError, NotFound } from "../errors.js";
 import { BatchFailed } from "./errors.js";
 import { splitBatches, type RequestPriority } from "./queue.js";
+import { joinUri } from "./uri.js";
 import { Transport, type TransportOptions } from "./transport.js";
 import { UploadJournal, type JournalLog } from "./upload-journal.js";
 import {
   CapacitySchema,
+  FILE_TYPE_FOLDER,
   FileSchema,
   FileUrlResponseSchema,
   ListResponseSchema,
@@ -20,6 +22,19 @@ import {
 } from "./types.js";
 
 const Nothing = z.unknown();
+/** A non-idempotent call is made at most this many times more after transient failures. */
+const REPEATS = 3;
+const REPEAT_BACKOFF_MS = 200;
+const none = undefined;
+const done = { value: undefined };
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The error is `type`, or a batch failure whose every item is. */
+function isEach(err: unknown, type: new (...args: never[]) => GatewayError): boolean {
+  if (err instanceof type) return true;
+  return err instanceof BatchFailed && [...err.items.values()].every((e) => e instanceof type);
+}
 /** The page size asked for before the server has told its `max_page_size` (its default). */
 const FIRST_PAGE_SIZE = 2000;
 /** `max_batched_file` default, until the site config says otherwise. */
@@ -218,51 +233,125 @@ export class CloudreveApi {
   }
 
   create(uri: string, type: "file" | "folder", errOnConflict: boolean): Promise<File> {
-    return this.transport.call({
-      method: "POST",
-      path: "/file/create",
-      json: { uri, type, err_on_conflict: errOnConflict },
-      schema: FileSchema,
-      idempotent: !errOnConflict,
-    });
+    const createOnce = () =>
+      this.transport.call({
+        method: "POST",
+        path: "/file/create",
+        json: { uri, type, err_on_conflict: errOnConflict },
+        schema: FileSchema,
+        idempotent: !errOnConflict,
+      });
+    // It is there with the type asked for: made by an earlier try.
+    const made = async () => {
+      const file = await this.infoIfAny(uri);
+      return file && (file.value.type === FILE_TYPE_FOLDER) === (type === "folder") ? file : none;
+    };
+    return this.repeatable(createOnce, made, (err) => err instanceof Exists);
   }
 
   rename(uri: string, newName: string): Promise<File> {
-    return this.transport.call({
-      method: "POST",
-      path: "/file/rename",
-      json: { uri, new_name: newName },
-      schema: FileSchema,
-      idempotent: false,
-    });
+    const renamed = joinUri(uri.slice(0, uri.lastIndexOf("/") + 1), [newName]);
+    const renameOnce = () =>
+      this.transport.call({
+        method: "POST",
+        path: "/file/rename",
+        json: { uri, new_name: newName },
+        schema: FileSchema,
+        idempotent: false,
+      });
+    // The source is gone and the new name is there: an earlier try renamed it.
+    const renamedAlready = async () =>
+      (await this.infoIfAny(uri)) ? none : await this.infoIfAny(renamed);
+    return this.repeatable(
+      renameOnce,
+      renamedAlready,
+      (err) => err instanceof NotFound || err instanceof Exists,
+    );
   }
 
   /** Moves (or copies) items into the folder `dst`, keeping their names (§5.4). */
   move(uris: readonly string[], dst: string, copy = false): Promise<void> {
-    return this.batched(uris, (slice, total) =>
-      this.transport.call({
-        method: "POST",
-        path: "/file/move",
-        json: { uris: slice, dst, copy },
-        schema: Nothing,
-        idempotent: false,
-        uris: total,
-      }),
+    const moveOnce = () =>
+      this.batched(uris, (slice, total) =>
+        this.transport.call({
+          method: "POST",
+          path: "/file/move",
+          json: { uris: slice, dst, copy },
+          schema: Nothing,
+          idempotent: false,
+          uris: total,
+        }),
+      );
+    // Every item is at dst (and, for a move, no longer at its source). The composer copies and
+    // moves only where the name is free, so an item there by that name is the earlier try's.
+    const landed = async () => {
+      const names = uris.map((u) => decodeURIComponent(u.slice(u.lastIndexOf("/") + 1)));
+      const there = await Promise.all(names.map((n) => this.infoIfAny(joinUri(dst, [n]))));
+      if (!there.every(Boolean)) return none;
+      if (copy) return done;
+      const left = await Promise.all(uris.map((u) => this.infoIfAny(u)));
+      return left.some(Boolean) ? none : done;
+    };
+    return this.repeatable(moveOnce, landed, (err) =>
+      copy ? isEach(err, Exists) : isEach(err, NotFound),
     );
   }
 
   /** Into the trash, or gone for good with `permanent` (§5.5). */
   remove(uris: readonly string[], permanent: boolean): Promise<void> {
-    return this.batched(uris, (slice, total) =>
-      this.transport.call({
-        method: "DELETE",
-        path: "/file",
-        json: { uris: slice, skip_soft_delete: permanent },
-        schema: Nothing,
-        idempotent: false,
-        uris: total,
-      }),
-    );
+    const removeOnce = () =>
+      this.batched(uris, (slice, total) =>
+        this.transport.call({
+          method: "DELETE",
+          path: "/file",
+          json: { uris: slice, skip_soft_delete: permanent },
+          schema: Nothing,
+          idempotent: false,
+          uris: total,
+        }),
+      );
+    const gone = async () => {
+      const left = await Promise.all(uris.map((u) => this.infoIfAny(u)));
+      return left.some(Boolean) ? none : done;
+    };
+    return this.repeatable(removeOnce, gone, (err) => isEach(err, NotFound));
+  }
+
+  /**
+   * A call that is not idempotent made safe to repeat after a transient failure (a reset, a
+   * proxy's 502, a timeout), which may or may not have taken effect upstream. It is made again;
+   * when a repeat is refused in a way an earlier success would explain (`refusal`), or the
+   * transient failures go on, the upstream state (`landed`) decides whether it happened.
+   */
+  private async repeatable<T>(
+    once: () => Promise<T>,
+    landed: () => Promise<{ value: T } | undefined>,
+    refusal: (err: unknown) => boolean,
+  ): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await once();
+      } catch (err) {
+        const transient = err instanceof GatewayError && err.retryable;
+        const last = attempt >= REPEATS;
+        if ((attempt > 0 && refusal(err)) || (transient && last)) {
+          const result = await landed().catch(() => none);
+          if (result) return result.value;
+        }
+        if (!transient || last) throw err;
+        await sleep(Math.random() * REPEAT_BACKOFF_MS * 2 ** attempt);
+      }
+    }
+  }
+
+  /** The file at `uri`, wrapped; undefined when there is none. */
+  private async infoIfAny(uri: string): Promise<{ value: File } | undefined> {
+    try {
+      return { value: await this.info(uri) };
+    } catch (err) {
+      if (err instanceof NotFound) return undefined;
+      throw err;
+    }
   }
 
   patchMetadata(uris: readonly string[], patches: readonly MetadataPatch[]): Promise<void> {

@@ -135,7 +135,9 @@ class BulkGet {
       ),
     );
     this.socket.on("error", (err) =>
-      this.fail(new UpstreamError(`download failed: ${err.message}`, { cause: err })),
+      this.fail(
+        new UpstreamError(`download failed: ${err.message}`, { cause: err, retryable: true }),
+      ),
     );
     this.socket.on("end", () => this.onEnd());
     this.socket.on("close", () => this.onEnd());
@@ -272,10 +274,17 @@ class BulkGet {
 
   private onEnd(): void {
     if (this.done) return;
-    if (this.head) this.fail(new UpstreamError("download: the upstream closed before replying"));
+    // A connection lost on the way is worth another try: the reader resumes where it broke.
+    const retryable = true;
+    if (this.head)
+      this.fail(new UpstreamError("download: the upstream closed before replying", { retryable }));
     else if (this.remaining === undefined) this.finish();
     else
-      this.fail(new UpstreamError(`download: the upstream closed ${this.remaining} bytes early`));
+      this.fail(
+        new UpstreamError(`download: the upstream closed ${this.remaining} bytes early`, {
+          retryable,
+        }),
+      );
   }
 
   /** The whole body is read: the connection goes. */

@@ -4,6 +4,7 @@ import type { CloudreveApi } from "../cloudreve/api.js";
 import type { File } from "../cloudreve/types.js";
 import { joinUri } from "../cloudreve/uri.js";
 import { Exists, UpstreamError } from "../errors.js";
+import type { JournalLog } from "../cloudreve/upload-journal.js";
 
 /** Where an item sits: its parent folder's URI and its name. */
 export interface Place {
@@ -39,7 +40,23 @@ export class Composer {
   constructor(
     private readonly api: CloudreveApi,
     private readonly permanentDelete: boolean,
+    private readonly log?: JournalLog,
   ) {}
+
+  /**
+   * Removes an item the composition no longer wants. The operation itself has happened, so a
+   * failure here does not fail it; the item stays, and the log says where.
+   */
+  private async discard(at: Place, what: string, permanent: boolean): Promise<void> {
+    await this.api
+      .remove([uriOf(at)], permanent)
+      .catch((err: unknown) =>
+        this.log?.warn(
+          { uri: uriOf(at), err: err instanceof Error ? err.message : String(err) },
+          `could not remove ${what}: it is left under that name; delete it by hand`,
+        ),
+      );
+  }
 
   /**
    * Runs `place` (which puts something at `dst`) with an existing `dst` parked under a
@@ -60,7 +77,11 @@ export class Composer {
     }
     // The new item is in place: a failure to delete the old one leaves a parked leftover,
     // which is better than failing an operation that has happened.
-    await this.api.remove([uriOf(aside)], this.permanentDelete).catch(() => undefined);
+    await this.discard(
+      aside,
+      "the replaced item parked during a MOVE or COPY",
+      this.permanentDelete,
+    );
     return file;
   }
 
@@ -131,7 +152,7 @@ export class Composer {
       return await this.api.rename(uriOf(copied), dst.name);
     } catch (err) {
       // A copy that cannot get its name is not wanted; the source was never touched.
-      await this.api.remove([uriOf(copied)], true).catch(() => undefined);
+      await this.discard(copied, "an unwanted copy", true);
       throw err;
     }
   }
@@ -151,7 +172,7 @@ export class Composer {
       return await this.api.info(uriOf(dst));
     } finally {
       // Empty after success; after a failure it holds the unwanted partial copy.
-      await this.api.remove([stageUri], true).catch(() => undefined);
+      await this.discard(stage, "a COPY's staging folder", true);
     }
   }
 
@@ -163,7 +184,7 @@ export class Composer {
     try {
       await this.api.patchMetadata([uriOf(dst)], patches);
     } catch (err) {
-      await this.api.remove([uriOf(dst)], true).catch(() => undefined);
+      await this.discard(dst, "a folder copy whose properties could not be set", true);
       throw err;
     }
     return { ...file, metadata: { ...file.metadata, ...dav } };

@@ -9,6 +9,7 @@ import {
   type Parent,
 } from "../cloudreve/types.js";
 import { uploadFile } from "../cloudreve/upload.js";
+import type { JournalLog } from "../cloudreve/upload-journal.js";
 import { joinUri } from "../cloudreve/uri.js";
 import {
   BadName,
@@ -58,6 +59,8 @@ export interface DriveOptions {
   account?: string;
   /** The clock of the cache TTLs (injectable for tests). */
   now?: () => number;
+  /** Where clean-up failures are told (items a MOVE or COPY could not remove). */
+  log?: JournalLog;
 }
 
 /** Files up to this size are read whole and kept in memory per version. */
@@ -143,7 +146,7 @@ export class Drive implements FileSystem {
       account: options.account ?? "",
       now: this.now,
     });
-    this.composer = new Composer(api, this.permanentDelete);
+    this.composer = new Composer(api, this.permanentDelete, options.log);
     this.downloader = new Downloader(api);
   }
 

@@ -74,7 +74,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     } else if (fault.fail !== undefined) {
       // As a proxy in front of the server answers (e.g. nginx's 413): unread body, then close.
       const text = `${fault.fail} ${STATUS_CODES[fault.fail] ?? "Error"}`;
-      res.writeHead(fault.fail, { "content-type": "text/plain", connection: "close" }).end(text);
+      res
+        .writeHead(fault.fail, {
+          "content-type": "text/plain",
+          "content-length": Buffer.byteLength(text),
+          connection: "close",
+        })
+        .end(text);
       return;
     }
 

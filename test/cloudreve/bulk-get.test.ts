@@ -657,6 +657,45 @@ describe("bulkGet: replies it does not frame", () => {
       expect(srv.seen.map((s) => s.req.headers.connection)).toEqual(["close", "keep-alive"]);
     });
 
+    it.each([
+      ["bulk", 1],
+      ["streamed", Infinity],
+    ])(
+      "a body that breaks off is resumed with a Range from the next byte (%s reader)",
+      async (_kind, bulkFrom) => {
+        const size = 200_000;
+        const cut = 70_000;
+        const srv = await httpServer((req, res) => {
+          const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? "");
+          if (!m) {
+            // The first try: the whole file announced, the connection lost part-way.
+            res.writeHead(200, { "content-length": size, etag: '"v1"' });
+            res.write(BODY.subarray(0, cut), () => res.destroy());
+            return;
+          }
+          const [from, to] = [Number(m[1]), Number(m[2])];
+          res.writeHead(206, {
+            "content-length": to - from + 1,
+            "content-range": `bytes ${from}-${to}/${size}`,
+            etag: '"v1"',
+          });
+          res.end(BODY.subarray(from, to + 1));
+        });
+        const d = new Downloader(apiFor(srv.url("/blob")), Date.now, bulkFrom, { backoffMs: 1 });
+        const res = await d.open({ uri: "cloudreve://my/a", entity: "e1", size });
+        const sink = collector();
+        await res.pipeTo(sink.dest);
+        expectBytes(sink.bytes(), BODY.subarray(0, size));
+        const ranges = srv.seen.map((s) => s.req.headers.range);
+        expect(ranges[0]).toBeUndefined();
+        // Whatever had reached the gateway went on to the client; the rest was asked for.
+        const resumedAt = Number(/^bytes=(\d+)-/.exec(ranges.at(-1) ?? "")?.[1]);
+        expect(resumedAt).toBeGreaterThan(0);
+        expect(resumedAt).toBeLessThanOrEqual(cut);
+        expect(ranges.at(-1)).toBe(`bytes=${resumedAt}-${size - 1}`);
+      },
+    );
+
     it("reads from the threshold up go through the bulk reader, smaller ones do not", async () => {
       const size = 64 * 1024;
       const srv = await httpServer((_req, res) => {
