@@ -1,0 +1,232 @@
+/**
+ * What an interrupted upload leaves behind. A gateway killed (SIGKILL) during an overwrite
+ * left Cloudreve holding the path locked for the session's 24 hours; restarted with the same
+ * state dir, it cancels that session and the path takes writes and deletes again at once. A
+ * client that goes away mid-PUT gets its session cancelled. The old content survives both.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { request } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startEmulator } from "../../src/emulator/index.js";
+import type { RunningEmulator } from "../../src/emulator/options.js";
+import { R, stats } from "../helpers/control.js";
+import { Api, EMAIL, expectStored, PASSWORD } from "../helpers/emulator.js";
+import { content, dav, expectNothingLeft, leftovers } from "../helpers/faults.js";
+import { useGateway } from "../helpers/gateway.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const CHUNK = 1024 * 1024;
+const SIZE = 24 * CHUNK;
+/** Generous bounds on waiting for a process or a condition; never asserted as durations. */
+const WAIT_MS = 20_000;
+
+/** Polls `check` until it holds, failing after a generous deadline. */
+async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A body that sends `size` bytes slowly and never ends on its own: the client of a crash. */
+function endless(body: Buffer): Readable {
+  return Readable.from(
+    (async function* () {
+      for (let at = 0; at < body.length; at += 256 * 1024) {
+        await sleep(10);
+        yield body.subarray(at, at + 256 * 1024);
+      }
+    })(),
+  );
+}
+
+/** The gateway as its own process (run from source), so that it can be killed outright. */
+class GatewayProcess {
+  readonly child: ChildProcess;
+  readonly url: Promise<string>;
+
+  constructor(upstream: string, stateDir: string) {
+    this.child = spawn(
+      process.execPath,
+      ["--import", "tsx", "src/cli.ts", "--upstream", upstream, "--port", "0"],
+      {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          CLOUDREVE_DAV_EMAIL: EMAIL,
+          CLOUDREVE_DAV_PASSWORD: PASSWORD,
+          CLOUDREVE_DAV_STATE_DIR: stateDir,
+          CLOUDREVE_DAV_LOG_LEVEL: "info",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let output = "";
+    this.url = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no start line in:\n${output}`)), WAIT_MS);
+      this.child.stdout!.setEncoding("utf8").on("data", (text: string) => {
+        output += text;
+        const m = /"url":"(http:[^"]+)"/.exec(output);
+        if (m) {
+          clearTimeout(timer);
+          resolve(m[1]!.replace(/\/$/, ""));
+        }
+      });
+      this.child.stderr!.setEncoding("utf8").on("data", (text: string) => (output += text));
+    });
+  }
+
+  kill(): Promise<void> {
+    return new Promise((resolve) => {
+      this.child.once("exit", () => resolve());
+      this.child.kill("SIGKILL");
+    });
+  }
+}
+
+describe("a gateway killed mid-upload", () => {
+  let emu: RunningEmulator;
+  let api: Api;
+  let stateDir: string;
+  const running: GatewayProcess[] = [];
+  beforeAll(async () => {
+    emu = await startEmulator({ email: EMAIL, password: PASSWORD, chunkSize: CHUNK });
+    api = new Api(emu.url);
+    await api.login();
+    stateDir = await mkdtemp(join(tmpdir(), "cloudreve-dav-crash-"));
+  });
+  afterAll(async () => {
+    for (const gw of running) {
+      if (gw.child.exitCode === null && gw.child.signalCode === null) await gw.kill();
+    }
+    await emu?.close();
+  });
+
+  it("restarted with the same state dir, frees the path at once and keeps the old content", async () => {
+    const first = new GatewayProcess(emu.url, stateDir);
+    running.push(first);
+    const url = await first.url;
+    const old = content(SIZE, 1);
+    const mtime = { "x-oc-mtime": "1700000000" };
+    expect((await dav(`${url}/movie.bin`, "PUT", { body: old, headers: mtime })).status).toBe(201);
+
+    // An overwrite under way: killed once a few chunks are upstream.
+    const before = (await stats(emu.url)).requests[R.chunk] ?? 0;
+    const put = request(`${url}/movie.bin`, {
+      method: "PUT",
+      headers: { "content-length": String(SIZE), ...mtime },
+      body: endless(content(SIZE, 2)),
+    }).catch(() => undefined);
+    await until("chunks upstream", async () => {
+      return ((await stats(emu.url)).requests[R.chunk] ?? 0) >= before + 3;
+    });
+    await first.kill();
+    await put;
+
+    // What a crash leaves: the path locked by an upload session, the old content current.
+    const left = await leftovers(emu.url);
+    expect(left.locks.map((l) => l.application)).toEqual(["upload"]);
+    await expectStored(api, "movie.bin", old);
+    expect((await readdir(join(stateDir, "uploads"), { recursive: true })).length).toBeGreaterThan(
+      0,
+    );
+
+    const second = new GatewayProcess(emu.url, stateDir);
+    running.push(second);
+    const again = await second.url;
+    const next = content(SIZE, 3);
+    const overwrite = await dav(`${again}/movie.bin`, "PUT", { body: next, headers: mtime });
+    expect(overwrite.status).toBe(204);
+    await expectStored(api, "movie.bin", next);
+    expect((await dav(`${again}/movie.bin`, "DELETE")).status).toBe(204);
+    await expectNothingLeft(emu.url);
+    await second.kill();
+  });
+
+  it("a leftover journaled session is cancelled at start, before anything touches its path", async () => {
+    const first = new GatewayProcess(emu.url, stateDir);
+    running.push(first);
+    const url = await first.url;
+    const old = content(SIZE, 4);
+    const mtime = { "x-oc-mtime": "1700000000" };
+    expect((await dav(`${url}/other.bin`, "PUT", { body: old, headers: mtime })).status).toBe(201);
+    const before = (await stats(emu.url)).requests[R.chunk] ?? 0;
+    const put = request(`${url}/other.bin`, {
+      method: "PUT",
+      headers: { "content-length": String(SIZE), ...mtime },
+      body: endless(content(SIZE, 5)),
+    }).catch(() => undefined);
+    await until("chunks upstream", async () => {
+      return ((await stats(emu.url)).requests[R.chunk] ?? 0) >= before + 2;
+    });
+    await first.kill();
+    await put;
+    expect((await leftovers(emu.url)).locks).toHaveLength(1);
+
+    const second = new GatewayProcess(emu.url, stateDir);
+    running.push(second);
+    await second.url;
+    await until("the leftover session cancelled", async () => {
+      return (await leftovers(emu.url)).locks.length === 0;
+    });
+    await expectNothingLeft(emu.url);
+    await expectStored(api, "other.bin", old);
+    await until("the journal emptied", async () => {
+      return (await readdir(join(stateDir, "uploads"), { recursive: true })).every(
+        (name) => !name.endsWith(".json"),
+      );
+    });
+    await second.kill();
+  });
+});
+
+describe("a client that goes away mid-PUT", () => {
+  const fx = useGateway({ chunkSize: CHUNK }, {});
+  let api: Api;
+  beforeAll(async () => {
+    api = new Api(fx.emu.url);
+    await api.login();
+  });
+
+  for (const overwrite of [true, false]) {
+    it(`${overwrite ? "an overwrite" : "a new file"}: the session is cancelled, the old state kept`, async () => {
+      const name = overwrite ? "kept.bin" : "never.bin";
+      const old = content(3 * CHUNK, 7);
+      const mtime = { "x-oc-mtime": "1700000000" };
+      if (overwrite) {
+        expect((await dav(`${fx.url}/${name}`, "PUT", { body: old, headers: mtime })).status).toBe(
+          201,
+        );
+      }
+      const before = (await stats(fx.emu.url)).requests[R.chunk] ?? 0;
+      const abort = new AbortController();
+      const put = request(`${fx.url}/${name}`, {
+        method: "PUT",
+        headers: { "content-length": String(SIZE), ...mtime },
+        body: endless(content(SIZE, 8)),
+        signal: abort.signal,
+      }).catch(() => undefined);
+      await until("chunks upstream", async () => {
+        return ((await stats(fx.emu.url)).requests[R.chunk] ?? 0) >= before + 2;
+      });
+      abort.abort();
+      await put;
+      await until("the session cancelled", async () => {
+        return (await leftovers(fx.emu.url)).locks.length === 0;
+      });
+      await expectNothingLeft(fx.emu.url);
+      if (overwrite) await expectStored(api, name, old);
+      else {
+        const r = await api.call("GET", "/file/info", { query: { uri: `cloudreve://my/${name}` } });
+        expect(r.json.code).toBe(40016);
+      }
+    });
+  }
+});
