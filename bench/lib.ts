@@ -1,6 +1,7 @@
 /**
  * Small helpers for the benchmark runner: child processes, free ports, readiness, peak RSS
- * of a child (VmHWM, reset through /proc/<pid>/clear_refs), external clients and statistics.
+ * of a child (VmHWM, reset through /proc/<pid>/clear_refs) and its current RSS, external
+ * clients and statistics.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { openSync } from "node:fs";
@@ -99,6 +100,13 @@ export class PeakRss {
   async peakMB(): Promise<number> {
     const status = await readFile(`/proc/${this.pid}/status`, "utf8");
     const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+    return kb / 1024;
+  }
+
+  /** Resident memory right now, in MB (VmRSS). */
+  async currentMB(): Promise<number> {
+    const status = await readFile(`/proc/${this.pid}/status`, "utf8");
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
     return kb / 1024;
   }
 }

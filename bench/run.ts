@@ -7,6 +7,9 @@
  *   npm run bench -- [--only 1,3] [--latency 0,20] [--reps 3] [--reps-copy 1] [--wrk-seconds 10]
  *                    [--profile] [--keep] [--no-write] [--log-level info]
  *
+ * `--only soak` (alone or with numbers: `--only 1,soak`) runs the soak of bench/soak.ts, which
+ * is never part of the default run; its own options are there.
+ *
  * --profile runs the gateway under `node --cpu-prof` and leaves the .cpuprofile files in the
  * work directory (see bench/profile-summary.ts).
  */
@@ -34,6 +37,7 @@ import {
   wrk,
   type Child,
 } from "./lib.js";
+import { runSoak, SOAK_OPTIONS } from "./soak.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const EMAIL = "bench@example.com";
@@ -55,9 +59,11 @@ const { values: opts } = parseArgs({
     "no-write": { type: "boolean", default: false },
     keep: { type: "boolean", default: false },
     "reps-copy": { type: "string", default: "1" },
+    ...SOAK_OPTIONS,
   },
 });
-const only = new Set((opts.only ?? "1,2,3,4,5,6").split(",").map(Number));
+const onlyNames = (opts.only ?? "1,2,3,4,5,6").split(",");
+const only = new Set(onlyNames.map(Number));
 const latencies = opts.latency!.split(",").map(Number);
 const REPS = Number(opts.reps);
 const WRK_SECONDS = Number(opts["wrk-seconds"]);
@@ -825,4 +831,17 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if ([...only].some((n) => n in SCENARIOS)) await main();
+if (onlyNames.includes("soak")) {
+  await runSoak({
+    seconds: Number(opts["soak-seconds"]),
+    clients: Number(opts["soak-clients"]),
+    faultRate: Number(opts["soak-fault-rate"]),
+    logLevel: opts["log-level"]!,
+    root: ROOT,
+    keep: opts.keep!,
+    resultsFile: opts["no-write"] ? undefined : join(ROOT, "bench", "RESULTS.md"),
+    keptMarker: HAND_WRITTEN,
+    commandLine: process.argv.slice(2).join(" "),
+  });
+}

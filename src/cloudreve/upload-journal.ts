@@ -87,7 +87,13 @@ export class UploadJournal {
         if (file) await rm(file, { force: true });
       },
       abandoned: () => {
-        if (end()) this.remember(record, file);
+        if (!end()) return;
+        this.remember(record, file);
+        this.log?.warn(
+          { uri, session: record.sessionId },
+          "an upload session may still lock its path upstream: it is cancelled when the path is " +
+            "next written or deleted, or at the next start",
+        );
       },
     };
   }

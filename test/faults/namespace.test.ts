@@ -47,7 +47,7 @@ const absorbedByAnswerLost = (c: Case) => absorbed(c) || c.afterBytes === 0;
 let seq = 0;
 
 describe("namespace operations under upstream faults", () => {
-  const fx = useGateway({}, { cacheTtlSeconds: 0 });
+  const fx = useGateway({}, { cacheTtlSeconds: 0, upstreamResponseTimeoutSeconds: 1 });
   let api: Api;
   beforeAll(async () => {
     api = new Api(fx.emu.url);
@@ -215,6 +215,35 @@ describe("namespace operations under upstream faults", () => {
         else expect([502, 503, 504]).toContain(r.status);
       });
     }
+  });
+
+  describe("an upstream that never answers", () => {
+    it("a listing that hangs once is asked again: 207", async () => {
+      const { dir } = await scene();
+      const r = await under([{ route: R.list, failWith: "hang", times: 1 }], () =>
+        dav(`${fx.url}${dir}/`, "PROPFIND", { headers: { depth: "1" } }),
+      );
+      expect(r.status).toBe(207);
+      expect(r.body.toString()).toContain("a.bin");
+    });
+
+    it("a listing that always hangs: 504 within the bounds", async () => {
+      const { dir } = await scene();
+      const r = await under([{ route: R.list, failWith: "hang" }], () =>
+        dav(`${fx.url}${dir}/`, "PROPFIND", { headers: { depth: "1" } }),
+      );
+      expect(r.status).toBe(504);
+    });
+
+    it("a rename that always hangs: 504, and the file is where it was", async () => {
+      const { dir, a } = await scene();
+      const r = await under([{ route: R.rename, failWith: "hang" }], () =>
+        dav(`${fx.url}${dir}/a.bin`, "MOVE", { headers: { destination: `${fx.url}${dir}/c.bin` } }),
+      );
+      expect(r.status).toBe(504);
+      await expectStored(api, at(dir, "a.bin"), a);
+      expect(await upstreamInfo(api, at(dir, "c.bin"))).toBeUndefined();
+    });
   });
 
   describe("PROPFIND Depth 1, the listing failing", () => {
