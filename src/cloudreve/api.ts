@@ -328,17 +328,22 @@ export class CloudreveApi {
     landed: () => Promise<{ value: T } | undefined>,
     refusal: (err: unknown) => boolean,
   ): Promise<T> {
+    let mayHaveActed = false;
     for (let attempt = 0; ; attempt++) {
       try {
         return await once();
       } catch (err) {
         const transient = err instanceof GatewayError && err.retryable;
         const last = attempt >= REPEATS;
-        if ((attempt > 0 && refusal(err)) || (transient && last)) {
+        if ((mayHaveActed && refusal(err)) || (transient && last)) {
           const result = await landed().catch(() => none);
           if (result) return result.value;
         }
         if (!transient || last) throw err;
+        // Lost on the way, or a proxy's word that the upstream failed while on it; a 503 is
+        // a refusal to start.
+        const status = (err as GatewayError).httpStatus;
+        mayHaveActed ||= status === undefined || status === 502 || status === 504;
         await sleep(Math.random() * REPEAT_BACKOFF_MS * 2 ** attempt);
       }
     }

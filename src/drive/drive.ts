@@ -304,6 +304,8 @@ export class Drive implements FileSystem {
   async remove(path: string): Promise<void> {
     const t = this.target(path);
     if (t.segments.length === 0) throw new Forbidden("the root cannot be removed");
+    // Known gone: a delete repeated after a lost answer would take "not found" as its own work.
+    if (this.cache.lookup(t.path) === null) throw new NotFound(`${t.path} does not exist`);
     this.dropQuota();
     try {
       await this.api.remove([t.uri], this.permanentDelete);

@@ -135,15 +135,23 @@ describe("retries", () => {
       expect(await calls(ctx.emu.url, R.info)).toBe(3);
     });
 
-    it(`a non-idempotent call (POST /file/rename) is not repeated after ${failWith}: 1 call`, async () => {
+    it(`a non-idempotent call (POST /file/rename) is repeated after ${failWith} and lands once: 2 calls`, async () => {
       await setFaults(ctx.emu.url, [{ route: R.rename, failWith, times: 1 }]);
-      const err = await api.rename(uri, "b.txt").catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(UpstreamError);
-      expect(await calls(ctx.emu.url, R.rename)).toBe(1);
+      expect((await api.rename(uri, "b.txt")).name).toBe("b.txt");
+      expect(await calls(ctx.emu.url, R.rename)).toBe(2);
       await setFaults(ctx.emu.url, []);
-      expect((await api.info(uri)).name).toBe("a.txt"); // not renamed
+      await api.rename(myUri("retry/b.txt"), "a.txt");
     });
   }
+
+  it("a rename whose answer is lost after it acted is found done: 2 calls, renamed once", async () => {
+    await setFaults(ctx.emu.url, [{ route: R.rename, failWith: "reset", afterBytes: 0, times: 1 }]);
+    expect((await api.rename(uri, "b.txt")).name).toBe("b.txt");
+    // The repeat is refused (no source), and the new name is found upstream.
+    expect(await calls(ctx.emu.url, R.rename)).toBe(2);
+    await setFaults(ctx.emu.url, []);
+    await api.rename(myUri("retry/b.txt"), "a.txt");
+  });
 
   it("gives up after maxRetries (4): 5 calls, then UpstreamError", async () => {
     await setFaults(ctx.emu.url, [{ route: R.info, failWith: 503, times: 100 }]);

@@ -7,8 +7,8 @@
 import type { IncomingMessage } from "node:http";
 import { Readable } from "node:stream";
 import fc from "fast-check";
-import { SaxesParser } from "saxes";
 import { describe, expect, it } from "vitest";
+import { tree, type Tree } from "../helpers/xml-tree.js";
 import { readSmallBody } from "../../src/dav/context.js";
 import { HttpError } from "../../src/dav/status.js";
 import {
@@ -108,32 +108,8 @@ const uniqueInOrder = (names: readonly QName[]) =>
 // ---------------------------------------------------------------------------------------------
 // Reading XML back independently, to compare fragments by meaning rather than by spelling
 
-type Tree = { el: string; attrs: Record<string, string>; children: (Tree | string)[] };
-
 function treeOf(xml: string): (Tree | string)[] {
-  const parser = new SaxesParser({ xmlns: true });
-  const stack: Tree[] = [{ el: "#root", attrs: {}, children: [] }];
-  const add = (node: Tree | string) => {
-    const parent = stack[stack.length - 1]!;
-    const last = parent.children[parent.children.length - 1];
-    if (typeof node === "string" && typeof last === "string") {
-      parent.children[parent.children.length - 1] = last + node;
-    } else if (node !== "") parent.children.push(node);
-  };
-  parser.on("opentag", (tag) => {
-    const attrs: Record<string, string> = {};
-    for (const a of Object.values(tag.attributes)) {
-      if (a.uri !== "http://www.w3.org/2000/xmlns/") attrs[`{${a.uri}}${a.local}`] = a.value;
-    }
-    const node: Tree = { el: `{${tag.uri}}${tag.local}`, attrs, children: [] };
-    add(node);
-    stack.push(node);
-  });
-  parser.on("closetag", () => void stack.pop());
-  parser.on("text", add);
-  parser.on("cdata", add);
-  parser.write(`<root>${xml}</root>`).close();
-  return (stack[0]!.children[0] as Tree).children;
+  return tree(`<root>${xml}</root>`).children;
 }
 
 /** A property value: mixed content of elements in a few namespaces, attributes and text. */

@@ -1,5 +1,5 @@
-import { SaxesParser } from "saxes";
 import { describe, expect, it } from "vitest";
+import { tree, type Tree } from "../helpers/xml-tree.js";
 import {
   MultistatusWriter,
   XmlRejected,
@@ -15,35 +15,6 @@ import {
   supportedLockXml,
   type ProppatchOp,
 } from "../../src/dav/xml.js";
-
-/** A namespace-resolved tree, independent of prefixes and declarations, for comparisons. */
-type Tree = { el: string; attrs: Record<string, string>; children: (Tree | string)[] };
-
-function tree(xml: string): Tree {
-  const parser = new SaxesParser({ xmlns: true });
-  const stack: Tree[] = [{ el: "#root", attrs: {}, children: [] }];
-  const add = (node: Tree | string) => {
-    const parent = stack[stack.length - 1]!;
-    const last = parent.children[parent.children.length - 1];
-    if (typeof node === "string" && typeof last === "string") {
-      parent.children[parent.children.length - 1] = last + node;
-    } else parent.children.push(node);
-  };
-  parser.on("opentag", (tag) => {
-    const attrs: Record<string, string> = {};
-    for (const a of Object.values(tag.attributes)) {
-      if (a.uri !== "http://www.w3.org/2000/xmlns/") attrs[`{${a.uri}}${a.local}`] = a.value;
-    }
-    const node: Tree = { el: `{${tag.uri}}${tag.local}`, attrs, children: [] };
-    add(node);
-    stack.push(node);
-  });
-  parser.on("closetag", () => void stack.pop());
-  parser.on("text", (t) => add(t));
-  parser.on("cdata", (t) => add(t));
-  parser.write(xml).close();
-  return stack[0]!.children[0] as Tree;
-}
 
 /** A fragment (inner XML) as a tree, wrapped in a root that declares nothing. */
 const fragment = (xml: string) => tree(`<root>${xml}</root>`).children;

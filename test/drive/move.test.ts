@@ -212,7 +212,7 @@ describe("move", () => {
     await given({ "m10/x/a.txt": "precious" });
     await mkdirRaw("m10/y");
     const drive = new Drive(api);
-    await setFaults(ctx.emu.url, [{ route: RENAME, failWith: 502, times: 1 }]);
+    await setFaults(ctx.emu.url, [{ route: RENAME, failWith: 502 }]);
     await resetStats(ctx.emu.url);
     await expect(
       drive.move("/m10/x/a.txt", "/m10/y/b.txt", { overwrite: false }),
@@ -226,7 +226,7 @@ describe("move", () => {
   it("puts the replaced destination back when the move fails", async () => {
     await given({ "m11/x/a.txt": "source", "m11/y/a.txt": "destination" });
     const drive = new Drive(api);
-    await setFaults(ctx.emu.url, [{ route: MOVE, failWith: 503, times: 1 }]);
+    await setFaults(ctx.emu.url, [{ route: MOVE, failWith: 503 }]);
     await expect(
       drive.move("/m11/x/a.txt", "/m11/y/a.txt", { overwrite: true }),
     ).rejects.toBeInstanceOf(UpstreamError);
@@ -243,7 +243,7 @@ describe("move", () => {
     await given({ "m12/x/a.txt": "kept", "m12/y/a.txt": "bystander" });
     const drive = new Drive(api);
     await drive.list("/m12/y"); // the clash is known, so the source is parked first
-    await setFaults(ctx.emu.url, [{ route: MOVE, failWith: 502, times: 1 }]);
+    await setFaults(ctx.emu.url, [{ route: MOVE, failWith: 502 }]);
     await resetStats(ctx.emu.url);
     await expect(
       drive.move("/m12/x/a.txt", "/m12/y/b.txt", { overwrite: false }),
@@ -347,7 +347,7 @@ describe("copy", () => {
 
   it("keeps the source and leaves nothing behind when a staged copy fails", async () => {
     await given({ "c7/a.txt": "A" });
-    await setFaults(ctx.emu.url, [{ route: RENAME, failWith: 502, times: 1 }]);
+    await setFaults(ctx.emu.url, [{ route: RENAME, failWith: 502 }]);
     await expect(
       new Drive(api).copy("/c7/a.txt", "/c7/b.txt", { overwrite: false, depth: "infinity" }),
     ).rejects.toBeInstanceOf(UpstreamError);

@@ -12,7 +12,7 @@ import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startEmulator } from "../../src/emulator/index.js";
 import type { RunningEmulator } from "../../src/emulator/options.js";
 import { R, stats } from "../helpers/control.js";
@@ -102,88 +102,70 @@ describe("a gateway killed mid-upload", () => {
     await api.login();
     stateDir = await mkdtemp(join(tmpdir(), "cloudreve-dav-crash-"));
   });
-  afterAll(async () => {
-    for (const gw of running) {
+  afterEach(async () => {
+    for (const gw of running.splice(0)) {
       if (gw.child.exitCode === null && gw.child.signalCode === null) await gw.kill();
     }
-    await emu?.close();
   });
+  afterAll(() => emu?.close());
 
-  it("restarted with the same state dir, frees the path at once and keeps the old content", async () => {
+  const MTIME = { "x-oc-mtime": "1700000000" };
+
+  /** A gateway that stores `old` at `name`, then dies with an overwrite of it under way. */
+  async function killedMidOverwrite(name: string, old: Buffer): Promise<void> {
     const first = new GatewayProcess(emu.url, stateDir);
     running.push(first);
     const url = await first.url;
-    const old = content(SIZE, 1);
-    const mtime = { "x-oc-mtime": "1700000000" };
-    expect((await dav(`${url}/movie.bin`, "PUT", { body: old, headers: mtime })).status).toBe(201);
-
-    // An overwrite under way: killed once a few chunks are upstream.
+    expect((await dav(`${url}/${name}`, "PUT", { body: old, headers: MTIME })).status).toBe(201);
     const before = (await stats(emu.url)).requests[R.chunk] ?? 0;
-    const put = request(`${url}/movie.bin`, {
+    const put = request(`${url}/${name}`, {
       method: "PUT",
-      headers: { "content-length": String(SIZE), ...mtime },
-      body: endless(content(SIZE, 2)),
+      headers: { "content-length": String(SIZE), ...MTIME },
+      body: endless(content(SIZE, 99)),
     }).catch(() => undefined);
     await until("chunks upstream", async () => {
       return ((await stats(emu.url)).requests[R.chunk] ?? 0) >= before + 3;
     });
     await first.kill();
     await put;
-
     // What a crash leaves: the path locked by an upload session, the old content current.
     const left = await leftovers(emu.url);
     expect(left.locks.map((l) => l.application)).toEqual(["upload"]);
-    await expectStored(api, "movie.bin", old);
-    expect((await readdir(join(stateDir, "uploads"), { recursive: true })).length).toBeGreaterThan(
-      0,
-    );
+    await expectStored(api, name, old);
+    const journal = await readdir(join(stateDir, "uploads"), { recursive: true });
+    expect(journal.some((f) => f.endsWith(".json"))).toBe(true);
+  }
 
-    const second = new GatewayProcess(emu.url, stateDir);
-    running.push(second);
-    const again = await second.url;
+  async function restarted(): Promise<string> {
+    const gateway = new GatewayProcess(emu.url, stateDir);
+    running.push(gateway);
+    return gateway.url;
+  }
+
+  it("restarted with the same state dir, frees the path at once and keeps the old content", async () => {
+    await killedMidOverwrite("movie.bin", content(SIZE, 1));
+    const url = await restarted();
     const next = content(SIZE, 3);
-    const overwrite = await dav(`${again}/movie.bin`, "PUT", { body: next, headers: mtime });
+    const overwrite = await dav(`${url}/movie.bin`, "PUT", { body: next, headers: MTIME });
     expect(overwrite.status).toBe(204);
     await expectStored(api, "movie.bin", next);
-    expect((await dav(`${again}/movie.bin`, "DELETE")).status).toBe(204);
+    expect((await dav(`${url}/movie.bin`, "DELETE")).status).toBe(204);
     await expectNothingLeft(emu.url);
-    await second.kill();
   });
 
   it("a leftover journaled session is cancelled at start, before anything touches its path", async () => {
-    const first = new GatewayProcess(emu.url, stateDir);
-    running.push(first);
-    const url = await first.url;
     const old = content(SIZE, 4);
-    const mtime = { "x-oc-mtime": "1700000000" };
-    expect((await dav(`${url}/other.bin`, "PUT", { body: old, headers: mtime })).status).toBe(201);
-    const before = (await stats(emu.url)).requests[R.chunk] ?? 0;
-    const put = request(`${url}/other.bin`, {
-      method: "PUT",
-      headers: { "content-length": String(SIZE), ...mtime },
-      body: endless(content(SIZE, 5)),
-    }).catch(() => undefined);
-    await until("chunks upstream", async () => {
-      return ((await stats(emu.url)).requests[R.chunk] ?? 0) >= before + 2;
-    });
-    await first.kill();
-    await put;
-    expect((await leftovers(emu.url)).locks).toHaveLength(1);
-
-    const second = new GatewayProcess(emu.url, stateDir);
-    running.push(second);
-    await second.url;
+    await killedMidOverwrite("other.bin", old);
+    await restarted();
     await until("the leftover session cancelled", async () => {
       return (await leftovers(emu.url)).locks.length === 0;
     });
     await expectNothingLeft(emu.url);
     await expectStored(api, "other.bin", old);
     await until("the journal emptied", async () => {
-      return (await readdir(join(stateDir, "uploads"), { recursive: true })).every(
-        (name) => !name.endsWith(".json"),
-      );
+      const journal = await readdir(join(stateDir, "uploads"), { recursive: true });
+      return journal.every((f) => !f.endsWith(".json"));
     });
-    await second.kill();
   });
 });
 

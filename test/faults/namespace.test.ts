@@ -184,6 +184,14 @@ describe("namespace operations under upstream faults", () => {
     }
   });
 
+  it("DELETE of nothing stays 404 when the upstream falters (a repeat's 'not found' is not success)", async () => {
+    const { dir } = await scene();
+    const r = await under([{ route: R.remove, failWith: 503, times: 1 }], () =>
+      dav(`${fx.url}${dir}/never.bin`, "DELETE"),
+    );
+    expect(r.status).toBe(404);
+  });
+
   describe("MKCOL, the create failing", () => {
     for (const c of CASES) {
       it(label(c), async () => {
