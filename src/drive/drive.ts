@@ -304,8 +304,11 @@ export class Drive implements FileSystem {
   async remove(path: string): Promise<void> {
     const t = this.target(path);
     if (t.segments.length === 0) throw new Forbidden("the root cannot be removed");
-    // Known gone: a delete repeated after a lost answer would take "not found" as its own work.
-    if (this.cache.lookup(t.path) === null) throw new NotFound(`${t.path} does not exist`);
+    // Known to exist first: a delete repeated after a lost answer takes "not found" as its own
+    // work, which must not turn a DELETE of nothing into a 204.
+    const known = this.cache.lookup(t.path);
+    if (known === null) throw new NotFound(`${t.path} does not exist`);
+    if (known === undefined) await this.loadNode(t);
     this.dropQuota();
     try {
       await this.api.remove([t.uri], this.permanentDelete);

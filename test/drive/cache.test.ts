@@ -156,9 +156,12 @@ class HeldApi extends CloudreveApi {
     this.gate = new Promise((resolve) => (this.release = resolve));
   }
 
+  /** Only the first call after `hold` waits: the load that the mutation overtakes. */
   override async info(...args: Parameters<CloudreveApi["info"]>) {
+    const gate = this.gate;
+    this.gate = undefined;
     const file = await super.info(...args);
-    await this.gate;
+    await gate;
     return file;
   }
 }
