@@ -3,7 +3,7 @@
  * of a child (VmHWM, reset through /proc/<pid>/clear_refs) and its current RSS, external
  * clients and statistics.
  */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { openSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -191,4 +191,21 @@ export async function wrk(
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
   const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
   return { rps, non2xx, output: stdout };
+}
+
+/**
+ * The tools of `needs` (command → Debian package) that are not on PATH, as one message naming
+ * the packages to install; undefined when all are there.
+ */
+export function missingTools(needs: Record<string, string>): string | undefined {
+  const missing = Object.entries(needs).filter(
+    ([command]) =>
+      spawnSync("sh", ["-c", 'command -v "$1"', "sh", command], { stdio: "ignore" }).status !== 0,
+  );
+  if (missing.length === 0) return undefined;
+  const packages = [...new Set(missing.map(([, pkg]) => pkg))].join(" ");
+  return (
+    `npm run bench needs ${missing.map(([command]) => command).join(", ")}: ` +
+    `install them with apt-get install -y ${packages}`
+  );
 }

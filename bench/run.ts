@@ -31,6 +31,7 @@ import {
   GiB,
   median,
   MiB,
+  missingTools,
   PeakRss,
   run,
   startChild,
@@ -831,7 +832,17 @@ async function main(): Promise<void> {
   }
 }
 
-if ([...only].some((n) => n in SCENARIOS)) await main();
+if ([...only].some((n) => n in SCENARIOS)) {
+  // Every numbered scenario's setting starts nginx and rclone serve; wrk drives scenario 5.
+  const needs: Record<string, string> = { nginx: "nginx", rclone: "rclone", curl: "curl" };
+  if (only.has(5)) needs.wrk = "wrk";
+  const missing = missingTools(needs);
+  if (missing) {
+    log(missing);
+    process.exit(1);
+  }
+  await main();
+}
 if (onlyNames.includes("soak")) {
   await runSoak({
     seconds: Number(opts["soak-seconds"]),

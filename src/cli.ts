@@ -8,7 +8,7 @@ import { Writable } from "node:stream";
 import { ConfigError, loadConfig, usage, type Config } from "./config.js";
 import { hashPassword } from "./dav/basic-auth.js";
 import { createLogger } from "./log.js";
-import { startGateway, type Gateway } from "./server.js";
+import { startGateway, type Gateway, type GatewayConfig } from "./server.js";
 
 /** The first line of standard input; on a terminal it is asked for and not echoed. */
 async function readPassword(): Promise<string> {
@@ -45,23 +45,23 @@ async function hashPasswordCommand(): Promise<number> {
 }
 
 interface Demo {
+  /** The emulated upstream and its account, in place of the configured ones. */
+  upstream: Pick<Config, "email" | "password" | "refreshToken" | "stateDir"> & {
+    upstream: string;
+  };
   close(): Promise<void>;
 }
 
 /** No upstream configured: an emulated Cloudreve in-process, so there is something to mount. */
-async function startDemoUpstream(config: Config): Promise<Demo> {
+async function startDemoUpstream(): Promise<Demo> {
   const { startEmulator } = await import("./emulator/index.js");
   const email = "demo@example.com";
   const password = randomBytes(9).toString("base64url");
   const emulator = await startEmulator({ email, password });
   // The demo account's tokens are thrown away with it, not kept in the state directory.
   const stateDir = await mkdtemp(join(tmpdir(), "cloudreve-dav-demo-"));
-  config.upstream = emulator.url;
-  config.email = email;
-  config.password = password;
-  config.refreshToken = undefined;
-  config.stateDir = stateDir;
   return {
+    upstream: { upstream: emulator.url, email, password, refreshToken: undefined, stateDir },
     async close() {
       await emulator.close();
       await rm(stateDir, { recursive: true, force: true });
@@ -107,9 +107,15 @@ async function main(): Promise<number> {
     return 2;
   }
 
-  const { config } = loaded;
-  const log = createLogger(config.logLevel);
-  const demo = config.upstream ? undefined : await startDemoUpstream(config);
+  const log = createLogger(loaded.config.logLevel);
+  const { upstream } = loaded.config;
+  let config: GatewayConfig;
+  let demo: Demo | undefined;
+  if (upstream) config = { ...loaded.config, upstream };
+  else {
+    demo = await startDemoUpstream();
+    config = { ...loaded.config, ...demo.upstream };
+  }
   let gateway: Gateway;
   try {
     gateway = await startGateway(config, log);

@@ -40,17 +40,20 @@ function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   ]).finally(() => clearTimeout(timer));
 }
 
+/** The settings of a gateway with its upstream known (configured, or demo mode's emulator). */
+export type GatewayConfig = Config & { upstream: string };
+
 /** A name for one account on one site, for the files the gateway keeps of it. */
-function accountOf(config: Config): string {
-  const site = new URL(config.upstream!).host.replace(/[^A-Za-z0-9.-]/g, "_");
+function accountOf(config: GatewayConfig): string {
+  const site = new URL(config.upstream).host.replace(/[^A-Za-z0-9.-]/g, "_");
   const who = (config.email ?? "token").replace(/[^A-Za-z0-9.@-]/g, "_");
   return `${site}-${who}`;
 }
 
 /** Wires the layers (Cloudreve client → drive → WebDAV) and listens. */
-export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
+export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
   const api = new CloudreveApi({
-    baseUrl: config.upstream!,
+    baseUrl: config.upstream,
     email: config.email,
     password: config.password,
     refreshToken: config.refreshToken,

@@ -12,7 +12,6 @@ import {
   FileSchema,
   FileUrlResponseSchema,
   ListResponseSchema,
-  PingSchema,
   SiteConfigExplorerSchema,
   UploadSessionSchema,
   UserSchema,
@@ -83,16 +82,6 @@ export class CloudreveApi {
 
   close(): Promise<void> {
     return this.transport.close();
-  }
-
-  ping(): Promise<string> {
-    return this.transport.call({
-      method: "GET",
-      path: "/site/ping",
-      schema: PingSchema,
-      idempotent: true,
-      anonymous: true,
-    });
   }
 
   me() {

@@ -23,7 +23,6 @@ const RFC3339_RE =
 
 /** An RFC 3339 timestamp string (§0). Validated but not converted. */
 export const TimestampSchema = z.string().regex(RFC3339_RE, "expected an RFC 3339 timestamp");
-export type Timestamp = z.infer<typeof TimestampSchema>;
 
 /**
  * Epoch milliseconds of an RFC 3339 timestamp. JS Date keeps milliseconds only, so extra fraction
@@ -102,7 +101,6 @@ export const EnvelopeSchema = z.looseObject({
   correlation_id: z.string().optional(),
   aggregated_error: z.record(z.string(), InnerEnvelopeSchema).optional(),
 });
-export type Envelope = z.infer<typeof EnvelopeSchema>;
 
 /** A success envelope (code 0) whose `data` must match `data`. */
 export function successOf<T extends z.ZodType>(data: T) {
@@ -114,7 +112,6 @@ export const BatchErrorEnvelopeSchema = EnvelopeSchema.extend({
   code: z.literal(40081),
   aggregated_error: z.record(z.string(), InnerEnvelopeSchema),
 });
-export type BatchErrorEnvelope = z.infer<typeof BatchErrorEnvelopeSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // §2 Auth
@@ -126,7 +123,6 @@ export const PrepareLoginSchema = z.looseObject({
   sso_enabled: z.boolean().optional(),
   qq_enabled: z.boolean().optional(),
 });
-export type PrepareLogin = z.infer<typeof PrepareLoginSchema>;
 
 /** Token pair (§2.2, and the whole `data` of a refresh, §2.5). */
 export const TokenSchema = z.looseObject({
@@ -148,7 +144,6 @@ export const GroupSchema = z.looseObject({
   direct_link_batch_size: Int.optional(),
   trash_retention: Int.optional(),
 });
-export type Group = z.infer<typeof GroupSchema>;
 
 /** User (§7.2); the same shape in login replies, `/user/me` and site config `user`. */
 export const UserSchema = z.looseObject({
@@ -166,28 +161,24 @@ export const UserSchema = z.looseObject({
   disable_view_sync: z.boolean().optional(),
   share_links_in_profile: z.string().optional(),
 });
-export type User = z.infer<typeof UserSchema>;
 
 /** Login success `data` (§2.2, §2.3): same in both editions. */
 export const LoginResponseSchema = z.looseObject({
   user: UserSchema,
   token: TokenSchema,
 });
-export type LoginResponse = z.infer<typeof LoginResponseSchema>;
 
 /** Login that needs a second factor (§2.2): code 203, `data` = the 2FA session id. */
 export const TwoFactorRequiredSchema = EnvelopeSchema.extend({
   code: z.literal(203),
   data: z.string().min(1),
 });
-export type TwoFactorRequired = z.infer<typeof TwoFactorRequiredSchema>;
 
 /** A successful `POST /session/token` reply: either signed in, or 2FA pending. */
 export const LoginReplySchema = z.discriminatedUnion("code", [
   successOf(LoginResponseSchema),
   TwoFactorRequiredSchema,
 ]);
-export type LoginReply = z.infer<typeof LoginReplySchema>;
 
 // ---------------------------------------------------------------------------------------------
 // §7.1 Capacity, §7.3 site
@@ -198,7 +189,6 @@ export const CapacitySchema = z.looseObject({
   used: Size,
   storage_pack_total: Size.optional(),
 });
-export type Capacity = z.infer<typeof CapacitySchema>;
 
 /** `GET /site/config/basic` (§7.3). Every field is omitempty; the seed adds Pro-only keys. */
 export const SiteConfigBasicSchema = z.looseObject({
@@ -211,7 +201,6 @@ export const SiteConfigBasicSchema = z.looseObject({
   logo_light: z.string().optional(),
   captcha_type: z.string().optional(),
 });
-export type SiteConfigBasic = z.infer<typeof SiteConfigBasicSchema>;
 
 /** `GET /site/config/login` (§7.3). */
 export const SiteConfigLoginSchema = z.looseObject({
@@ -223,7 +212,6 @@ export const SiteConfigLoginSchema = z.looseObject({
   tos_url: z.string().optional(),
   privacy_policy_url: z.string().optional(),
 });
-export type SiteConfigLogin = z.infer<typeof SiteConfigLoginSchema>;
 
 /**
  * `GET /site/config/explorer` (§7.3). Only `max_batch_size` matters to the gateway (batch
@@ -232,7 +220,6 @@ export type SiteConfigLogin = z.infer<typeof SiteConfigLoginSchema>;
 export const SiteConfigExplorerSchema = z.looseObject({
   max_batch_size: z.int().positive().optional(),
 });
-export type SiteConfigExplorer = z.infer<typeof SiteConfigExplorerSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // §6.1 Storage policy, §4.4 Entity, §5.1 folder summary
@@ -251,7 +238,6 @@ export const StoragePolicySchema = z.looseObject({
   chunk_concurrency: Int.optional(),
   encryption: z.boolean().optional(),
 });
-export type StoragePolicy = z.infer<typeof StoragePolicySchema>;
 
 /** A file version or other blob (§4.4): type 0 version, 1 thumbnail, 2 live photo. */
 export const EntitySchema = z.looseObject({
@@ -264,7 +250,6 @@ export const EntitySchema = z.looseObject({
   created_by: z.looseObject({ id: z.string() }).optional(),
   encrypted_with: z.string().optional(),
 });
-export type Entity = z.infer<typeof EntitySchema>;
 
 /** `folder_summary` from `GET /file/info?folder_summary=true` (§4.4, §5.1). */
 export const FolderSummarySchema = z.looseObject({
@@ -274,7 +259,6 @@ export const FolderSummarySchema = z.looseObject({
   completed: z.boolean(),
   calculated_at: TimestampSchema,
 });
-export type FolderSummary = z.infer<typeof FolderSummarySchema>;
 
 /** `extended_info` (§4.4). The seed adds `storage_policy_inherited`. */
 export const ExtendedInfoSchema = z.looseObject({
@@ -285,14 +269,12 @@ export const ExtendedInfoSchema = z.looseObject({
   view: z.unknown().optional(),
   direct_links: z.array(z.unknown()).nullish(),
 });
-export type ExtendedInfo = z.infer<typeof ExtendedInfoSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // §4.4 File
 
 /** 0 = file, 1 = folder (§4.4). */
 export const FileTypeSchema = z.union([z.literal(0), z.literal(1)]);
-export const FILE_TYPE_FILE = 0;
 export const FILE_TYPE_FOLDER = 1;
 
 /**
@@ -343,7 +325,6 @@ export const PaginationSchema = z.looseObject({
   next_token: z.string().optional(),
   is_cursor: z.boolean().optional(),
 });
-export type Pagination = z.infer<typeof PaginationSchema>;
 
 /** Navigator properties (§4.3). The option lists are Go slices and may be null. */
 export const NavigatorPropsSchema = z.looseObject({
@@ -352,7 +333,6 @@ export const NavigatorPropsSchema = z.looseObject({
   order_by_options: z.array(z.string()).nullish(),
   order_direction_options: z.array(z.string()).nullish(),
 });
-export type NavigatorProps = z.infer<typeof NavigatorPropsSchema>;
 
 /** `GET /file` data (§4.3). */
 export const ListResponseSchema = z.looseObject({
@@ -418,7 +398,6 @@ export const FileUrlResponseSchema = z.looseObject({
   ),
   expires: TimestampSchema.nullable(),
 });
-export type FileUrlResponse = z.infer<typeof FileUrlResponseSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // §5.11 Lock conflicts
@@ -439,14 +418,12 @@ export const LockConflictDetailSchema = z.looseObject({
   }),
   type: Int,
 });
-export type LockConflictDetail = z.infer<typeof LockConflictDetailSchema>;
 
 /** Code 40073 (§1.2, §5.11) with its conflict list. */
 export const LockConflictEnvelopeSchema = EnvelopeSchema.extend({
   code: z.literal(40073),
   data: z.array(LockConflictDetailSchema),
 });
-export type LockConflictEnvelope = z.infer<typeof LockConflictEnvelopeSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // §7.3 ping

@@ -7,8 +7,3 @@ export function joinUri(root: string, segments: readonly string[]): string {
   const base = root.endsWith("/") ? root : `${root}/`;
   return base + segments.map(encodeURIComponent).join("/");
 }
-
-/** The segments of a slash-separated gateway path; empty segments are dropped. */
-export function pathSegments(path: string): string[] {
-  return path.split("/").filter((s) => s !== "");
-}

@@ -7,12 +7,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { ConfigError, defaults, loadConfig, type Config } from "../../src/config.js";
+import { ConfigError, defaults, loadConfig } from "../../src/config.js";
 import { hashPassword } from "../../src/dav/basic-auth.js";
 import { startEmulator } from "../../src/emulator/index.js";
 import type { RunningEmulator } from "../../src/emulator/options.js";
 import { createLogger } from "../../src/log.js";
-import { startGateway, type Gateway } from "../../src/server.js";
+import { startGateway, type Gateway, type GatewayConfig } from "../../src/server.js";
 import { EMAIL, PASSWORD } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
 import { raw } from "../helpers/http-raw.js";
@@ -115,7 +115,7 @@ describe("the request log", () => {
         done();
       },
     });
-    const config: Config = {
+    const config: GatewayConfig = {
       ...defaults(),
       upstream: emu.url,
       email: EMAIL,
