@@ -66,7 +66,7 @@ export class MetadataCache {
   }
 
   /** Runs `load` once for concurrent callers asking for the same `key`. */
-  shared<T>(key: string, load: () => Promise<T>): Promise<T> {
+  singleFlight<T>(key: string, load: () => Promise<T>): Promise<T> {
     const running = this.inflight.get(key);
     if (running) return running as Promise<T>;
     const promise = load().finally(() => {

@@ -151,34 +151,36 @@ export class Drive implements FileSystem {
   }
 
   async stat(path: string): Promise<Entry> {
-    return (await this.node(this.target(path))).entry;
+    return (await this.nodeAt(this.target(path))).entry;
   }
 
   async list(path: string): Promise<Entry[]> {
-    const t = this.target(path);
-    const known = this.cache.lookup(t.path);
-    if (known === null) throw new NotFound(`${t.path} does not exist`);
-    if (known && !known.entry.isDir) throw new WrongType(`${t.path} is not a folder`);
-    const cached = this.cache.listing(t.path);
+    const target = this.target(path);
+    const known = this.cache.lookup(target.path);
+    if (known === null) throw new NotFound(`${target.path} does not exist`);
+    if (known && !known.entry.isDir) throw new WrongType(`${target.path} is not a folder`);
+    const cached = this.cache.listing(target.path);
     if (cached) return [...cached.values()].map((n) => n.entry);
     try {
-      const children = await this.cache.shared(`listing:${t.path}`, () => this.loadListing(t));
+      const children = await this.cache.singleFlight(`listing:${target.path}`, () =>
+        this.loadListing(target),
+      );
       return children.map((n) => n.entry);
     } catch (err) {
       // Listing a file is "not found" upstream (§4.3); WebDAV wants the two told apart.
-      if (err instanceof NotFound && !(await this.node(t)).entry.isDir) {
-        throw new WrongType(`${t.path} is not a folder`);
+      if (err instanceof NotFound && !(await this.nodeAt(target)).entry.isDir) {
+        throw new WrongType(`${target.path} is not a folder`);
       }
       throw err;
     }
   }
 
   async read(path: string, options: ReadOptions = {}): Promise<ReadResult> {
-    const t = this.target(path);
-    const node = await this.node(t);
-    if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    const target = this.target(path);
+    const node = await this.nodeAt(target);
+    if (node.entry.isDir) throw new WrongType(`${target.path} is a folder`);
     if (node.entry.size <= SMALL_CONTENT_BYTES && !node.entry.uploading) {
-      const all = await this.smallContent(t, node);
+      const all = await this.smallContent(target, node);
       return localRead(all.length, options.range, (part) => {
         const bytes = part ? all.subarray(part.start, part.end + 1) : all;
         return { body: Readable.from([bytes]), bytes };
@@ -186,7 +188,7 @@ export class Drive implements FileSystem {
     }
     try {
       const d = await this.downloader.open({
-        uri: t.uri,
+        uri: target.uri,
         entity: node.entity,
         size: node.entry.size,
         range: options.range,
@@ -195,7 +197,7 @@ export class Drive implements FileSystem {
       return { status: d.statusCode, headers: d.headers, pipeTo: d.pipeTo, discard: d.discard };
     } catch (err) {
       // The cached entry was stale (changed outside the gateway).
-      if (err instanceof NotFound) this.cache.invalidate(t.path);
+      if (err instanceof NotFound) this.cache.invalidate(target.path);
       throw err;
     }
   }
@@ -205,16 +207,16 @@ export class Drive implements FileSystem {
    * repeated reads of small files (icons, sidecars, the 6-byte file of a benchmark) cost no
    * upstream call after the first.
    */
-  private smallContent(t: Target, node: Node): Promise<Buffer> {
+  private smallContent(target: Target, node: Node): Promise<Buffer> {
     const cached = this.contents.get(node.entity);
     if (cached) return Promise.resolve(cached);
-    return this.cache.shared(`content:${node.entity}`, async () => {
-      const d = await this.downloader.open({ uri: t.uri, entity: node.entity });
+    return this.cache.singleFlight(`content:${node.entity}`, async () => {
+      const d = await this.downloader.open({ uri: target.uri, entity: node.entity });
       const bytes = await d.readAll();
       if (d.statusCode !== 200 || bytes.length !== node.entry.size) {
         // Changed outside the gateway since it was listed: nothing to keep.
-        this.cache.invalidate(t.path);
-        throw new UpstreamError(`${t.path} changed while it was read`, { retryable: true });
+        this.cache.invalidate(target.path);
+        throw new UpstreamError(`${target.path} changed while it was read`, { retryable: true });
       }
       this.contents.set(node.entity, bytes);
       return bytes;
@@ -223,10 +225,10 @@ export class Drive implements FileSystem {
 
   /** The signed URL of the current version, for clients redirected to fetch it themselves. */
   async downloadUrl(path: string): Promise<string> {
-    const t = this.target(path);
-    const node = await this.node(t);
-    if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
-    return this.downloader.url({ uri: t.uri, entity: node.entity });
+    const target = this.target(path);
+    const node = await this.nodeAt(target);
+    if (node.entry.isDir) throw new WrongType(`${target.path} is a folder`);
+    return this.downloader.url({ uri: target.uri, entity: node.entity });
   }
 
   /**
@@ -234,17 +236,17 @@ export class Drive implements FileSystem {
    * meet the upload lock of the attempt still being cancelled upstream (40073).
    */
   async write(path: string, options: WriteOptions): Promise<{ entry: Entry; created: boolean }> {
-    const t = this.target(path);
-    const before = this.writes.get(t.path);
+    const target = this.target(path);
+    const before = this.writes.get(target.path);
     const run = (async () => {
       await before?.catch(() => undefined);
-      return this.writeNow(t, options);
+      return this.writeNow(target, options);
     })();
-    this.writes.set(t.path, run);
+    this.writes.set(target.path, run);
     try {
       return await run;
     } finally {
-      if (this.writes.get(t.path) === run) this.writes.delete(t.path);
+      if (this.writes.get(target.path) === run) this.writes.delete(target.path);
     }
   }
 
@@ -257,18 +259,18 @@ export class Drive implements FileSystem {
   }
 
   private async writeNow(
-    t: Target,
+    target: Target,
     options: WriteOptions,
   ): Promise<{ entry: Entry; created: boolean }> {
-    if (t.segments.length === 0) throw new WrongType("the root is a folder");
-    await this.parentFolder(t);
-    const existing = await this.find(t);
-    if (existing?.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    if (target.segments.length === 0) throw new WrongType("the root is a folder");
+    await this.parentFolder(target);
+    const existing = await this.nodeIfAny(target);
+    if (existing?.entry.isDir) throw new WrongType(`${target.path} is a folder`);
     this.dropQuota();
     let node: Node;
     try {
       const file = await uploadFile(this.api, {
-        uri: t.uri,
+        uri: target.uri,
         source: options.source,
         size: options.size,
         mtimeMs: options.mtimeMs,
@@ -276,47 +278,47 @@ export class Drive implements FileSystem {
         previousEntity: existing?.entity || undefined,
         signal: options.signal,
       });
-      node = this.toNode(t.path, file);
+      node = this.toNode(target.path, file);
     } catch (err) {
       // A failed upload may still have changed the path (a placeholder, a partial rename).
-      this.cache.invalidate(t.path);
+      this.cache.invalidate(target.path);
       throw err;
     }
-    this.cache.upsert(t.path, node);
+    this.cache.upsert(target.path, node);
     return { entry: node.entry, created: existing === undefined };
   }
 
   async mkdir(path: string): Promise<Entry> {
-    const t = this.target(path);
-    if (t.segments.length === 0) throw new Exists("the root exists");
-    await this.parentFolder(t);
-    if (this.cache.lookup(t.path)) throw new Exists(`${t.path} exists`);
+    const target = this.target(path);
+    if (target.segments.length === 0) throw new Exists("the root exists");
+    await this.parentFolder(target);
+    if (this.cache.lookup(target.path)) throw new Exists(`${target.path} exists`);
     try {
-      const node = this.toNode(t.path, await this.api.create(t.uri, "folder", true));
-      this.cache.upsertEmptyFolder(t.path, node);
+      const node = this.toNode(target.path, await this.api.create(target.uri, "folder", true));
+      this.cache.upsertEmptyFolder(target.path, node);
       return node.entry;
     } catch (err) {
-      if (err instanceof Exists) this.cache.invalidate(t.path);
+      if (err instanceof Exists) this.cache.invalidate(target.path);
       throw err;
     }
   }
 
   async remove(path: string): Promise<void> {
-    const t = this.target(path);
-    if (t.segments.length === 0) throw new Forbidden("the root cannot be removed");
+    const target = this.target(path);
+    if (target.segments.length === 0) throw new Forbidden("the root cannot be removed");
     // Known to exist first: a delete repeated after a lost answer takes "not found" as its own
     // work, which must not turn a DELETE of nothing into a 204.
-    const known = this.cache.lookup(t.path);
-    if (known === null) throw new NotFound(`${t.path} does not exist`);
-    if (known === undefined) await this.loadNode(t);
+    const known = this.cache.lookup(target.path);
+    if (known === null) throw new NotFound(`${target.path} does not exist`);
+    if (known === undefined) await this.loadNode(target);
     this.dropQuota();
     try {
-      await this.api.remove([t.uri], this.permanentDelete);
+      await this.api.remove([target.uri], this.permanentDelete);
     } catch (err) {
-      if (err instanceof NotFound) this.cache.remove(t.path);
+      if (err instanceof NotFound) this.cache.remove(target.path);
       throw err;
     }
-    this.cache.remove(t.path);
+    this.cache.remove(target.path);
   }
 
   async move(from: string, to: string, options: { overwrite: boolean }) {
@@ -366,62 +368,62 @@ export class Drive implements FileSystem {
    * a file's own time goes along as the gateway's mtime property, written before it moves.
    * (Files inside a copied folder still take the time of the copy.)
    */
-  private async pinMtime(t: Target, node: Node): Promise<void> {
+  private async pinMtime(target: Target, node: Node): Promise<void> {
     const { entry } = node;
     if (entry.isDir || entry.uploading || mtimeOverride(node.dav, node.entity) !== undefined)
       return;
-    await this.setModTime(t.path, entry.mtimeMs);
+    await this.setModTime(target.path, entry.mtimeMs);
   }
 
   async getDeadProps(paths: readonly string[]): Promise<DeadProp[][]> {
     const props: DeadProp[][] = [];
     for (const path of paths) {
-      const t = this.target(path);
+      const target = this.target(path);
       // A listing's members are all cached: no promise per member for those.
-      const node = this.cache.lookup(t.path) ?? (await this.node(t));
+      const node = this.cache.lookup(target.path) ?? (await this.nodeAt(target));
       props.push(decodeDeadProps(node.dav));
     }
     return props;
   }
 
   async setDeadProps(path: string, patch: PropPatch): Promise<void> {
-    const t = this.target(path);
+    const target = this.target(path);
     const patches = metadataPatches(patch);
-    const node = await this.node(t);
+    const node = await this.nodeAt(target);
     if (patches.length === 0) return;
     // Cloudreve refuses metadata on the root (§5.7).
-    if (t.segments.length === 0) throw new Forbidden("the root cannot hold properties");
+    if (target.segments.length === 0) throw new Forbidden("the root cannot hold properties");
     try {
-      await this.api.patchMetadata([t.uri], patches);
+      await this.api.patchMetadata([target.uri], patches);
     } catch (err) {
-      if (err instanceof NotFound) this.cache.invalidate(t.path);
+      if (err instanceof NotFound) this.cache.invalidate(target.path);
       throw err;
     }
     // `dav:` patches leave updated_at alone (§4.4), so only the properties change.
-    this.cache.replace(t.path, { ...node, dav: applyPatches(node.dav, patches) });
+    this.cache.replace(target.path, { ...node, dav: applyPatches(node.dav, patches) });
   }
 
   /** Records a file's modification time without touching its content. */
   async setModTime(path: string, mtimeMs: number): Promise<Entry> {
-    const t = this.target(path);
-    const node = await this.node(t);
-    if (node.entry.isDir) throw new WrongType(`${t.path} is a folder`);
+    const target = this.target(path);
+    const node = await this.nodeAt(target);
+    if (node.entry.isDir) throw new WrongType(`${target.path} is a folder`);
     const patches = [mtimePatch(node.entity, mtimeMs)];
     try {
-      await this.api.patchMetadata([t.uri], patches);
+      await this.api.patchMetadata([target.uri], patches);
     } catch (err) {
-      if (err instanceof NotFound) this.cache.invalidate(t.path);
+      if (err instanceof NotFound) this.cache.invalidate(target.path);
       throw err;
     }
     const entry = { ...node.entry, mtimeMs };
-    this.cache.replace(t.path, { ...node, entry, dav: applyPatches(node.dav, patches) });
+    this.cache.replace(target.path, { ...node, entry, dav: applyPatches(node.dav, patches) });
     return entry;
   }
 
   async quota(): Promise<Quota> {
     const cached = this.quotaCache;
     if (cached && cached.expiresAt > this.now()) return cached.value;
-    return this.cache.shared("quota", async () => {
+    return this.cache.singleFlight("quota", async () => {
       const generation = this.quotaGeneration;
       const { total, used } = await this.api.capacity();
       const value = { used, available: Math.max(0, total - used) };
@@ -442,39 +444,42 @@ export class Drive implements FileSystem {
     return new Target(path, this.rootUri);
   }
 
-  private placeOf(t: Target): Place {
-    return { parentUri: joinUri(this.rootUri, t.segments.slice(0, -1)), name: nameOf(t.path) };
+  private placeOf(target: Target): Place {
+    return {
+      parentUri: joinUri(this.rootUri, target.segments.slice(0, -1)),
+      name: nameOf(target.path),
+    };
   }
 
   /** The node at a path, from the cache or loaded once for all concurrent askers. */
-  private async node(t: Target): Promise<Node> {
-    const known = this.cache.lookup(t.path);
-    if (known === null) throw new NotFound(`${t.path} does not exist`);
+  private async nodeAt(target: Target): Promise<Node> {
+    const known = this.cache.lookup(target.path);
+    if (known === null) throw new NotFound(`${target.path} does not exist`);
     if (known) return known;
     // Cloudreve cannot hold such a name, so nothing is there to ask about.
-    if (!t.segments.every(nameAllowed)) throw new NotFound(`${t.path} does not exist`);
-    return this.cache.shared(`entry:${t.path}`, () =>
-      t.segments.length === 0 ? this.loadRoot(t) : this.loadNode(t),
+    if (!target.segments.every(nameAllowed)) throw new NotFound(`${target.path} does not exist`);
+    return this.cache.singleFlight(`entry:${target.path}`, () =>
+      target.segments.length === 0 ? this.loadRoot(target) : this.loadNode(target),
     );
   }
 
-  private async find(t: Target): Promise<Node | undefined> {
+  private async nodeIfAny(target: Target): Promise<Node | undefined> {
     try {
-      return await this.node(t);
+      return await this.nodeAt(target);
     } catch (err) {
       if (err instanceof NotFound) return undefined;
       throw err;
     }
   }
 
-  private async loadNode(t: Target): Promise<Node> {
+  private async loadNode(target: Target): Promise<Node> {
     const ticket = this.cache.ticket();
     try {
-      const node = this.toNode(t.path, await this.api.info(t.uri));
-      this.cache.storeNode(t.path, node, ticket);
+      const node = this.toNode(target.path, await this.api.info(target.uri));
+      this.cache.storeNode(target.path, node, ticket);
       return node;
     } catch (err) {
-      if (err instanceof NotFound) this.cache.storeNode(t.path, null, ticket);
+      if (err instanceof NotFound) this.cache.storeNode(target.path, null, ticket);
       throw err;
     }
   }
@@ -483,43 +488,44 @@ export class Drive implements FileSystem {
    * `GET /file/info` refuses the root (§5.1): the first page of its listing names it as
    * `parent`, and when that page is the whole listing it is kept too.
    */
-  private async loadRoot(t: Target): Promise<Node> {
+  private async loadRoot(target: Target): Promise<Node> {
     const ticket = this.cache.ticket();
-    const pages = this.api.list(t.uri);
+    const pages = this.api.list(target.uri);
     const first = await pages.next();
     await pages.return(undefined);
     if (first.done) throw new NotFound("the root folder did not answer");
     const page = first.value;
-    const node = this.toNode(t.path, page.parent);
-    this.cache.storeNode(t.path, node, ticket);
-    if (isComplete(page)) this.cache.storeListing(t.path, this.childNodes(t, page), ticket);
+    const node = this.toNode(target.path, page.parent);
+    this.cache.storeNode(target.path, node, ticket);
+    if (isComplete(page))
+      this.cache.storeListing(target.path, this.childNodes(target, page), ticket);
     return node;
   }
 
-  private async loadListing(t: Target): Promise<Node[]> {
+  private async loadListing(target: Target): Promise<Node[]> {
     const ticket = this.cache.ticket();
     const children: Node[] = [];
     let parent: Parent | undefined;
-    for await (const page of this.api.list(t.uri)) {
+    for await (const page of this.api.list(target.uri)) {
       parent ??= page.parent;
-      children.push(...this.childNodes(t, page));
+      children.push(...this.childNodes(target, page));
     }
-    this.cache.storeListing(t.path, children, ticket);
-    if (parent) this.cache.storeNode(t.path, this.toNode(t.path, parent), ticket);
+    this.cache.storeListing(target.path, children, ticket);
+    if (parent) this.cache.storeNode(target.path, this.toNode(target.path, parent), ticket);
     return children;
   }
 
-  private childNodes(t: Target, page: ListResponse): Node[] {
-    return page.files.map((f) => this.toNode(childOf(t.path, f.name), f));
+  private childNodes(target: Target, page: ListResponse): Node[] {
+    return page.files.map((f) => this.toNode(childOf(target.path, f.name), f));
   }
 
   /** The folder a new item at `t` goes into: MissingParent when it is absent or a file. */
-  private async parentFolder(t: Target): Promise<void> {
+  private async parentFolder(target: Target): Promise<void> {
     // Refused here, before any upstream call, rather than by Cloudreve half-way through a composition.
-    if (!nameAllowed(nameOf(t.path)))
-      throw new BadName(`Cloudreve does not allow the name ${JSON.stringify(nameOf(t.path))}`);
-    const parent = this.target(parentOf(t.path));
-    const node = await this.find(parent);
+    if (!nameAllowed(nameOf(target.path)))
+      throw new BadName(`Cloudreve does not allow the name ${JSON.stringify(nameOf(target.path))}`);
+    const parent = this.target(parentOf(target.path));
+    const node = await this.nodeIfAny(parent);
     if (!node?.entry.isDir) throw new MissingParent(`${parent.path} is not an existing folder`);
   }
 
@@ -530,12 +536,12 @@ export class Drive implements FileSystem {
     if (src.segments.length === 0 || dst.segments.length === 0) {
       throw new Forbidden("the root cannot be moved, copied or replaced");
     }
-    const srcNode = await this.node(src);
+    const srcNode = await this.nodeAt(src);
     if (isSameOrBelow(dst.path, src.path) || isSameOrBelow(src.path, dst.path)) {
       throw new Forbidden(`${src.path} and ${dst.path} contain each other`);
     }
     await this.parentFolder(dst);
-    const existing = await this.find(dst);
+    const existing = await this.nodeIfAny(dst);
     if (existing && !overwrite) throw new PreconditionFailed(`${dst.path} exists`);
     return { src, dst, srcNode, replaced: existing !== undefined };
   }

@@ -58,12 +58,3 @@ export function queryInt(query: URLSearchParams, key: string): number | undefine
   if (!/^-?\d+$/.test(v)) throw paramError();
   return Number(v);
 }
-
-/** Query booleans as Go's strconv.ParseBool reads them. */
-export function queryBool(query: URLSearchParams, key: string): boolean {
-  const v = query.get(key);
-  if (v === null || v === "") return false;
-  if (["1", "t", "T", "true", "TRUE", "True"].includes(v)) return true;
-  if (["0", "f", "F", "false", "FALSE", "False"].includes(v)) return false;
-  throw paramError();
-}

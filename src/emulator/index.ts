@@ -18,8 +18,10 @@ import {
 import type { EmulatorOptions, RunningEmulator } from "./options.js";
 import { registerAccountRoutes } from "./routes/account.js";
 import { registerContentRoutes } from "./routes/content.js";
-import { registerFileRoutes } from "./routes/files.js";
 import { registerListingRoute } from "./routes/listing.js";
+import { registerLockRoutes } from "./routes/lock.js";
+import { registerManageRoutes } from "./routes/manage.js";
+import { registerMetadataRoutes } from "./routes/metadata.js";
 import { registerUploadRoutes } from "./routes/upload.js";
 import { EmulatorState, resolveSettings } from "./state.js";
 
@@ -43,7 +45,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const router = new Router();
   registerAccountRoutes(router, state, auth);
   registerListingRoute(router, state);
-  registerFileRoutes(router, state);
+  registerManageRoutes(router, state);
+  registerMetadataRoutes(router, state);
+  registerLockRoutes(router, state);
   registerContentRoutes(router, state);
   registerUploadRoutes(router, state);
 
