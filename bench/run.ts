@@ -309,7 +309,7 @@ async function stopSetting(s: Setting): Promise<void> {
 // Scenarios
 
 /** 1. GET of a 1 GiB file: gateway vs the signed URL, nginx over it, rclone serve. */
-async function scenario1(s: Setting): Promise<Row[]> {
+async function getLargeFile(s: Setting): Promise<Row[]> {
   const { url: signed } = await s.api.fileUrl("cloudreve://my/big/file-00000.bin");
   const targets: Record<string, string> = {
     gateway: `${s.gateway.url}big/file-00000.bin`,
@@ -347,7 +347,7 @@ async function scenario1(s: Setting): Promise<Row[]> {
 }
 
 /** 2. Seek: 1 MiB at 90% of the 1 GiB file. */
-async function scenario2(s: Setting): Promise<Row[]> {
+async function seekInLargeFile(s: Setting): Promise<Row[]> {
   const start = Math.floor(GiB * 0.9);
   const range = `${start}-${start + MiB - 1}`;
   const { url: signed } = await s.api.fileUrl("cloudreve://my/big/file-00000.bin");
@@ -405,7 +405,7 @@ async function scenario2(s: Setting): Promise<Row[]> {
 }
 
 /** 3. PUT of a 1 GiB file: gateway vs the same chunks straight to the upload API. */
-async function scenario3(s: Setting): Promise<Row[]> {
+async function putLargeFile(s: Setting): Promise<Row[]> {
   const { big, chunkFiles } = s.data;
   const speeds: Record<string, number[]> = {};
   const push = (name: string, v: number) => (speeds[name] ??= []).push(v);
@@ -514,7 +514,7 @@ async function scenario3(s: Setting): Promise<Row[]> {
 }
 
 /** 4. PROPFIND Depth 1 of a 10,000-entry folder, cold and warm. */
-async function scenario4(s: Setting): Promise<Row[]> {
+async function listLargeFolder(s: Setting): Promise<Row[]> {
   const propfind = (url: string) =>
     curl(["-X", "PROPFIND", "-H", "Depth: 1", url]).then((r) =>
       expectStatus(r, [207], `PROPFIND ${url}`),
@@ -575,7 +575,7 @@ async function scenario4(s: Setting): Promise<Row[]> {
 }
 
 /** 5. Small requests under load: wrk, 16 connections. */
-async function scenario5(s: Setting): Promise<Row[]> {
+async function manySmallRequests(s: Setting): Promise<Row[]> {
   const file = "small/file-00000.bin";
   const script = join(s.data.peer, "..", "propfind0.lua");
   expectStatus(
@@ -630,7 +630,7 @@ async function scenario5(s: Setting): Promise<Row[]> {
 }
 
 /** 6. rclone copy of 1,000 files of 4 KiB up and back. */
-async function scenario6(s: Setting): Promise<Row[]> {
+async function rcloneManySmallFiles(s: Setting): Promise<Row[]> {
   const rclone = (args: string[]) =>
     run("rclone", ["--config", join(s.data.peer, "..", "rclone.conf"), "-q", ...args]);
   const remote = (url: string) => `:webdav,url='${url}',vendor=other:`;
@@ -705,12 +705,12 @@ async function scenario6(s: Setting): Promise<Row[]> {
 }
 
 const SCENARIOS: Record<number, (s: Setting) => Promise<Row[]>> = {
-  1: scenario1,
-  2: scenario2,
-  3: scenario3,
-  4: scenario4,
-  5: scenario5,
-  6: scenario6,
+  1: getLargeFile,
+  2: seekInLargeFile,
+  3: putLargeFile,
+  4: listLargeFolder,
+  5: manySmallRequests,
+  6: rcloneManySmallFiles,
 };
 
 // ---------------------------------------------------------------------------------------------

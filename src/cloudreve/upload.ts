@@ -242,31 +242,32 @@ function uploaderFor(session: UploadSession): PolicyUploader | undefined {
  * time take the one-call path; everything else an upload session, cancelled on any failure so
  * that no placeholder or 24-hour path lock is left behind (§5.11, §6.4).
  */
-export async function uploadFile(api: CloudreveApi, r: UploadRequest): Promise<File> {
-  if (r.mtimeMs === undefined && r.size <= SMALL_FILE_LIMIT) {
-    const reader = new ExactReader(r.source);
+export async function uploadFile(api: CloudreveApi, upload: UploadRequest): Promise<File> {
+  if (upload.mtimeMs === undefined && upload.size <= SMALL_FILE_LIMIT) {
+    const reader = new ExactReader(upload.source);
     // Read whole, with no try streaming from it: the same filling as a chunk's.
-    const whole = new ChunkTee(Buffer.allocUnsafe(r.size));
+    const whole = new ChunkTee(Buffer.allocUnsafe(upload.size));
     await whole.fill(reader);
     const body = whole.bytes;
     await reader.expectEnd();
-    if (!r.replace) {
+    if (!upload.replace) {
       // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
-      return uploadBySession(api, { ...r, source: Readable.from([body]) });
+      return uploadBySession(api, { ...upload, source: Readable.from([body]) });
     }
-    return stored(await api.putContent(r.uri, body, r.size), r);
+    return stored(await api.putContent(upload.uri, body, upload.size), upload);
   }
-  return uploadBySession(api, r);
+  return uploadBySession(api, upload);
 }
 
 /** The file as Cloudreve shows it after a write, if it holds what was written. */
-function stored(file: File, r: UploadRequest): File {
+function stored(file: File, upload: UploadRequest): File {
   const pending = file.metadata?.["sys:upload_session_id"] !== undefined;
-  const sameVersion = r.previousEntity !== undefined && file.primary_entity === r.previousEntity;
-  if (file.size !== r.size || pending || sameVersion || !file.primary_entity) {
+  const sameVersion =
+    upload.previousEntity !== undefined && file.primary_entity === upload.previousEntity;
+  if (file.size !== upload.size || pending || sameVersion || !file.primary_entity) {
     throw new UpstreamError(
-      `Cloudreve does not show the upload of ${r.uri} as complete (size ${file.size} of ` +
-        `${r.size}${pending ? ", still uploading" : ""}${sameVersion ? ", old version" : ""})`,
+      `Cloudreve does not show the upload of ${upload.uri} as complete (size ${file.size} of ` +
+        `${upload.size}${pending ? ", still uploading" : ""}${sameVersion ? ", old version" : ""})`,
     );
   }
   return file;
@@ -279,28 +280,28 @@ function ambiguous(err: unknown): boolean {
 
 async function uploadBySession(
   api: CloudreveApi,
-  r: UploadRequest,
+  upload: UploadRequest,
   retried = false,
 ): Promise<File> {
-  const ticket = await api.journal.open(r.uri);
+  const ticket = await api.journal.open(upload.uri);
   let session: UploadSession;
   try {
     session = await api.createUploadSession({
-      uri: r.uri,
-      size: r.size,
-      lastModified: r.mtimeMs,
-      replace: r.replace,
-      mimeType: r.mimeType,
+      uri: upload.uri,
+      size: upload.size,
+      lastModified: upload.mtimeMs,
+      replace: upload.replace,
+      mimeType: upload.mimeType,
     });
   } catch (err) {
-    if (!ambiguous(err) || retried || r.signal?.aborted) {
+    if (!ambiguous(err) || retried || upload.signal?.aborted) {
       await ticket.closed();
       throw err;
     }
     // The session may exist, holding its lock: the journal frees it when the second try
     // meets that lock.
     ticket.abandoned();
-    return uploadBySession(api, r, true);
+    return uploadBySession(api, upload, true);
   }
   let file: File;
   try {
@@ -311,10 +312,10 @@ async function uploadBySession(
         `storage policy type "${session.storage_policy?.type}" is not supported yet`,
       );
     }
-    await uploader.send(api, session, r.source, r.size, r.signal);
-    file = stored(await api.info(r.uri), r);
+    await uploader.send(api, session, upload.source, upload.size, upload.signal);
+    file = stored(await api.info(upload.uri), upload);
   } catch (err) {
-    await cancel(api, session.session_id, r.uri, ticket);
+    await cancel(api, session.session_id, upload.uri, ticket);
     throw err;
   }
   await ticket.closed();

@@ -2,31 +2,43 @@ import { createHash, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { GatewayUser } from "../config.js";
 
-const N = 16384;
-const R = 8;
-const P = 1;
+/** scrypt's N, r and p for new hashes; a stored hash carries its own. */
+const COST = 16384;
+const BLOCK_SIZE = 8;
+const PARALLELISM = 1;
 const KEY_LENGTH = 32;
 
-function derive(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
+function derive(
+  password: string,
+  salt: Buffer,
+  cost: number,
+  blockSize: number,
+  parallelism: number,
+): Promise<Buffer> {
+  const options = { N: cost, r: blockSize, p: parallelism, maxmem: 128 * cost * blockSize * 2 };
   return new Promise((resolve, reject) =>
-    scrypt(password, salt, KEY_LENGTH, { N: n, r, p, maxmem: 128 * n * r * 2 }, (err, key) =>
-      err ? reject(err) : resolve(key),
-    ),
+    scrypt(password, salt, KEY_LENGTH, options, (err, key) => (err ? reject(err) : resolve(key))),
   );
 }
 
 /** `scrypt$N$r$p$<salt base64>$<hash base64>`: the format `cloudreve-dav hash-password` prints. */
 export async function hashPassword(password: string): Promise<string> {
   const salt = randomBytes(16);
-  const key = await derive(password, salt, N, R, P);
-  return `scrypt$${N}$${R}$${P}$${salt.toString("base64")}$${key.toString("base64")}`;
+  const key = await derive(password, salt, COST, BLOCK_SIZE, PARALLELISM);
+  return `scrypt$${COST}$${BLOCK_SIZE}$${PARALLELISM}$${salt.toString("base64")}$${key.toString("base64")}`;
 }
 
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
-  const [scheme, n, r, p, salt, hash] = stored.split("$");
+  const [scheme, cost, blockSize, parallelism, salt, hash] = stored.split("$");
   if (scheme !== "scrypt" || !salt || !hash) return false;
   const expected = Buffer.from(hash, "base64");
-  const key = await derive(password, Buffer.from(salt, "base64"), Number(n), Number(r), Number(p));
+  const key = await derive(
+    password,
+    Buffer.from(salt, "base64"),
+    Number(cost),
+    Number(blockSize),
+    Number(parallelism),
+  );
   return key.length === expected.length && timingSafeEqual(key, expected);
 }
 
@@ -71,9 +83,9 @@ export class BasicAuth {
       return { ok: true, user };
     }
     if (header) {
-      const r = this.failures.get(address) ?? { count: 0, since: this.now() };
-      r.count++;
-      this.failures.set(address, r);
+      const failures = this.failures.get(address) ?? { count: 0, since: this.now() };
+      failures.count++;
+      this.failures.set(address, failures);
     }
     return { ok: false, throttled: false };
   }
@@ -92,4 +104,4 @@ export class BasicAuth {
   }
 }
 
-const DUMMY_HASH = `scrypt$${N}$${R}$${P}$${Buffer.alloc(16).toString("base64")}$${Buffer.alloc(KEY_LENGTH).toString("base64")}`;
+const DUMMY_HASH = `scrypt$${COST}$${BLOCK_SIZE}$${PARALLELISM}$${Buffer.alloc(16).toString("base64")}$${Buffer.alloc(KEY_LENGTH).toString("base64")}`;

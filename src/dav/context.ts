@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
-import type { FileSystem } from "../drive/types.js";
+import type { Entry, FileSystem } from "../drive/types.js";
+import { NotFound } from "../errors.js";
 import type { LockSystem } from "./locks.js";
 import { HttpError } from "./status.js";
 
@@ -82,4 +83,14 @@ export async function readSmallBody(req: IncomingMessage, limit = 1024 * 1024): 
 export function header(ctx: DavContext, name: string): string | undefined {
   const value = ctx.req.headers[name];
   return Array.isArray(value) ? value.join(", ") : value;
+}
+
+/** The entry at `path`, or undefined when nothing is there; other failures propagate. */
+export async function statIfAny(fs: FileSystem, path: string): Promise<Entry | undefined> {
+  try {
+    return await fs.stat(path);
+  } catch (err) {
+    if (err instanceof NotFound) return undefined;
+    throw err;
+  }
 }

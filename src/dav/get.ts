@@ -2,39 +2,26 @@ import parseRange from "range-parser";
 import type { Entry } from "../drive/types.js";
 import { header, type DavContext } from "./context.js";
 import { childOf } from "../drive/paths.js";
+import { etagListMatches, httpDate, quoteEtag } from "./headers.js";
 import { contentTypeOf, hrefOf } from "./props.js";
 import { HttpError } from "./status.js";
 import { escapeXml } from "./xml.js";
 
-const httpDate = (ms: number) => new Date(ms).toUTCString();
-const quoted = (etag: string) => `"${etag}"`;
-
-/** RFC 9110 §13.1: If-Match / If-None-Match hold a list of tags or `*`. */
-export function etagListMatches(header: string, etag: string | undefined, weak: boolean): boolean {
-  if (etag === undefined) return false;
-  return header.split(",").some((raw) => {
-    const tag = raw.trim();
-    if (tag === "*") return true;
-    const bare = weak ? tag.replace(/^W\//, "") : tag;
-    return bare === quoted(etag);
-  });
-}
-
 /** 304 or 412 from the validators of a GET/HEAD, or undefined to go on. */
 function conditionalStatus(ctx: DavContext, entry: Entry): number | undefined {
-  const h = ctx.req.headers;
-  if (h["if-match"] && !etagListMatches(h["if-match"], entry.etag, false)) return 412;
-  const unmodifiedSince = Date.parse(h["if-unmodified-since"] ?? "");
+  const headers = ctx.req.headers;
+  if (headers["if-match"] && !etagListMatches(headers["if-match"], entry.etag, false)) return 412;
+  const unmodifiedSince = Date.parse(headers["if-unmodified-since"] ?? "");
   if (
-    !h["if-match"] &&
+    !headers["if-match"] &&
     !Number.isNaN(unmodifiedSince) &&
     Math.floor(entry.mtimeMs / 1000) * 1000 > unmodifiedSince
   ) {
     return 412;
   }
-  if (h["if-none-match"])
-    return etagListMatches(h["if-none-match"], entry.etag, true) ? 304 : undefined;
-  const modifiedSince = Date.parse(h["if-modified-since"] ?? "");
+  if (headers["if-none-match"])
+    return etagListMatches(headers["if-none-match"], entry.etag, true) ? 304 : undefined;
+  const modifiedSince = Date.parse(headers["if-modified-since"] ?? "");
   if (!Number.isNaN(modifiedSince) && Math.floor(entry.mtimeMs / 1000) * 1000 <= modifiedSince)
     return 304;
   return undefined;
@@ -44,7 +31,7 @@ function conditionalStatus(ctx: DavContext, entry: Entry): number | undefined {
 function rangeStillValid(ctx: DavContext, entry: Entry): boolean {
   const ifRange = header(ctx, "if-range");
   if (!ifRange) return true;
-  if (ifRange.startsWith('"')) return ifRange === quoted(entry.etag);
+  if (ifRange.startsWith('"')) return ifRange === quoteEtag(entry.etag);
   const date = Date.parse(ifRange);
   return !Number.isNaN(date) && Math.floor(entry.mtimeMs / 1000) * 1000 <= date;
 }
@@ -54,9 +41,10 @@ export async function handleGet(ctx: DavContext): Promise<void> {
   const entry = await ctx.fs.stat(ctx.path);
   if (entry.isDir) return sendIndex(ctx, entry);
 
+  const lastModified = httpDate(entry.mtimeMs);
   const headers: Record<string, string | number> = {
-    etag: quoted(entry.etag),
-    "last-modified": httpDate(entry.mtimeMs),
+    etag: quoteEtag(entry.etag),
+    ...(lastModified === undefined ? {} : { "last-modified": lastModified }),
     "accept-ranges": "bytes",
     "content-type": contentTypeOf(entry.name),
   };
@@ -70,13 +58,13 @@ export async function handleGet(ctx: DavContext): Promise<void> {
   let range: { start: number; end: number } | undefined;
   const rangeHeader = ctx.req.headers.range;
   if (rangeHeader && size > 0 && rangeStillValid(ctx, entry)) {
-    const parsed = parseRange(size, rangeHeader);
-    if (parsed === -1) {
+    const ranges = parseRange(size, rangeHeader);
+    if (ranges === -1) {
       ctx.res.writeHead(416, { ...headers, "content-range": `bytes */${size}` }).end();
       return;
     }
     // Several ranges are served whole (RFC 9110 allows ignoring Range); players ask for one.
-    if (parsed !== -2 && parsed.type === "bytes" && parsed.length === 1) range = parsed[0];
+    if (ranges !== -2 && ranges.type === "bytes" && ranges.length === 1) range = ranges[0];
   }
 
   if (ctx.req.method === "HEAD" || size === 0) {
@@ -130,9 +118,9 @@ async function sendIndex(ctx: DavContext, folder: Entry): Promise<void> {
   const children = await ctx.fs.list(folder.path);
   const rows = children
     .sort((a, b) => Number(b.isDir) - Number(a.isDir) || a.name.localeCompare(b.name))
-    .map((c) => {
-      const href = hrefOf(childOf(folder.path, c.name), c.isDir);
-      const label = escapeXml(c.name + (c.isDir ? "/" : ""));
+    .map((child) => {
+      const href = hrefOf(childOf(folder.path, child.name), child.isDir);
+      const label = escapeXml(child.name + (child.isDir ? "/" : ""));
       return `<li><a href="${escapeXml(href)}">${label}</a></li>`;
     });
   const title = escapeXml(folder.path);

@@ -1,22 +1,20 @@
 import { Readable } from "node:stream";
-import { NotFound } from "../errors.js";
-import { header, readSmallBody, sendText, sendXml, type DavContext } from "./context.js";
+import { header, readSmallBody, sendText, sendXml, statIfAny, type DavContext } from "./context.js";
 import {
   evaluateIf,
   ifResourcePaths,
-  IfHeaderSyntaxError,
   parseIfHeader,
   submittedTokens,
   tagToPath,
   type IfHeader,
   type IfResourceState,
 } from "./if-header.js";
-import { parseDepth, parseTimeout } from "./headers.js";
+import { parseDepth, parseTimeout, quoteEtag } from "./headers.js";
 import { LockForbidden, LockNotFound, LockTokenMismatch } from "./locks.js";
 import { decodePath } from "./paths.js";
 import { activeLockOf, hrefOf } from "./props.js";
 import { HttpError } from "./status.js";
-import { lockResponseXml, parseLockinfo, XmlRejected } from "./xml.js";
+import { lockResponseXml, parseLockinfo } from "./xml.js";
 
 /** Without a Timeout header a lock lasts this long (capped by the configured maximum). */
 const DEFAULT_LOCK_SECONDS = 3600;
@@ -34,14 +32,7 @@ function mapTag(tag: string): string | undefined {
 
 function parseIf(ctx: DavContext): IfHeader | undefined {
   const value = header(ctx, "if");
-  if (!value) return undefined;
-  try {
-    return parseIfHeader(value);
-  } catch (err) {
-    if (err instanceof IfHeaderSyntaxError)
-      throw new HttpError(400, `malformed If header: ${err.message}`);
-    throw err;
-  }
+  return value ? parseIfHeader(value) : undefined;
 }
 
 /** The state an If header is checked against: each named resource's ETag and lock tokens. */
@@ -51,14 +42,10 @@ async function resolveIfStates(
 ): Promise<Map<string, IfResourceState>> {
   const states = new Map<string, IfResourceState>();
   for (const path of ifResourcePaths(header, ctx.path, mapTag)) {
-    const lockTokens = ctx.locks.locksCovering(path).map((l) => l.token);
-    try {
-      const entry = await ctx.fs.stat(path);
-      states.set(path, { etag: `"${entry.etag}"`, lockTokens });
-    } catch (err) {
-      if (!(err instanceof NotFound)) throw err;
-      if (lockTokens.length > 0) states.set(path, { lockTokens });
-    }
+    const lockTokens = ctx.locks.locksCovering(path).map((lock) => lock.token);
+    const entry = await statIfAny(ctx.fs, path);
+    if (entry !== undefined) states.set(path, { etag: quoteEtag(entry.etag), lockTokens });
+    else if (lockTokens.length > 0) states.set(path, { lockTokens });
   }
   return states;
 }
@@ -81,7 +68,7 @@ export async function checkWrite(
   let tokens: string[] = [];
   if (ifHeader) {
     const states = await resolveIfStates(ctx, ifHeader);
-    if (!evaluateIf(ifHeader, (p) => states.get(p), ctx.path, mapTag)) {
+    if (!evaluateIf(ifHeader, (resourcePath) => states.get(resourcePath), ctx.path, mapTag)) {
       throw new HttpError(412, "no list of the If header holds");
     }
     tokens = submittedTokens(ifHeader);
@@ -98,13 +85,7 @@ export async function checkWrite(
 export async function handleLock(ctx: DavContext): Promise<void> {
   const max = ctx.options.lockTimeoutMaxSeconds;
   const timeout = parseTimeout(header(ctx, "timeout"), max, Math.min(DEFAULT_LOCK_SECONDS, max));
-  let info;
-  try {
-    info = parseLockinfo(await readSmallBody(ctx.req));
-  } catch (err) {
-    if (err instanceof XmlRejected) throw new HttpError(400, err.message);
-    throw err;
-  }
+  const info = parseLockinfo(await readSmallBody(ctx.req));
 
   if (!info) {
     const ifHeader = parseIf(ctx);
@@ -131,13 +112,7 @@ export async function handleLock(ctx: DavContext): Promise<void> {
   // Absent means infinity (§9.10.3).
   const depth = parseDepth(header(ctx, "depth")) ?? "infinity";
   if (depth === 1) throw new HttpError(400, "LOCK Depth must be 0 or infinity");
-  let exists = true;
-  try {
-    await ctx.fs.stat(ctx.path);
-  } catch (err) {
-    if (!(err instanceof NotFound)) throw err;
-    exists = false;
-  }
+  const exists = (await statIfAny(ctx.fs, ctx.path)) !== undefined;
   // Creating the empty resource adds a member to the parent: its locks apply (§7.3, §7.5).
   if (!exists) await checkWrite(ctx, ctx.path, false);
   // The lock comes first so that a conflict is found before anything is created.

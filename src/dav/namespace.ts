@@ -1,7 +1,6 @@
 import { header, sendText, hasBody, type DavContext } from "./context.js";
-import { parseDepth } from "./headers.js";
+import { parseDepth, parseOcMtime } from "./headers.js";
 import { checkWrite } from "./lock.js";
-import { mtimeOf } from "./put.js";
 import { isSameOrBelow } from "../drive/paths.js";
 import { destinationOf } from "./paths.js";
 import { HttpError, statusOf } from "./status.js";
@@ -69,7 +68,7 @@ export async function handleCopyMove(ctx: DavContext): Promise<void> {
  * writes when the client asks for another one.
  */
 async function applyOcMtime(ctx: DavContext, dest: string): Promise<Record<string, string>> {
-  const mtimeMs = mtimeOf(header(ctx, "x-oc-mtime"));
+  const mtimeMs = parseOcMtime(header(ctx, "x-oc-mtime"));
   if (mtimeMs === undefined) return {};
   const entry = await ctx.fs.stat(dest);
   if (entry.isDir) return {};

@@ -18,7 +18,6 @@ import {
   MultistatusWriter,
   parsePropfind,
   parseProppatch,
-  XmlRejected,
   type PropfindRequest,
   type PropStat,
   type PropValue,
@@ -32,27 +31,17 @@ const QUOTA_PROPS = new Set(["quota-available-bytes", "quota-used-bytes"]);
  * back (clients.md §D.1), so Finder on those systems does not get them.
  */
 function quotaHiddenFor(userAgent: string | undefined): boolean {
-  const m = /WebDAVFS\/.*Darwin\/(\d+)\.(\d+)/.exec(userAgent ?? "");
-  if (!m) return false;
-  const [major, minor] = [Number(m[1]), Number(m[2])];
+  const darwin = /WebDAVFS\/.*Darwin\/(\d+)\.(\d+)/.exec(userAgent ?? "");
+  if (!darwin) return false;
+  const [major, minor] = [Number(darwin[1]), Number(darwin[2])];
   return major > 24 || (major === 24 && minor >= 4);
 }
 
-async function parsed<T>(ctx: DavContext, parse: (body: string) => T): Promise<T> {
-  const body = await readSmallBody(ctx.req);
-  try {
-    return parse(body);
-  } catch (err) {
-    if (err instanceof XmlRejected) throw new HttpError(400, `bad XML body: ${err.message}`);
-    throw err;
-  }
-}
-
-const key = (q: QName) => `${q.ns}\u0000${q.name}`;
+const key = (name: QName) => `${name.ns}\u0000${name.name}`;
 
 /** A property the request names, resolved once: its live row, if it is a live one. */
 interface Wanted {
-  q: QName;
+  name: QName;
   key: string;
   row: LiveProp | undefined;
 }
@@ -68,7 +57,7 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       "propfind-finite-depth",
     );
   }
-  const request = await parsed(ctx, parsePropfind);
+  const request = parsePropfind(await readSmallBody(ctx.req));
   const root = await ctx.fs.stat(ctx.path);
   const entries = depth === 1 && root.isDir ? [root, ...(await ctx.fs.list(root.path))] : [root];
 
@@ -78,7 +67,7 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       : request.kind === "allprop"
         ? (request.include ?? [])
         : [];
-  const wanted: Wanted[] = names.map((q) => ({ q, key: key(q), row: findLiveProp(q) }));
+  const wanted: Wanted[] = names.map((name) => ({ name, key: key(name), row: findLiveProp(name) }));
   const wantsQuota =
     names.some((q) => q.ns === "DAV:" && QUOTA_PROPS.has(q.name)) &&
     !quotaHiddenFor(header(ctx, "user-agent"));
@@ -102,7 +91,6 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
     const entry = entries[i]!;
     const propCtx: PropContext = {
       entry,
-      hrefBase: "",
       quota: entry.isDir ? quota : undefined,
       locks: ctx.locks.locksCovering(entry.path),
       now,
@@ -146,21 +134,21 @@ function propstatsFor(
     else found.push({ ns: DAV_NS, name: row.name, innerXml: inner });
   };
   let deadByName: Map<string, DeadProp> | undefined;
-  const render = (w: Wanted) => {
-    if (w.row) return live(w.row);
+  const render = (prop: Wanted) => {
+    if (prop.row) return live(prop.row);
     deadByName ??= new Map(dead.map((d) => [key(d), d]));
-    const d = deadByName.get(w.key);
-    if (d) found.push(d);
-    else missing.push(w.q);
+    const deadProp = deadByName.get(prop.key);
+    if (deadProp) found.push(deadProp);
+    else missing.push(prop.name);
   };
   if (kind === "allprop") {
     for (const row of rows) live(row);
     found.push(...dead);
-    for (const w of wanted) {
-      if (!found.some((f) => f.ns === w.q.ns && f.name === w.q.name)) render(w);
+    for (const prop of wanted) {
+      if (!found.some((f) => f.ns === prop.name.ns && f.name === prop.name.name)) render(prop);
     }
   } else {
-    for (const w of wanted) render(w);
+    for (const prop of wanted) render(prop);
   }
   const stats: PropStat[] = [];
   if (found.length > 0 || missing.length === 0) stats.push({ status: 200, props: found });
@@ -168,7 +156,7 @@ function propstatsFor(
   return stats;
 }
 
-const isDavLastModified = (p: QName) => p.ns === "DAV:" && p.name === "lastmodified";
+const isDavLastModified = (prop: QName) => prop.ns === "DAV:" && prop.name === "lastmodified";
 
 /**
  * A modification time a client sets after uploading: rclone's ownCloud/Nextcloud vendors send
@@ -176,10 +164,10 @@ const isDavLastModified = (p: QName) => p.ns === "DAV:" && p.name === "lastmodif
  * keeps it as a dead property too). Both become the file's getlastmodified.
  */
 function requestedMtime(set: readonly DeadProp[]): number | undefined {
-  for (const p of set) {
-    const value = p.innerXml.trim();
-    if (isDavLastModified(p) && /^\d+$/.test(value)) return Number(value) * 1000;
-    if (p.ns === "urn:schemas-microsoft-com:" && p.name === "Win32LastModifiedTime") {
+  for (const prop of set) {
+    const value = prop.innerXml.trim();
+    if (isDavLastModified(prop) && /^\d+$/.test(value)) return Number(value) * 1000;
+    if (prop.ns === "urn:schemas-microsoft-com:" && prop.name === "Win32LastModifiedTime") {
       const ms = Date.parse(value);
       if (!Number.isNaN(ms)) return ms;
     }
@@ -192,7 +180,7 @@ function requestedMtime(set: readonly DeadProp[]): number | undefined {
  * are protected (403, the rest 424); dead ones, Windows' Win32* among them, are stored.
  */
 export async function handleProppatch(ctx: DavContext): Promise<void> {
-  const ops = await parsed(ctx, parseProppatch);
+  const ops = parseProppatch(await readSmallBody(ctx.req));
   await checkWrite(ctx, ctx.path, false, false);
   const entry: Entry = await ctx.fs.stat(ctx.path);
   const names = ops.map((op) =>

@@ -5,6 +5,8 @@
  */
 import mime from "mime";
 import type { Entry, Quota } from "../drive/types.js";
+import { httpDate, quoteEtag } from "./headers.js";
+import { remembered } from "./memo.js";
 import {
   DAV_NS,
   escapeXml,
@@ -27,8 +29,6 @@ export interface LockView {
 
 export interface PropContext {
   entry: Entry;
-  /** Encoded path prefix the gateway is mounted under, "" at the server root. */
-  hrefBase: string;
   /** Present when quota may be shown (not to macOS 15.4+ Finder, which stalls on it). */
   quota?: Quota;
   /** Locks covering the entry, its own and inherited ones. */
@@ -51,37 +51,14 @@ export interface LiveProp {
   render(ctx: PropContext): string | undefined;
 }
 
-/** RFC 1123 as HTTP uses it: `Thu, 01 Jan 2026 10:00:00 GMT`. */
-export function httpDate(ms: number): string | undefined {
-  return Number.isFinite(ms)
-    ? remembered(httpDates, ms, (t) => new Date(t).toUTCString())
-    : undefined;
-}
+/** Creation dates by second, formatted once, as httpDate does for modification times. */
+const isoDates = new Map<number, string>();
 
 /** RFC 3339 in UTC without fractions (`2026-01-01T10:00:00Z`), which Windows parses. */
 export function rfc3339(ms: number): string | undefined {
   if (!Number.isFinite(ms)) return undefined;
-  const format = (s: number) => new Date(s * 1000).toISOString().replace(".000Z", "Z");
+  const format = (seconds: number) => new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
   return remembered(isoDates, Math.floor(ms / 1000), format);
-}
-
-/**
- * Formatted dates by time: a listing formats two per entry, the same entries come back with
- * every PROPFIND of the folder, and formatting a Date is the costly part (profiled: 9 % of a
- * warm 10,000-entry PROPFIND). Bounded by starting over when full.
- */
-const httpDates = new Map<number, string>();
-const isoDates = new Map<number, string>();
-const MAX_REMEMBERED = 100_000;
-
-function remembered<K>(memo: Map<K, string>, key: K, format: (key: K) => string): string {
-  let value = memo.get(key);
-  if (value === undefined) {
-    if (memo.size >= MAX_REMEMBERED) memo.clear();
-    value = format(key);
-    memo.set(key, value);
-  }
-  return value;
 }
 
 /** Types by extension, remembered: mime's look-up was ~5 % of a warm 10,000-entry PROPFIND. */
@@ -113,13 +90,12 @@ export function encodeSegment(segment: string): string {
 
 /**
  * The href of a gateway path: each segment percent-encoded (space, %, #, ?, non-ASCII as UTF-8,
- * …), collections with a trailing slash. `base` is an encoded mount prefix such as "/dav".
+ * …), collections with a trailing slash.
  */
-export function hrefOf(path: string, isDir: boolean, base = ""): string {
+export function hrefOf(path: string, isDir: boolean): string {
   const segments = path.split("/").filter((s) => s !== "");
-  const prefix = base.endsWith("/") ? base.slice(0, -1) : base;
-  if (segments.length === 0) return `${prefix}/`;
-  return `${prefix}/${segments.map(encodeSegment).join("/")}${isDir ? "/" : ""}`;
+  if (segments.length === 0) return "/";
+  return `/${segments.map(encodeSegment).join("/")}${isDir ? "/" : ""}`;
 }
 
 /** An active lock as lockdiscovery and the LOCK answer show it, with the seconds it has left. */
@@ -142,7 +118,7 @@ function lockXml(ctx: PropContext): string {
     // A lock rooted elsewhere is inherited from an ancestor, which is a folder.
     activeLockOf(
       lock,
-      hrefOf(lock.root, lock.root === ctx.entry.path ? ctx.entry.isDir : true, ctx.hrefBase),
+      hrefOf(lock.root, lock.root === ctx.entry.path ? ctx.entry.isDir : true),
       now,
     ),
   );
@@ -191,7 +167,7 @@ export const LIVE_PROPS: readonly LiveProp[] = [
     ...both,
     protected: true,
     allprop: true,
-    render: ({ entry }) => (entry.etag === "" ? undefined : escapeXml(`"${entry.etag}"`)),
+    render: ({ entry }) => (entry.etag === "" ? undefined : escapeXml(quoteEtag(entry.etag))),
   },
   {
     name: "getlastmodified",

@@ -4,40 +4,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { NotFound } from "../errors.js";
-import type { Entry } from "../drive/types.js";
-import { sendText, type DavContext } from "./context.js";
-import { etagListMatches } from "./get.js";
+import { sendText, statIfAny, type DavContext } from "./context.js";
+import { etagListMatches, parseOcMtime, quoteEtag } from "./headers.js";
 import { checkWrite } from "./lock.js";
 import { HttpError } from "./status.js";
 
 /** Spool file I/O in large pieces: the default 64 KiB costs a thread-pool round trip each. */
 const SPOOL_IO_BYTES = 1024 * 1024;
 
-/** X-OC-Mtime: integer or fractional Unix seconds (ownCloud/Nextcloud clients, rclone). */
-export function mtimeOf(header: string | string[] | undefined): number | undefined {
-  if (typeof header !== "string" || !/^\d+(\.\d+)?$/.test(header.trim())) return undefined;
-  return Math.round(Number(header) * 1000);
-}
-
 function declaredSize(ctx: DavContext): number | undefined {
-  const h = ctx.req.headers;
+  const headers = ctx.req.headers;
   // Finder sends chunked bodies with the real size in X-Expected-Entity-Length.
-  for (const raw of [h["content-length"], h["x-expected-entity-length"]]) {
+  for (const raw of [headers["content-length"], headers["x-expected-entity-length"]]) {
     if (typeof raw !== "string") continue;
     if (!/^\d+$/.test(raw.trim())) throw new HttpError(400, "invalid length header");
     return Number(raw);
   }
   return undefined;
-}
-
-async function existing(ctx: DavContext): Promise<Entry | undefined> {
-  try {
-    return await ctx.fs.stat(ctx.path);
-  } catch (err) {
-    if (err instanceof NotFound) return undefined;
-    throw err;
-  }
 }
 
 /** How much of a failed upload's body is still read (and dropped) so the client hears why. */
@@ -82,18 +65,19 @@ function discardRest(req: Readable & { complete?: boolean }): Promise<void> {
 export async function handlePut(ctx: DavContext): Promise<void> {
   if (ctx.path === "/" || ctx.slash) throw new HttpError(405, "PUT needs a file path");
   // Replacing a file leaves its parent's membership alone: a depth-0 lock there does not apply.
-  await checkWrite(ctx, ctx.path, false, async () => (await existing(ctx)) === undefined);
-  const h = ctx.req.headers;
-  if (h["if-match"] || h["if-none-match"]) {
-    const current = await existing(ctx);
-    if (h["if-match"] && !etagListMatches(h["if-match"], current?.etag, false))
+  const isNew = async () => (await statIfAny(ctx.fs, ctx.path)) === undefined;
+  await checkWrite(ctx, ctx.path, false, isNew);
+  const { "if-match": ifMatch, "if-none-match": ifNoneMatch } = ctx.req.headers;
+  if (ifMatch || ifNoneMatch) {
+    const current = await statIfAny(ctx.fs, ctx.path);
+    if (ifMatch && !etagListMatches(ifMatch, current?.etag, false))
       throw new HttpError(412, "If-Match failed");
-    if (h["if-none-match"] && current && etagListMatches(h["if-none-match"], current.etag, false)) {
+    if (ifNoneMatch && current && etagListMatches(ifNoneMatch, current.etag, false)) {
       throw new HttpError(412, "If-None-Match failed");
     }
   }
 
-  const mtimeMs = mtimeOf(h["x-oc-mtime"]);
+  const mtimeMs = parseOcMtime(ctx.req.headers["x-oc-mtime"]);
   let size = declaredSize(ctx);
   let source: Readable = ctx.req;
   let spool: string | undefined;
@@ -116,7 +100,7 @@ export async function handlePut(ctx: DavContext): Promise<void> {
         await discardRest(ctx.req);
         throw err;
       });
-    const headers: Record<string, string> = { etag: `"${entry.etag}"` };
+    const headers: Record<string, string> = { etag: quoteEtag(entry.etag) };
     if (mtimeMs !== undefined) headers["x-oc-mtime"] = "accepted";
     sendText(ctx, created ? 201 : 204, "", headers);
   } finally {

@@ -2,10 +2,17 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { FileSystem } from "../drive/types.js";
-import { CredentialInvalid, LoginRejected, NotFound } from "../errors.js";
+import { CredentialInvalid, LoginRejected } from "../errors.js";
 import { BasicAuth } from "./basic-auth.js";
 import type { GatewayUser } from "../config.js";
-import { sendText, sendXml, type DavContext, type DavOptions, type Handler } from "./context.js";
+import {
+  sendText,
+  sendXml,
+  statIfAny,
+  type DavContext,
+  type DavOptions,
+  type Handler,
+} from "./context.js";
 import { handleGet } from "./get.js";
 import { handleLock, handleUnlock } from "./lock.js";
 import type { LockSystem } from "./locks.js";
@@ -55,12 +62,9 @@ export interface DavServerOptions extends DavOptions {
 async function handleOptions(ctx: DavContext, mayLook: boolean): Promise<void> {
   let allow = ALLOW;
   if (mayLook) {
-    try {
-      allow = (await ctx.fs.stat(ctx.path)).isDir ? ALLOW_BY_KIND.collection : ALLOW_BY_KIND.file;
-    } catch (err) {
-      if (!(err instanceof NotFound)) throw err;
-      allow = ALLOW_BY_KIND.unmapped;
-    }
+    const entry = await statIfAny(ctx.fs, ctx.path);
+    if (entry === undefined) allow = ALLOW_BY_KIND.unmapped;
+    else allow = entry.isDir ? ALLOW_BY_KIND.collection : ALLOW_BY_KIND.file;
   }
   sendText(ctx, 200, "", { dav: "1, 2", "ms-author-via": "DAV", allow });
 }

@@ -20,6 +20,8 @@ import {
   UpstreamTimeout,
   WrongType,
 } from "../errors.js";
+import { IfHeaderSyntaxError } from "./if-header.js";
+import { XmlRejected } from "./xml.js";
 
 /** An error the protocol layer raises itself, already carrying its status. */
 export class HttpError extends Error {
@@ -39,6 +41,8 @@ export class HttpError extends Error {
  */
 export function statusOf(err: unknown, exists = 405): number {
   if (err instanceof HttpError) return err.status;
+  // Requests the protocol layer could not read.
+  if (err instanceof XmlRejected || err instanceof IfHeaderSyntaxError) return 400;
   if (!(err instanceof GatewayError)) return 500;
   if (err instanceof NotFound) return 404;
   if (err instanceof MissingParent) return 409;
@@ -63,16 +67,3 @@ export function statusOf(err: unknown, exists = 405): number {
   if (err instanceof UpstreamError) return err.retryable ? 503 : 502;
   return 500;
 }
-
-export const REASONS: Record<number, string> = {
-  200: "OK",
-  201: "Created",
-  204: "No Content",
-  403: "Forbidden",
-  404: "Not Found",
-  409: "Conflict",
-  412: "Precondition Failed",
-  423: "Locked",
-  424: "Failed Dependency",
-  507: "Insufficient Storage",
-};

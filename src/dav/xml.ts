@@ -356,30 +356,19 @@ export interface PropValue {
   lang?: string;
 }
 
-/** Extras RFC 4918 allows on a response or a propstat: a DAV: precondition and a description. */
-export interface StatusExtras {
-  /** Local name of a DAV: precondition, e.g. "cannot-modify-protected-property". */
-  error?: string;
-  description?: string;
-}
-
-export interface PropStat extends StatusExtras {
+export interface PropStat {
   status: number;
   props: readonly PropValue[];
+  /** Local name of a DAV: precondition (RFC 4918 §16), e.g. "cannot-modify-protected-property". */
+  error?: string;
 }
 
 export function statusLine(status: number): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}`.trimEnd();
 }
 
-function extrasXml(extras: StatusExtras | undefined): string {
-  if (extras === undefined) return "";
-  let out = "";
-  if (extras.error !== undefined) out += `<D:error><D:${extras.error}/></D:error>`;
-  if (extras.description !== undefined) {
-    out += `<D:responsedescription>${escapeXml(extras.description)}</D:responsedescription>`;
-  }
-  return out;
+function errorXml(propstat: PropStat): string {
+  return propstat.error === undefined ? "" : `<D:error><D:${propstat.error}/></D:error>`;
 }
 
 /** Responses held as strings before they are encoded to bytes. */
@@ -387,8 +376,7 @@ const ENCODE_EVERY = 256;
 
 /**
  * Builds a 207 body. Properties of foreign namespaces get a prefix declared on their own
- * element, so stored inner XML (which declares what it uses) drops in unchanged. `flush()`
- * hands out what is ready, for callers that stream a large listing.
+ * element, so stored inner XML (which declares what it uses) drops in unchanged.
  */
 export class MultistatusWriter {
   private chunks: string[] = [`${XML_DECL}<D:multistatus xmlns:D="DAV:">`];
@@ -401,53 +389,28 @@ export class MultistatusWriter {
   private readonly prefixes = new Map<string, string>();
 
   /** A resource with one propstat per status. */
-  propstats(href: string, propstats: readonly PropStat[], extras?: StatusExtras): this {
+  propstats(href: string, propstats: readonly PropStat[]): this {
     let out = `<D:response><D:href>${escapeXml(href)}</D:href>`;
-    for (const ps of propstats) {
+    for (const propstat of propstats) {
       out += "<D:propstat><D:prop>";
-      for (const prop of ps.props) out += this.propXml(prop);
-      out += `</D:prop><D:status>${statusLine(ps.status)}</D:status>${extrasXml(ps)}</D:propstat>`;
+      for (const prop of propstat.props) out += this.propXml(prop);
+      out += `</D:prop><D:status>${statusLine(propstat.status)}</D:status>${errorXml(propstat)}</D:propstat>`;
     }
-    this.chunks.push(`${out}${extrasXml(extras)}</D:response>`);
+    this.chunks.push(`${out}</D:response>`);
     if (this.chunks.length >= ENCODE_EVERY) this.encode();
     return this;
   }
 
-  /** One status for one or more resources, e.g. the member that failed a DELETE. */
-  status(hrefs: string | readonly string[], status: number, extras?: StatusExtras): this {
-    const list = typeof hrefs === "string" ? [hrefs] : hrefs;
-    const hrefXml = list.map((h) => `<D:href>${escapeXml(h)}</D:href>`).join("");
-    this.chunks.push(
-      `<D:response>${hrefXml}<D:status>${statusLine(status)}</D:status>${extrasXml(extras)}</D:response>`,
-    );
-    return this;
+  /** The whole body, closed. */
+  end(): string {
+    return this.endBytes().toString("utf8");
   }
 
-  /** What has been written since the last flush. */
-  flush(): string {
-    return this.flushBytes().toString("utf8");
-  }
-
-  /** What has been written since the last flush, as UTF-8. */
-  flushBytes(): Buffer {
-    this.encode();
-    const out = this.encoded.length === 1 ? this.encoded[0]! : Buffer.concat(this.encoded);
-    this.encoded = [];
-    return out;
-  }
-
-  /** The rest of the body, closed. */
-  end(description?: string): string {
-    return this.endBytes(description).toString("utf8");
-  }
-
-  /** The rest of the body, closed, as UTF-8 (what goes on the wire, without another copy). */
-  endBytes(description?: string): Buffer {
-    if (description !== undefined) {
-      this.chunks.push(`<D:responsedescription>${escapeXml(description)}</D:responsedescription>`);
-    }
+  /** The whole body, closed, as UTF-8 (what goes on the wire, without another copy). */
+  endBytes(): Buffer {
     this.chunks.push("</D:multistatus>");
-    return this.flushBytes();
+    this.encode();
+    return this.encoded.length === 1 ? this.encoded[0]! : Buffer.concat(this.encoded);
   }
 
   private encode(): void {

@@ -6,12 +6,12 @@ import {
   contentTypeOf,
   findLiveProp,
   hrefOf,
-  httpDate,
   livePropsFor,
   renderLiveProp,
   rfc3339,
   type PropContext,
 } from "../../src/dav/props.js";
+import { httpDate } from "../../src/dav/headers.js";
 import { MultistatusWriter } from "../../src/dav/xml.js";
 
 const T = Date.UTC(2026, 0, 1, 10, 0, 0);
@@ -30,7 +30,7 @@ const file: Entry = {
 const folder: Entry = { ...file, path: "/docs", name: "docs", isDir: true, size: 0, etag: "d7" };
 
 function ctx(entry: Entry, extra: Partial<PropContext> = {}): PropContext {
-  return { entry, hrefBase: "", contentType: contentTypeOf, ...extra };
+  return { entry, contentType: contentTypeOf, ...extra };
 }
 
 function render(name: string, c: PropContext): string | undefined {
@@ -106,10 +106,10 @@ describe("live property formats", () => {
         expiresAt: Infinity,
       },
     ];
-    const xml = render("lockdiscovery", ctx(file, { locks, hrefBase: "/dav" })) ?? "";
-    expect(xml).toContain("<D:lockroot><D:href>/dav/docs/</D:href></D:lockroot>");
+    const xml = render("lockdiscovery", ctx(file, { locks })) ?? "";
+    expect(xml).toContain("<D:lockroot><D:href>/docs/</D:href></D:lockroot>");
     expect(xml).toContain(
-      "<D:lockroot><D:href>/dav/docs/a%20%3Cb%3E%20&amp;%20c.txt</D:href></D:lockroot>",
+      "<D:lockroot><D:href>/docs/a%20%3Cb%3E%20&amp;%20c.txt</D:href></D:lockroot>",
     );
     expect(xml).toContain("<D:timeout>Second-60</D:timeout>");
     expect(xml).toContain("<D:timeout>Infinite</D:timeout>");
@@ -205,12 +205,6 @@ describe("hrefOf", () => {
     expect(hrefOf("/", false)).toBe("/");
     expect(hrefOf("/a/b", true)).toBe("/a/b/");
     expect(hrefOf("/a/b", false)).toBe("/a/b");
-  });
-
-  it("prefixes an encoded mount base", () => {
-    expect(hrefOf("/a b", true, "/dav")).toBe("/dav/a%20b/");
-    expect(hrefOf("/", true, "/dav/")).toBe("/dav/");
-    expect(hrefOf("/x", false, "/dav/")).toBe("/dav/x");
   });
 
   it("survives lone surrogates", () => {
