@@ -2,6 +2,7 @@ import { connect as connectTcp, isIP, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
 import type { Writable } from "node:stream";
 import { UpstreamError, UpstreamTimeout } from "../errors.js";
+import type { Download, PipeOptions } from "./download.js";
 
 /**
  * A GET for large bodies that reads into a few reused buffers and hands them straight to the
@@ -41,28 +42,6 @@ class Slab {
 /** The upstream answered in a form this client does not read; nothing was consumed. */
 export class UnsupportedReply extends Error {}
 
-export interface BulkResponse {
-  statusCode: number;
-  /** Lower-case names; repeated headers joined with ", " (set-cookie kept as a list). */
-  headers: Record<string, string | string[]>;
-  /**
-   * Writes the body into `dest`, counting each chunk through `sent` as it is handed over, and
-   * ends `dest` unless `end` is false; rejects if either side breaks off, leaving `dest` open.
-   * Chunks are lent: `dest` must be done with each when its write callback runs (sockets and
-   * files are).
-   */
-  pipeTo(dest: Writable, options?: PipeOptions): Promise<void>;
-  /** The whole body in memory, for small replies (an error envelope). */
-  readAll(): Promise<Buffer>;
-  /** Gives the body up unread. */
-  discard(): void;
-}
-
-export interface PipeOptions {
-  end?: boolean;
-  sent?: (bytes: number) => void;
-}
-
 interface Head {
   statusCode: number;
   headers: Record<string, string | string[]>;
@@ -74,13 +53,13 @@ export async function bulkGet(
   headers: Record<string, string>,
   signal?: AbortSignal,
   idleMs = 60_000,
-): Promise<BulkResponse> {
+): Promise<Download> {
   return new BulkGet(url, headers, signal, idleMs).response;
 }
 
 /** One download: a connection, its buffers, and the state of the reply read so far. */
 class BulkGet {
-  readonly response: Promise<BulkResponse>;
+  readonly response: Promise<Download>;
   private readonly socket: Socket;
   /** Slabs with nothing lent that are not the read target. */
   private readonly idle: Slab[] = [];
@@ -308,7 +287,7 @@ class BulkGet {
     for (const slab of unlent) if (spare.length < SPARE_LIMIT) spare.push(slab.buf);
   }
 
-  private wrap(head: Head): BulkResponse {
+  private wrap(head: Head): Download {
     return {
       ...head,
       pipeTo: (dest, options) => this.pipeTo(dest, options),

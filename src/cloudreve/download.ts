@@ -33,30 +33,26 @@ export interface DownloadRequest {
   priority?: RequestPriority;
 }
 
+/** A reply of the storage, from either reader: its status and headers as sent, and its body. */
 export interface Download {
   statusCode: number;
   headers: Record<string, string | string[] | undefined>;
   /**
-   * Writes the body into `dest` and ends it; rejects if either side breaks off. Chunks may be
-   * lent: `dest` must be done with each when its write callback runs (sockets and files are).
+   * Writes the body into `dest`, counting each piece through `sent` as it is handed over, and
+   * ends `dest` unless `end` is false; rejects if either side breaks off, leaving `dest` open.
+   * Chunks may be lent: `dest` must be done with each when its write callback runs (sockets
+   * and files are).
    */
-  pipeTo(dest: Writable): Promise<void>;
+  pipeTo(dest: Writable, options?: PipeOptions): Promise<void>;
   /** The whole body in memory. */
   readAll(): Promise<Buffer>;
   /** Gives the body up unread. */
   discard(): void;
 }
 
-/** One reply of the storage, as either reader gives it. */
-export interface StorageReply extends Omit<Download, "pipeTo"> {
-  /**
-   * Writes the body into `dest`, counting each piece through `sent` as it is handed over, and
-   * ends `dest` unless `end` is false; rejects if either side breaks off, leaving `dest` open.
-   */
-  pipeTo(
-    dest: Writable,
-    options?: { end?: boolean; sent?: (bytes: number) => void },
-  ): Promise<void>;
+export interface PipeOptions {
+  end?: boolean;
+  sent?: (bytes: number) => void;
 }
 
 export interface RetryPolicy {
@@ -84,8 +80,8 @@ interface Span {
   total: number;
 }
 
-/** The span a 200 or single-range 206 reply covers; undefined when it cannot be told. */
-function spanOf(reply: StorageReply): Span | undefined {
+/** The bytes a 200 or single-range 206 reply covers; undefined when it cannot be told. */
+export function servedSpan(reply: Download): Span | undefined {
   const length = Number(reply.headers["content-length"]);
   if (reply.statusCode === 200 && Number.isSafeInteger(length)) {
     return { start: 0, end: length - 1, total: length };
@@ -132,7 +128,7 @@ export class Downloader {
   async open(r: DownloadRequest): Promise<Download> {
     const budget = { left: this.attempts };
     const first = await this.openRetrying(r, r.range, budget);
-    const span = spanOf(first);
+    const span = servedSpan(first);
     // Only a single-part body can be resumed from where it broke.
     if (!span || span.end < span.start) return { ...first, pipeTo: (dest) => first.pipeTo(dest) };
     return {
@@ -144,7 +140,7 @@ export class Downloader {
   /** Pipes `reply` into `dest`; when the storage breaks off, goes on from the next byte. */
   private async resumingPipe(
     r: DownloadRequest,
-    reply: StorageReply,
+    reply: Download,
     span: Span,
     dest: Writable,
     budget: { left: number },
@@ -160,7 +156,7 @@ export class Downloader {
         if (clientGone || budget.left <= 0 || next > span.end) throw asUpstream(err);
         await this.backoff(attempt);
         reply = await this.openRetrying(r, `bytes=${next}-${span.end}`, budget);
-        const resumed = spanOf(reply);
+        const resumed = servedSpan(reply);
         if (resumed?.start !== next || resumed.end !== span.end || resumed.total !== span.total) {
           reply.discard();
           throw new UpstreamError(
@@ -180,7 +176,7 @@ export class Downloader {
     r: DownloadRequest,
     range: string | undefined,
     budget: { left: number },
-  ): Promise<StorageReply> {
+  ): Promise<Download> {
     let resign = false;
     for (let attempt = 0; ; attempt++) {
       budget.left--;
@@ -251,9 +247,9 @@ export class Downloader {
     r: DownloadRequest,
     url: string,
     range: string | undefined,
-  ): Promise<StorageReply | SessionExpired> {
+  ): Promise<Download | SessionExpired> {
     const headers: Record<string, string> = range ? { range } : {};
-    let res: StorageReply;
+    let res: Download;
     try {
       res =
         requestedBytes(r.size, range) >= this.bulkFromBytes
@@ -292,7 +288,7 @@ export class Downloader {
     url: string,
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
-  ): Promise<StorageReply> {
+  ): Promise<Download> {
     try {
       return await bulkGet(new URL(url), headers, signal, this.idleMs);
     } catch (err) {
@@ -306,7 +302,7 @@ export class Downloader {
     url: string,
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
-  ): Promise<StorageReply> {
+  ): Promise<Download> {
     const res: Dispatcher.ResponseData = await request(url, {
       method: "GET",
       headers,

@@ -4,7 +4,6 @@ import { header, type DavContext } from "./context.js";
 import { childOf } from "../drive/paths.js";
 import { etagListMatches, httpDate, quoteEtag } from "./headers.js";
 import { contentTypeOf, hrefOf } from "./props.js";
-import { HttpError } from "./status.js";
 import { escapeXml } from "./xml.js";
 
 /** 304 or 412 from the validators of a GET/HEAD, or undefined to go on. */
@@ -78,29 +77,20 @@ export async function handleGet(ctx: DavContext): Promise<void> {
     return;
   }
 
-  const upstream = await ctx.fs.read(ctx.path, {
-    range: range ? `bytes=${range.start}-${range.end}` : undefined,
-    signal: ctx.signal,
-  });
-  const expected = range ? 206 : 200;
-  if (upstream.status !== expected) {
-    upstream.discard();
-    throw new HttpError(502, `upstream answered ${upstream.status} where ${expected} was expected`);
-  }
-  const length = Number(upstream.headers["content-length"]);
-  const outHeaders: Record<string, string | number> = { ...headers };
-  if (Number.isSafeInteger(length)) outHeaders["content-length"] = length;
-  if (range)
-    outHeaders["content-range"] = String(
-      upstream.headers["content-range"] ?? `bytes ${range.start}-${range.end}/${size}`,
-    );
-  ctx.res.writeHead(expected, outHeaders);
-  if (upstream.bytes) {
-    ctx.res.end(upstream.bytes);
+  const content = await ctx.fs.read(ctx.path, { range, signal: ctx.signal });
+  const served = content.range;
+  const outHeaders: Record<string, string | number> = {
+    ...headers,
+    "content-length": content.length,
+  };
+  if (served) outHeaders["content-range"] = `bytes ${served.start}-${served.end}/${size}`;
+  ctx.res.writeHead(served ? 206 : 200, outHeaders);
+  if (content.bytes) {
+    ctx.res.end(content.bytes);
     return;
   }
   try {
-    await upstream.pipeTo(ctx.res);
+    await content.pipeTo(ctx.res);
   } catch (err) {
     // The client went away (the signal aborted the upstream fetch) or the upstream broke
     // mid-stream; either way the response cannot be completed.

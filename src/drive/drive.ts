@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
 import { LRUCache } from "lru-cache";
 import type { CloudreveApi } from "../cloudreve/api.js";
-import { Downloader } from "../cloudreve/download.js";
+import { Downloader, servedSpan } from "../cloudreve/download.js";
 import {
   FILE_TYPE_FOLDER,
   timestampToEpochMs,
@@ -186,15 +186,29 @@ export class Drive implements FileSystem {
         return { body: Readable.from([bytes]), bytes };
       });
     }
+    const { range } = options;
     try {
-      const d = await this.downloader.open({
+      const download = await this.downloader.open({
         uri: target.uri,
         entity: node.entity,
         size: node.entry.size,
-        range: options.range,
+        range: range && `bytes=${range.start}-${range.end}`,
         signal: options.signal,
       });
-      return { status: d.statusCode, headers: d.headers, pipeTo: d.pipeTo, discard: d.discard };
+      const served = servedSpan(download);
+      const wanted = range ?? { start: 0, end: node.entry.size - 1 };
+      if (served?.start !== wanted.start || served.end !== wanted.end) {
+        download.discard();
+        // Changed outside the gateway since it was listed: what was asked is not what came.
+        this.cache.invalidate(target.path);
+        throw new UpstreamError(`${target.path} changed while it was read`, { retryable: true });
+      }
+      return {
+        range,
+        length: wanted.end - wanted.start + 1,
+        pipeTo: (dest) => download.pipeTo(dest),
+        discard: download.discard,
+      };
     } catch (err) {
       // The cached entry was stale (changed outside the gateway).
       if (err instanceof NotFound) this.cache.invalidate(target.path);

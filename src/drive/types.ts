@@ -36,16 +36,24 @@ export interface PropPatch {
   remove: readonly Pick<DeadProp, "ns" | "name">[];
 }
 
+/** Bytes `start` to `end` of a file, both included. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
 export interface ReadOptions {
-  /** The client's Range header, passed to the upstream as is. */
-  range?: string;
+  /** One range within the file's size; absent: the whole file. */
+  range?: ByteRange;
   signal?: AbortSignal;
 }
 
+/** The content a read serves: what it is and how long, never how the upstream framed it. */
 export interface ReadResult {
-  /** 200, 206 or 416, as the upstream answered the range. */
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
+  /** The part of the file served, as asked; absent: the whole file. */
+  range?: ByteRange;
+  /** Bytes the content holds. */
+  length: number;
   /**
    * Writes the content into `dest` and ends it; rejects if the content breaks off. Chunks may
    * be lent: `dest` must be done with each when its write callback runs (sockets and files are).
