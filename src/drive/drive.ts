@@ -21,6 +21,7 @@ import {
   UpstreamError,
   WrongType,
 } from "../errors.js";
+import { defaults } from "../config.js";
 import { MetadataCache, type Node } from "./cache.js";
 import { childOf, isSameOrBelow, nameOf, parentOf } from "./paths.js";
 import { localRead } from "./ranges.js";
@@ -45,15 +46,15 @@ import type {
 } from "./types.js";
 
 export interface DriveOptions {
-  /** The Cloudreve folder that is the gateway's "/". Default `cloudreve://my/`. */
+  /** The Cloudreve folder that is the gateway's "/". Default: the gateway's. */
   rootUri?: string;
-  /** How long entries and listings are trusted. Default 30 s. */
+  /** How long entries and listings are trusted. Default: the gateway's (config.ts). */
   cacheTtlMs?: number;
   /** How long "does not exist" is trusted. Default 5 s. */
   negativeTtlMs?: number;
-  /** Bound on cached items (a listing counts its children). Default 100 000. */
+  /** Bound on cached items (a listing counts its children). Default: the gateway's. */
   maxEntries?: number;
-  /** Delete for good instead of into Cloudreve's trash. Default false. */
+  /** Delete for good instead of into Cloudreve's trash. Default: the gateway's. */
   permanentDelete?: boolean;
   /** Cache key prefix, so that accounts never see each other's entries. */
   account?: string;
@@ -136,13 +137,15 @@ export class Drive implements FileSystem {
     private readonly api: CloudreveApi,
     options: DriveOptions = {},
   ) {
-    this.rootUri = options.rootUri ?? "cloudreve://my/";
+    // The gateway's defaults live in config.ts alone; a drive made without settings takes them.
+    const gateway = defaults();
+    this.rootUri = options.rootUri ?? gateway.rootUri;
     this.now = options.now ?? Date.now;
-    this.permanentDelete = options.permanentDelete ?? false;
+    this.permanentDelete = options.permanentDelete ?? gateway.permanentDelete;
     this.cache = new MetadataCache({
-      ttlMs: options.cacheTtlMs ?? 30_000,
+      ttlMs: options.cacheTtlMs ?? gateway.cacheTtlSeconds * 1000,
       negativeTtlMs: options.negativeTtlMs ?? 5_000,
-      maxEntries: options.maxEntries ?? 100_000,
+      maxEntries: options.maxEntries ?? gateway.cacheMaxEntries,
       account: options.account ?? "",
       now: this.now,
     });
