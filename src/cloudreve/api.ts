@@ -410,17 +410,17 @@ export class CloudreveApi {
     });
   }
 
-  createUploadSession(r: UploadSessionRequest): Promise<UploadSession> {
+  createUploadSession(session: UploadSessionRequest): Promise<UploadSession> {
     return this.transport.call({
       method: "PUT",
       path: "/file/upload",
       json: {
-        uri: r.uri,
-        size: r.size,
-        last_modified: r.lastModified,
-        entity_type: r.replace ? "version" : undefined,
-        mime_type: r.mimeType,
-        previous: r.previous,
+        uri: session.uri,
+        size: session.size,
+        last_modified: session.lastModified,
+        entity_type: session.replace ? "version" : undefined,
+        mime_type: session.mimeType,
+        previous: session.previous,
       },
       schema: UploadSessionSchema,
       // Twice would open two sessions; a refusal (a proxy's 502) opened none. A lost answer is

@@ -125,21 +125,21 @@ export class Downloader {
     this.idleMs = retry.idleMs ?? api.transport.timeouts.bodyIdleMs;
   }
 
-  async open(r: DownloadRequest): Promise<Download> {
+  async open(read: DownloadRequest): Promise<Download> {
     const budget = { left: this.attempts };
-    const first = await this.openRetrying(r, r.range, budget);
+    const first = await this.openRetrying(read, read.range, budget);
     const span = servedSpan(first);
     // Only a single-part body can be resumed from where it broke.
     if (!span || span.end < span.start) return { ...first, pipeTo: (dest) => first.pipeTo(dest) };
     return {
       ...first,
-      pipeTo: (dest) => this.resumingPipe(r, first, span, dest, budget),
+      pipeTo: (dest) => this.resumingPipe(read, first, span, dest, budget),
     };
   }
 
   /** Pipes `reply` into `dest`; when the storage breaks off, goes on from the next byte. */
   private async resumingPipe(
-    r: DownloadRequest,
+    read: DownloadRequest,
     reply: Download,
     span: Span,
     dest: Writable,
@@ -152,15 +152,15 @@ export class Downloader {
         await reply.pipeTo(dest, { end: false, sent });
         break;
       } catch (err) {
-        const clientGone = r.signal?.aborted || dest.destroyed || dest.writableEnded;
+        const clientGone = read.signal?.aborted || dest.destroyed || dest.writableEnded;
         if (clientGone || budget.left <= 0 || next > span.end) throw asUpstream(err);
         await this.backoff(attempt);
-        reply = await this.openRetrying(r, `bytes=${next}-${span.end}`, budget);
+        reply = await this.openRetrying(read, `bytes=${next}-${span.end}`, budget);
         const resumed = servedSpan(reply);
         if (resumed?.start !== next || resumed.end !== span.end || resumed.total !== span.total) {
           reply.discard();
           throw new UpstreamError(
-            `the storage answered a resumed read of ${r.uri} with another range ` +
+            `the storage answered a resumed read of ${read.uri} with another range ` +
               `(${String(reply.headers["content-range"] ?? reply.statusCode)})`,
           );
         }
@@ -173,25 +173,25 @@ export class Downloader {
 
   /** Opens a read, retrying transient failures and re-signing refused URLs, within `budget`. */
   private async openRetrying(
-    r: DownloadRequest,
+    read: DownloadRequest,
     range: string | undefined,
     budget: { left: number },
   ): Promise<Download> {
     let resign = false;
     for (let attempt = 0; ; attempt++) {
       budget.left--;
-      const used = await this.url(r, resign);
+      const used = await this.url(read, resign);
       resign = false;
       let failure: unknown;
       try {
-        const reply = await this.fetch(r, used, range);
+        const reply = await this.fetch(read, used, range);
         if (!(reply instanceof SessionExpired)) return reply;
         failure = reply;
         // Unless a concurrent read already replaced it.
-        if (this.urls.get(r.entity)?.url === used) this.urls.delete(r.entity);
+        if (this.urls.get(read.entity)?.url === used) this.urls.delete(read.entity);
         resign = true;
       } catch (err) {
-        if (r.signal?.aborted || !(err instanceof GatewayError) || !err.retryable) throw err;
+        if (read.signal?.aborted || !(err instanceof GatewayError) || !err.retryable) throw err;
         failure = err;
       }
       if (budget.left <= 0) throw failure;
@@ -207,28 +207,28 @@ export class Downloader {
 
   /** The signed URL for a version, from the cache or fresh; concurrent misses share one request. */
   async url(
-    r: Pick<DownloadRequest, "uri" | "entity" | "priority">,
+    read: Pick<DownloadRequest, "uri" | "entity" | "priority">,
     fresh = false,
   ): Promise<string> {
-    const cached = this.urls.get(r.entity);
+    const cached = this.urls.get(read.entity);
     if (!fresh && cached && cached.reuseUntil > this.now()) return cached.url;
-    let pending = this.pending.get(r.entity);
+    let pending = this.pending.get(read.entity);
     if (!pending) {
-      pending = this.sign(r, fresh).finally(() => this.pending.delete(r.entity));
-      this.pending.set(r.entity, pending);
+      pending = this.sign(read, fresh).finally(() => this.pending.delete(read.entity));
+      this.pending.set(read.entity, pending);
     }
     return pending;
   }
 
   private async sign(
-    r: Pick<DownloadRequest, "uri" | "entity" | "priority">,
+    read: Pick<DownloadRequest, "uri" | "entity" | "priority">,
     fresh: boolean,
   ): Promise<string> {
-    const { url, expires } = await this.api.fileUrl(r.uri, { priority: r.priority, fresh });
-    if (!url) throw new UpstreamError(`Cloudreve gave no download URL for ${r.uri}`);
+    const { url, expires } = await this.api.fileUrl(read.uri, { priority: read.priority, fresh });
+    if (!url) throw new UpstreamError(`Cloudreve gave no download URL for ${read.uri}`);
     const expiresAt = expires ? timestampToEpochMs(expires) : this.now() + URL_FALLBACK_TTL_MS;
     const reachable = this.reachable(url);
-    this.urls.set(r.entity, { url: reachable, reuseUntil: expiresAt - URL_MARGIN_MS });
+    this.urls.set(read.entity, { url: reachable, reuseUntil: expiresAt - URL_MARGIN_MS });
     return reachable;
   }
 
@@ -244,7 +244,7 @@ export class Downloader {
    * back as a value to re-sign on.
    */
   private async fetch(
-    r: DownloadRequest,
+    read: DownloadRequest,
     url: string,
     range: string | undefined,
   ): Promise<Download | SessionExpired> {
@@ -252,11 +252,11 @@ export class Downloader {
     let res: Download;
     try {
       res =
-        requestedBytes(r.size, range) >= this.bulkFromBytes
-          ? await this.bulk(url, headers, r.signal)
-          : await this.streamed(url, headers, r.signal);
+        requestedBytes(read.size, range) >= this.bulkFromBytes
+          ? await this.bulk(url, headers, read.signal)
+          : await this.streamed(url, headers, read.signal);
     } catch (err) {
-      if (r.signal?.aborted) throw err;
+      if (read.signal?.aborted) throw err;
       throw asUpstream(err);
     }
     const type = String(res.headers["content-type"] ?? "");

@@ -134,57 +134,57 @@ export class Transport {
     );
   }
 
-  async call<T>(c: ApiCall<T>): Promise<T> {
+  async call<T>(spec: ApiCall<T>): Promise<T> {
     try {
-      return await this.queued(c);
+      return await this.queued(spec);
     } catch (err) {
       // Outside the queue: freeing a lock makes calls of its own, which need a slot.
-      const repeatable = !(c.raw && c.raw.body instanceof Readable);
+      const repeatable = !(spec.raw && spec.raw.body instanceof Readable);
       if (!(err instanceof Locked) || !repeatable || !(await this.freeLocks?.(err))) throw err;
-      return this.queued(c);
+      return this.queued(spec);
     }
   }
 
-  private queued<T>(c: ApiCall<T>): Promise<T> {
+  private queued<T>(spec: ApiCall<T>): Promise<T> {
     // Bound to the caller's async context: the queue starts tasks from other tasks' contexts.
-    const attempt = AsyncResource.bind((n: number) => this.attempt(c, n));
+    const attempt = AsyncResource.bind((n: number) => this.attempt(spec, n));
     return this.queue.run(attempt, {
-      idempotent: c.idempotent,
-      retryAnswered: c.retryAnswered,
-      priority: c.priority,
-      signal: c.signal,
+      idempotent: spec.idempotent,
+      retryAnswered: spec.retryAnswered,
+      priority: spec.priority,
+      signal: spec.signal,
     });
   }
 
   /** One try; a 401 (the token died early) costs one renewal and one repeat. */
-  private async attempt<T>(c: ApiCall<T>, n: number): Promise<T> {
-    if (c.anonymous) return this.exchange(c, undefined, n);
+  private async attempt<T>(spec: ApiCall<T>, n: number): Promise<T> {
+    if (spec.anonymous) return this.exchange(spec, undefined, n);
     const token = await this.auth.accessToken();
     try {
-      return await this.exchange(c, token, n);
+      return await this.exchange(spec, token, n);
     } catch (err) {
       if (!(err instanceof AuthRequired)) throw err;
       // A streamed body is gone once sent; only one that can be given again can be repeated.
-      if (c.raw && c.raw.body instanceof Readable) throw err;
-      return this.exchange(c, await this.auth.rejected(token), n + 1);
+      if (spec.raw && spec.raw.body instanceof Readable) throw err;
+      return this.exchange(spec, await this.auth.rejected(token), n + 1);
     }
   }
 
-  private async exchange<T>(c: ApiCall<T>, token: string | undefined, n = 0): Promise<T> {
-    const url = new URL(`${this.origin}/api/v4${c.path}`);
-    for (const [k, v] of Object.entries(c.query ?? {})) {
+  private async exchange<T>(spec: ApiCall<T>, token: string | undefined, n = 0): Promise<T> {
+    const url = new URL(`${this.origin}/api/v4${spec.path}`);
+    for (const [k, v] of Object.entries(spec.query ?? {})) {
       if (v !== undefined) url.searchParams.set(k, String(v));
     }
     const headers: Record<string, string> = { "x-cr-correlation-id": randomUUID() };
     if (token) headers.authorization = `Bearer ${token}`;
     let body: string | Buffer | Readable | undefined;
-    if (c.json !== undefined) {
+    if (spec.json !== undefined) {
       headers["content-type"] = "application/json";
-      body = JSON.stringify(c.json);
-    } else if (c.raw) {
+      body = JSON.stringify(spec.json);
+    } else if (spec.raw) {
       headers["content-type"] = "application/octet-stream";
-      headers["content-length"] = String(c.raw.length);
-      body = typeof c.raw.body === "function" ? await c.raw.body(n) : c.raw.body;
+      headers["content-length"] = String(spec.raw.length);
+      body = typeof spec.raw.body === "function" ? await spec.raw.body(n) : spec.raw.body;
     }
 
     const scope = upstreamCalls.getStore();
@@ -193,20 +193,20 @@ export class Transport {
     let text: string;
     try {
       res = await request(url, {
-        method: c.method,
+        method: spec.method,
         headers,
         body,
         dispatcher: this.dispatcher,
-        signal: c.signal,
+        signal: spec.signal,
       });
       text = await res.body.text();
     } catch (err) {
-      if (c.signal?.aborted) throw err;
-      throw unreachable(`Cloudreve unreachable for ${c.method} ${c.path}`, err);
+      if (spec.signal?.aborted) throw err;
+      throw unreachable(`Cloudreve unreachable for ${spec.method} ${spec.path}`, err);
     }
     if (res.statusCode !== 200) {
       throw new UpstreamError(
-        `Cloudreve answered HTTP ${res.statusCode} for ${c.method} ${c.path}`,
+        `Cloudreve answered HTTP ${res.statusCode} for ${spec.method} ${spec.path}`,
         {
           retryable: RETRYABLE_STATUS.has(res.statusCode),
           retryAfterMs: retryAfterMs(res.headers["retry-after"]),
@@ -218,20 +218,22 @@ export class Transport {
     try {
       json = JSON.parse(text);
     } catch {
-      throw new UpstreamError(`Cloudreve sent a reply that is not JSON for ${c.method} ${c.path}`);
+      throw new UpstreamError(
+        `Cloudreve sent a reply that is not JSON for ${spec.method} ${spec.path}`,
+      );
     }
     const env = EnvelopeSchema.safeParse(json);
     if (!env.success)
-      throw new UpstreamError(`Cloudreve sent a reply without an envelope for ${c.path}`);
+      throw new UpstreamError(`Cloudreve sent a reply without an envelope for ${spec.path}`);
     const { code } = env.data;
     // 203 is "continue", not an error: login hands back the 2FA session id (§1.1).
     if (code !== 0 && code !== 203) {
-      throw code === 40081 ? errorFromBatch(env.data, c.uris ?? 1) : errorFromEnvelope(env.data);
+      throw code === 40081 ? errorFromBatch(env.data, spec.uris ?? 1) : errorFromEnvelope(env.data);
     }
-    const data = c.schema.safeParse(env.data.data);
+    const data = spec.schema.safeParse(env.data.data);
     if (!data.success) {
       throw new UpstreamError(
-        `Cloudreve's reply to ${c.method} ${c.path} has an unexpected shape: ${data.error.issues
+        `Cloudreve's reply to ${spec.method} ${spec.path} has an unexpected shape: ${data.error.issues
           .slice(0, 3)
           .map((i) => `${i.path.join(".")}: ${i.message}`)
           .join("; ")}`,

@@ -142,8 +142,8 @@ export async function readJson(ctx: Ctx): Promise<Record<string, unknown>> {
  * server reads a chunked body without either as empty (pkg/request/utils.go).
  */
 export function declaredLength(ctx: Ctx): number {
-  const h = ctx.req.headers;
-  const raw = h["content-length"] ?? h["x-expected-entity-length"];
+  const headers = ctx.req.headers;
+  const raw = headers["content-length"] ?? headers["x-expected-entity-length"];
   const n = Number(Array.isArray(raw) ? raw[0] : raw);
   return Number.isSafeInteger(n) && n >= 0 ? n : 0;
 }

@@ -177,9 +177,9 @@ export class EmulatorState {
 
   /** Like resolve, for operations that need an existing node. */
   existing(user: User | null, raw: string): Target & { node: FileNode } {
-    const t = this.resolve(user, raw);
-    if (!t.node) throw errors.pathNotExist();
-    return t as Target & { node: FileNode };
+    const target = this.resolve(user, raw);
+    if (!target.node) throw errors.pathNotExist();
+    return target as Target & { node: FileNode };
   }
 
   uriOf(node: FileNode): string {

@@ -18,8 +18,10 @@ export interface CloudreveUri {
   key: string;
 }
 
-const hex = (c: number) =>
-  (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
+const hex = (char: number) =>
+  (char >= 0x30 && char <= 0x39) ||
+  (char >= 0x41 && char <= 0x46) ||
+  (char >= 0x61 && char <= 0x66);
 
 /** Go's url unescape: `%` must be followed by two hex digits; `+` stays a plus in paths. */
 function unescape(s: string): string {
@@ -27,13 +29,13 @@ function unescape(s: string): string {
   const bytes: number[] = [];
   const raw = Buffer.from(s, "utf8");
   for (let i = 0; i < raw.length; i++) {
-    const c = raw[i]!;
-    if (c === 0x25) {
+    const char = raw[i]!;
+    if (char === 0x25) {
       if (i + 2 >= raw.length || !hex(raw[i + 1]!) || !hex(raw[i + 2]!)) throw errors.unknownUri();
       bytes.push(parseInt(String.fromCharCode(raw[i + 1]!, raw[i + 2]!), 16));
       i += 2;
     } else {
-      bytes.push(c);
+      bytes.push(char);
     }
   }
   return Buffer.from(bytes).toString("utf8");

@@ -59,17 +59,17 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
     const previous = ctx.query.get("previous") ?? undefined;
     const length = declaredLength(ctx);
     if (length > state.settings.maxEditSize) throw errors.tooLarge();
-    const t = state.resolve(user, raw);
-    if (t.fs !== "my" || t.uri.elements.length === 0) throw errors.notSupported();
-    const existing = t.node;
+    const target = state.resolve(user, raw);
+    if (target.fs !== "my" || target.uri.elements.length === 0) throw errors.notSupported();
+    const existing = target.node;
     if (existing) {
       if (existing.type === 1) throw errors.exists();
-      state.locks.check(user, t.uri.elements, false);
+      state.locks.check(user, target.uri.elements, false);
       if (previous && previous !== encodeId(existing.entity?.id ?? 0, IdType.entity)) {
         throw new ApiError(Code.StaleVersion, "File version is stale");
       }
     } else {
-      for (const name of t.uri.elements) validateName(name);
+      for (const name of target.uri.elements) validateName(name);
     }
     const max = state.settings.policyMaxSize;
     if (max > 0 && length > max) throw errors.tooLarge();
@@ -83,7 +83,7 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
       throw new ApiError(Code.IOFailed, "Failed to upload file");
     }
     const entity = await state.createEntity(tmp, length);
-    const node = existing ?? createFileAt(state, user, t.uri.elements);
+    const node = existing ?? createFileAt(state, user, target.uri.elements);
     state.setVersion(node, entity, now());
     return state.fileJson(node);
   });
@@ -103,8 +103,8 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
     const urls: { url: string }[] = [];
     const failures = new Map<string, ApiError>();
     let earliest: number | undefined;
-    for (const t of targets) {
-      const node = t.node;
+    for (const target of targets) {
+      const node = target.node;
       try {
         if (!node) throw errors.pathNotExist();
         if (node.type === 1) throw errors.entityNotExist();
@@ -117,7 +117,7 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
         earliest = Math.min(earliest ?? Infinity, signed.expiresAt);
       } catch (err) {
         if (!(err instanceof ApiError)) throw err;
-        if (!skipError) failures.set(t.uri.key, err);
+        if (!skipError) failures.set(target.uri.key, err);
         urls.push({ url: "" });
       }
     }
@@ -171,8 +171,8 @@ export function createFileAt(state: EmulatorState, user: User, elements: string[
 const etagMatches = (header: string, etag: string, weak: boolean) =>
   header
     .split(",")
-    .map((t) => t.trim())
-    .some((t) => t === "*" || (weak ? t.replace(/^W\//, "") : t) === etag);
+    .map((target) => target.trim())
+    .some((tag) => tag === "*" || (weak ? tag.replace(/^W\//, "") : tag) === etag);
 
 /**
  * Serves a blob the way Go's http.ServeContent does behind entitysource.Serve: If-Match → 412,

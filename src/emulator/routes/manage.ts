@@ -40,10 +40,10 @@ async function createFile(state: EmulatorState, ctx: Ctx) {
   const metadata =
     body.metadata === undefined ? [] : metadataMapToPatches(optObject(body, "metadata"));
   const errOnConflict = optBool(body, "err_on_conflict");
-  const t = state.resolve(user, raw);
-  if (t.fs !== "my" || t.uri.elements.length === 0) throw errors.notSupported();
+  const target = state.resolve(user, raw);
+  if (target.fs !== "my" || target.uri.elements.length === 0) throw errors.notSupported();
 
-  const names = t.uri.elements;
+  const names = target.uri.elements;
   let folder = user.root;
   for (const [i, name] of names.entries()) {
     const child = folder.children!.get(name);
@@ -75,9 +75,9 @@ async function renameFile(state: EmulatorState, ctx: Ctx) {
   const raw = reqString(body, "uri", "Uri");
   const newName = reqString(body, "new_name", "NewName");
   if ([...newName].length > 255) throw paramError("NewName too long");
-  const t = state.existing(user, raw);
-  const node = t.node;
-  if (t.fs !== "my" || !node.parent) throw errors.notSupported();
+  const target = state.existing(user, raw);
+  const node = target.node;
+  if (target.fs !== "my" || !node.parent) throw errors.notSupported();
   validateName(newName);
   state.locks.check(user, elementsOf(node), true);
   const clash = node.parent.children!.get(newName);
@@ -165,14 +165,14 @@ async function deleteFiles(state: EmulatorState, ctx: Ctx) {
 
   const failures = new Map<string, ApiError>();
   const valid: FileNode[] = [];
-  for (const t of targets) {
+  for (const target of targets) {
     let failure: ApiError | undefined;
-    if (!t.node) failure = errors.pathNotExist();
-    else if (t.fs === "shared_with_me" || (t.fs === "my" && !t.node.parent))
+    if (!target.node) failure = errors.pathNotExist();
+    else if (target.fs === "shared_with_me" || (target.fs === "my" && !target.node.parent))
       failure = errors.notSupported();
-    else if (t.fs === "trash" && !hard) failure = errors.notSupported();
-    if (failure || !t.node) failures.set(t.uri.key, failure!);
-    else valid.push(t.node);
+    else if (target.fs === "trash" && !hard) failure = errors.notSupported();
+    if (failure || !target.node) failures.set(target.uri.key, failure!);
+    else valid.push(target.node);
   }
   for (const node of valid) if (!node.trashKey) state.locks.check(user, elementsOf(node), true);
   for (const node of valid) {
@@ -203,10 +203,10 @@ async function restoreFiles(state: EmulatorState, ctx: Ctx) {
   const body = await readJson(ctx);
   const targets = resolveAll(state, user, reqStrings(body, "uris", "Uris"));
   const failures = new Map<string, ApiError>();
-  for (const t of targets) {
-    const node = t.node;
+  for (const target of targets) {
+    const node = target.node;
     try {
-      if (t.fs !== "trash" || !node?.trashKey) throw errors.pathNotExist();
+      if (target.fs !== "trash" || !node?.trashKey) throw errors.pathNotExist();
       const restore = parseUri(node.metadata.get("sys:restore_uri") ?? "");
       const name = restore.elements.at(-1)!;
       const parent = state.resolve(
@@ -222,7 +222,7 @@ async function restoreFiles(state: EmulatorState, ctx: Ctx) {
       attach(node, parent, name);
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      failures.set(t.uri.key, err);
+      failures.set(target.uri.key, err);
     }
   }
   if (failures.size > 0) throw aggregate(failures);

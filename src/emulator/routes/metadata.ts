@@ -22,9 +22,9 @@ async function fileInfo(state: EmulatorState, ctx: Ctx) {
   const rawId = ctx.query.get("id");
   let node: FileNode | undefined;
   if (rawUri) {
-    const t = state.resolve(user, rawUri);
-    if (t.fs === "my" && t.uri.elements.length === 0) throw errors.notSupported();
-    node = t.node;
+    const target = state.resolve(user, rawUri);
+    if (target.fs === "my" && target.uri.elements.length === 0) throw errors.notSupported();
+    node = target.node;
   } else if (rawId) {
     const id = decodeId(rawId, IdType.file) ?? decodeId(rawId, IdType.folder);
     if (id === undefined) throw paramError();
@@ -91,10 +91,11 @@ async function patchMetadata(state: EmulatorState, ctx: Ctx) {
   }
   const failures = new Map<string, ApiError>();
   const valid: FileNode[] = [];
-  for (const t of targets) {
-    if (!t.node) failures.set(t.uri.key, errors.pathNotExist());
-    else if (t.fs !== "my" || !t.node.parent) failures.set(t.uri.key, errors.notSupported());
-    else valid.push(t.node);
+  for (const target of targets) {
+    if (!target.node) failures.set(target.uri.key, errors.pathNotExist());
+    else if (target.fs !== "my" || !target.node.parent)
+      failures.set(target.uri.key, errors.notSupported());
+    else valid.push(target.node);
   }
   for (const node of valid) state.locks.check(user, elementsOf(node), false);
   for (const node of valid) applyPatches(node, patches, state.clock.now());

@@ -36,24 +36,24 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     const patches = metadataMapToPatches(metadataMap);
     const previous = optString(body, "previous") ?? optString(body, "Previous");
 
-    const t = state.resolve(user, raw);
-    if (t.fs !== "my" || t.uri.elements.length === 0) throw errors.notSupported();
-    for (const name of t.uri.elements) validateName(name);
+    const target = state.resolve(user, raw);
+    if (target.fs !== "my" || target.uri.elements.length === 0) throw errors.notSupported();
+    for (const name of target.uri.elements) validateName(name);
     const max = state.settings.policyMaxSize;
     if (max > 0 && size > max) throw errors.tooLarge();
 
-    const existing = t.node;
+    const existing = target.node;
     if (!existing && entityType === "live_photo") throw errors.pathNotExist();
     if (existing) {
       if (existing.type === 1 || entityType === "") throw errors.exists();
-      state.locks.check(user, t.uri.elements, false);
+      state.locks.check(user, target.uri.elements, false);
       if (previous && previous !== encodeId(existing.entity?.id ?? 0, IdType.entity)) {
         throw new ApiError(Code.StaleVersion, "File version is stale");
       }
     }
     if (size > 0 && state.used(user) + size > user.capacity) throw errors.insufficientCapacity();
 
-    const node = existing ?? createFileAt(state, user, t.uri.elements);
+    const node = existing ?? createFileAt(state, user, target.uri.elements);
     const id = randomUUID();
     if (!existing) node.metadata.set("sys:upload_session_id", id);
     const chunkSize = state.settings.chunkSize;
@@ -70,7 +70,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       lastModified: lastModified && lastModified > 0 ? lastModified : undefined,
       metadata: new Map(patches.filter((p) => !p.remove).map((p) => [p.key, p.value])),
       expiresAt,
-      lockToken: state.locks.acquire(user, t.uri.elements, "upload", expiresAt),
+      lockToken: state.locks.acquire(user, target.uri.elements, "upload", expiresAt),
       callbackSecret: randomBytes(16).toString("hex"),
       tmpPath: state.tmpPath(),
       previous,
@@ -86,7 +86,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       chunk_size: chunkSize,
       expires: Math.floor(expiresAt / 1000),
       storage_policy: state.policyJson(),
-      uri: formatUri("my", t.uri.elements),
+      uri: formatUri("my", target.uri.elements),
       callback_secret: session.callbackSecret,
     };
   });
@@ -122,9 +122,9 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     const user = requireUser(ctx);
     const body = await readJson(ctx);
     const id = reqString(body, "id", "ID");
-    const t = state.existing(user, reqString(body, "uri", "Uri"));
+    const target = state.existing(user, reqString(body, "uri", "Uri"));
     const session = state.uploads.get(id);
-    if (!session || session.user !== user || session.node !== t.node) {
+    if (!session || session.user !== user || session.node !== target.node) {
       throw new ApiError(Code.NotFound, "Upload session not found");
     }
     state.uploads.delete(id);
