@@ -1,11 +1,34 @@
+import { spawnSync } from "node:child_process";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, defaults, loadConfig, usage } from "../src/config.js";
 import { hashPassword } from "../src/dav/basic-auth.js";
 
 let dir: string;
+
+/**
+ * The message of loading the config file `file`, as a process the file's permissions bind.
+ * Root reads anything, so as root (CI) the load runs in a child that keeps uid 0 but drops
+ * every capability (util-linux's setpriv), which makes the file's mode apply to it too.
+ */
+async function loadAsUnprivileged(file: string): Promise<string> {
+  if (process.getuid?.() !== 0)
+    return configError(() => loadConfig(["--config", file], {})).message;
+  const script =
+    `import("./src/config.ts").then(({ loadConfig }) => { try { loadConfig(["--config", ` +
+    `${JSON.stringify(file)}], {}); } catch (err) { process.stdout.write(err.message); } })`;
+  const child = spawnSync(
+    "setpriv",
+    ["--bounding-set=-all", "--inh-caps=-all", process.execPath, "--import", "tsx", "-e", script],
+    { cwd: fileURLToPath(new URL("..", import.meta.url)), encoding: "utf8" },
+  );
+  expect(child.error, "setpriv (util-linux) runs the unprivileged load").toBeUndefined();
+  expect(child.status, child.stderr).toBe(0);
+  return child.stdout;
+}
 let hash: string;
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "cloudreve-dav-config-"));
@@ -349,11 +372,9 @@ describe("the config file", () => {
     const folder = configError(() => loadConfig(["--config", dir], {}));
     expect(folder.message).toContain("cannot be read (EISDIR)");
 
-    if (process.getuid?.() !== 0) {
-      const locked = await configFile({ port: 1 });
-      await chmod(locked, 0o000);
-      expect(configError(() => loadConfig(["--config", locked], {})).message).toContain("EACCES");
-    }
+    const locked = await configFile({ port: 1 });
+    await chmod(locked, 0o000);
+    expect(await loadAsUnprivileged(locked)).toContain("cannot be read (EACCES)");
   });
 
   it("that is not valid JSON", async () => {

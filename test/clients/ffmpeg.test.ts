@@ -1,13 +1,12 @@
 import { createReadStream } from "node:fs";
 import { mkdtemp, open, rm, stat } from "node:fs/promises";
-import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
-import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
+import { raw } from "../helpers/http-raw.js";
+import { settled } from "../helpers/wait.js";
 import { explain, ok, requireTool, run } from "./tools.js";
 
 /**
@@ -21,6 +20,8 @@ const CONTENT_ROUTE = "GET /api/v4/file/content/:id/:speed/:name";
 const SLOW_MS = 180_000;
 const RUN_MS = 120_000;
 const SEEK_SECONDS = 45;
+/** Bounds the wait for the upstream transfer behind a client to stop. */
+const SETTLE_MS = 20_000;
 
 /**
  * 60 s of 640x360 test pattern with temporal noise: incompressible enough for a file of about
@@ -80,25 +81,6 @@ async function topLevelBoxes(path: string): Promise<[string, number, number][]> 
   }
 }
 
-/** PUT a local file to `url` with a streamed body; resolves with the status. */
-function put(url: string, file: string, size: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      {
-        method: "PUT",
-        headers: { "content-length": String(size), "content-type": "video/mp4" },
-      },
-      (res) => {
-        res.resume();
-        res.on("end", () => resolve(res.statusCode ?? 0));
-      },
-    );
-    req.on("error", reject);
-    pipeline(createReadStream(file), req).catch(reject);
-  });
-}
-
 describe("ffmpeg and ffprobe over the gateway (moov atom at the end)", () => {
   const fx = useGateway();
   let dir: string;
@@ -106,19 +88,16 @@ describe("ffmpeg and ffprobe over the gateway (moov atom at the end)", () => {
   let size: number;
   let ffmpeg: string;
   let ffprobe: string;
-  const url = () => `${fx.url}/media/clip%20one.mp4`;
+  const path = "/media/clip%20one.mp4";
+  const url = () => `${fx.url}${path}`;
 
-  /** Waits (bounded) until the upstream byte count stops moving, then returns the stats. */
+  /** The stats once the upstream byte count stops moving: upstream reads outlast the client's. */
   async function settledStats() {
-    let last = -1;
-    let steady = 0;
-    for (let i = 0; i < 250 && steady < 5; i++) {
-      const now = (await fx.stats()).bytesOut;
-      steady = now === last ? steady + 1 : 0;
-      last = now;
-      await sleep(20);
-    }
-    expect(steady, "the upstream transfer never settled").toBeGreaterThanOrEqual(5);
+    await settled(
+      "the upstream transfer to stop",
+      async () => (await fx.stats()).bytesOut,
+      SETTLE_MS,
+    );
     return fx.stats();
   }
 
@@ -149,7 +128,11 @@ describe("ffmpeg and ffprobe over the gateway (moov atom at the end)", () => {
     async () => {
       const mk = await fetch(`${fx.url}/media/`, { method: "MKCOL" });
       expect(mk.status).toBe(201);
-      expect(await put(url(), video, size)).toBe(201);
+      const put = await raw(fx.url, "PUT", path, {
+        headers: { "content-length": size, "content-type": "video/mp4" },
+        body: createReadStream(video),
+      });
+      expect(put.status, put.text).toBe(201);
       const api = new Api(fx.emu.url);
       await api.login();
       const info = await api.call<{ size: number; name: string }>("GET", "/file/info", {

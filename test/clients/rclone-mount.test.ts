@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
+import { until } from "../helpers/wait.js";
 import { rcloneEnv, requireTool, run, upstreamTree, type UpstreamItem } from "./tools.js";
 
 /**
@@ -37,15 +38,8 @@ function seedBytes(size: number): Buffer {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `probe` until it returns true, at most `tries` times; returns the final verdict. */
-async function eventually(probe: () => Promise<boolean>, tries = 100, everyMs = 200) {
-  for (let i = 0; i < tries; i++) {
-    if (await probe()) return true;
-    await sleep(everyMs);
-  }
-  return false;
-}
+/** Bounds the wait for the mount, and for its writes to reach Cloudreve. */
+const WAIT_MS = 20_000;
 
 async function isMounted(dir: string): Promise<boolean> {
   return (await run("mountpoint", ["-q", dir], { timeoutMs: 10_000 })).code === 0;
@@ -63,6 +57,16 @@ describe("rclone mount (FUSE, vfs-cache-mode writes)", () => {
     const t = await upstreamTree(api, "");
     expect(t).toBeDefined();
     return t!;
+  }
+
+  /** Waits until the upstream tree satisfies `check`; a timeout shows the tree it last saw. */
+  async function untilTree(what: string, check: (t: Map<string, UpstreamItem>) => boolean) {
+    let seen = new Map<string, UpstreamItem>();
+    await until(
+      () => `${what}; the tree upstream:\n${sortedKeys(seen).join("\n")}\n${log}`,
+      async () => check((seen = await tree())),
+      WAIT_MS,
+    );
   }
 
   beforeAll(async () => {
@@ -102,8 +106,9 @@ describe("rclone mount (FUSE, vfs-cache-mode writes)", () => {
     });
     let exited = false;
     child.once("exit", () => (exited = true));
-    const up = await eventually(async () => exited || (await isMounted(mnt)), 100, 200);
-    expect(up && !exited, `rclone mount did not come up:\n${log}`).toBe(true);
+    const waiting = () => `rclone mount to come up:\n${log}`;
+    await until(waiting, async () => exited || (await isMounted(mnt)), WAIT_MS);
+    expect(exited, `rclone mount exited:\n${log}`).toBe(false);
   }, 60_000);
 
   afterAll(async () => {
@@ -149,14 +154,12 @@ describe("rclone mount (FUSE, vfs-cache-mode writes)", () => {
     await writeFile(join(dir, "sub", "hello & 100%.txt"), body);
     await writeFile(join(dir, "empty.txt"), "");
 
-    const landed = await eventually(async () => {
-      const t = await tree();
-      return (
+    await untilTree(
+      "the uploads to reach Cloudreve",
+      (t) =>
         t.get("new dir ü/sub/hello & 100%.txt")?.size === body.length &&
-        t.get("new dir ü/empty.txt")?.size === 0
-      );
-    });
-    expect(landed, `uploads never reached Cloudreve:\n${log}`).toBe(true);
+        t.get("new dir ü/empty.txt")?.size === 0,
+    );
     const res = await fetch(`${fx.url}/new%20dir%20%C3%BC/sub/hello%20%26%20100%25.txt`);
     expect(res.status).toBe(200);
     expect(Buffer.from(await res.arrayBuffer()).equals(body)).toBe(true);
@@ -169,18 +172,16 @@ describe("rclone mount (FUSE, vfs-cache-mode writes)", () => {
     await rename(join(mnt, "seeded", "file-00002.bin"), join(mnt, "new dir ü", "moved.bin"));
     await rename(join(mnt, "new dir ü", "sub"), join(mnt, "sub moved"));
 
-    const settled = await eventually(async () => {
-      const t = await tree();
-      return (
+    await untilTree(
+      "the renames and moves upstream",
+      (t) =>
         !t.has("seeded/file-00001.bin") &&
         t.get("seeded/renamed #1.bin")?.size === SEED_SIZE &&
         !t.has("seeded/file-00002.bin") &&
         t.get("new dir ü/moved.bin")?.size === SEED_SIZE &&
         !t.has("new dir ü/sub/") &&
-        t.has("sub moved/hello & 100%.txt")
-      );
-    });
-    expect(settled, [...(await tree()).keys()].join("\n")).toBe(true);
+        t.has("sub moved/hello & 100%.txt"),
+    );
     const res = await fetch(`${fx.url}/seeded/renamed%20%231.bin`);
     expect(Buffer.from(await res.arrayBuffer()).equals(seedBytes(SEED_SIZE))).toBe(true);
   });
@@ -189,10 +190,10 @@ describe("rclone mount (FUSE, vfs-cache-mode writes)", () => {
     const path = join(mnt, "seeded", "file-00003.bin");
     const body = Buffer.from("replaced\n");
     await writeFile(path, body);
-    const landed = await eventually(
-      async () => (await tree()).get("seeded/file-00003.bin")?.size === body.length,
+    await untilTree(
+      "the overwrite upstream",
+      (t) => t.get("seeded/file-00003.bin")?.size === body.length,
     );
-    expect(landed, log).toBe(true);
     const res = await fetch(`${fx.url}/seeded/file-00003.bin`);
     expect(await res.text()).toBe(body.toString());
   });
@@ -203,16 +204,14 @@ describe("rclone mount (FUSE, vfs-cache-mode writes)", () => {
     await rmdir(join(mnt, "sub moved"));
     await rm(join(mnt, "new dir ü"), { recursive: true });
 
-    const gone = await eventually(async () => {
-      const t = await tree();
-      return (
+    await untilTree(
+      "the deletions upstream",
+      (t) =>
         !t.has("seeded/file-00000.bin") &&
         !t.has("sub moved/") &&
         !t.has("new dir ü/") &&
-        [...t.keys()].every((k) => k.startsWith("seeded/") || k === "seeded/")
-      );
-    });
-    expect(gone, [...(await tree()).keys()].join("\n")).toBe(true);
+        [...t.keys()].every((k) => k.startsWith("seeded/") || k === "seeded/"),
+    );
     expect(sortedKeys(await tree())).toEqual([
       "seeded/",
       "seeded/file-00003.bin",

@@ -10,6 +10,7 @@ import {
 import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
+import { until } from "../helpers/wait.js";
 import { listUpstream } from "./tools.js";
 
 /**
@@ -21,6 +22,8 @@ import { listUpstream } from "./tools.js";
 const CONTENT_ROUTE = "GET /api/v4/file/content/:id/:speed/:name";
 const SEED_SIZE = 300_000;
 const BASE = "wd";
+/** Bounds the wait for the client's response callback. */
+const CALLBACK_WAIT_MS = 5_000;
 
 /** Byte i of a seeded file is i % 251. */
 function seeded(start: number, length: number): Buffer {
@@ -154,7 +157,7 @@ describe("webdav npm client (v5) against the gateway", () => {
       expect(got.length, label).toBe(end - range.start + 1);
       expect(got.equals(seeded(range.start, end - range.start + 1)), label).toBe(true);
       // The callback fires on a timer after the stream is handed over.
-      for (let i = 0; i < 100 && !response; i++) await new Promise((r) => setTimeout(r, 5));
+      await until("the response callback", () => response !== undefined, CALLBACK_WAIT_MS);
       expect(response?.status, label).toBe(206);
       expect(response?.headers.get("content-range"), label).toBe(
         `bytes ${range.start}-${end}/${SEED_SIZE}`,

@@ -28,6 +28,7 @@ import { bulkGet, parseHead, UnsupportedReply } from "../../src/cloudreve/bulk-g
 import { Downloader } from "../../src/cloudreve/download.js";
 import { DEFAULT_TIMEOUTS } from "../../src/cloudreve/transport.js";
 import { UpstreamError } from "../../src/errors.js";
+import { until } from "../helpers/wait.js";
 
 const MiB = 1024 * 1024;
 const POOL_BUFFER_BYTES = 256 * 1024;
@@ -49,6 +50,9 @@ const BODY = pattern(64 * MiB);
 function sha256(buf: Buffer): string {
   return createHash("sha256").update(buf).digest("hex");
 }
+
+/** Bounds waits on a local socket; never asserted as a duration. */
+const WAIT_MS = 5_000;
 
 /** Length, then the first differing offset (-1 when none): a failure says where. */
 function expectBytes(got: Buffer, want: Buffer): void {
@@ -473,9 +477,9 @@ describe("bulkGet: bytes on the wire", () => {
       await sleep(5);
       await trickle(socket, BODY.subarray(777, size), 65_537);
     });
+    // bulkGet resolves on the read that holds the head and stops reading there: the body bytes
+    // in that read wait as early bytes.
     const res = await bulkGet(srv.url(), {});
-    // Let the early bytes arrive before anyone reads the body.
-    await sleep(2);
     const sink = collector();
     await res.pipeTo(sink.dest);
     expectBytes(sink.bytes(), BODY.subarray(0, size));
@@ -487,11 +491,12 @@ describe("bulkGet: bytes on the wire", () => {
       socket.write(Buffer.concat([head(size), BODY.subarray(0, size)]));
     });
     const res = await bulkGet(srv.url(), {});
-    await sleep(5);
+    // The whole body came with the head: the client is done with the connection before the
+    // body is asked for.
+    await srv.conns[0]!.closed;
     const sink = collector();
     await res.pipeTo(sink.dest);
     expectBytes(sink.bytes(), BODY.subarray(0, size));
-    await srv.conns[0]!.closed;
   });
 
   it.each([
@@ -560,8 +565,8 @@ describe("bulkGet: bytes on the wire", () => {
       socket.end(Buffer.concat([head(10_000), BODY.subarray(0, 4000)]));
     });
     const res = await bulkGet(srv.url(), {});
-    // The close is on the wire before the body is asked for.
-    await sleep(20);
+    // The close is on the wire (the server's end flushed) before the body is asked for.
+    await until("the server's end", () => srv.conns[0]!.socket.writableFinished, WAIT_MS);
     const sink = collector();
     await expect(res.pipeTo(sink.dest)).rejects.toThrow(
       "download: the upstream closed 6000 bytes early",
@@ -609,8 +614,14 @@ describe("bulkGet: bytes on the wire", () => {
     await expect(
       (async () => bulkGet(srv.url(), { range: "bytes=0-\r\nX-Injected: 1" }))(),
     ).rejects.toThrow(TypeError);
-    await sleep(20);
-    expect(srv.connections()).toBe(0);
+    // A valid request made afterwards is the first connection the server sees.
+    const ac = new AbortController();
+    const valid = bulkGet(srv.url("/valid"), {}, ac.signal).catch(() => undefined);
+    await until("the valid request's head", () => srv.conns.length === 1, WAIT_MS);
+    expect(srv.conns[0]!.request).toMatch(/^GET \/valid /);
+    expect(srv.connections()).toBe(1);
+    ac.abort();
+    await valid;
   });
 });
 
@@ -732,7 +743,7 @@ describe("bulkGet: breaking off", () => {
     const srv = await rawServer(() => {});
     const ac = new AbortController();
     const pending = bulkGet(srv.url(), {}, ac.signal);
-    while (srv.conns.length === 0) await sleep(1);
+    await until("the request's head", () => srv.conns.length === 1, WAIT_MS);
     ac.abort();
     await expect(pending).rejects.toMatchObject({ name: "AbortError" });
     await srv.conns[0]!.closed;

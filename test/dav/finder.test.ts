@@ -7,7 +7,9 @@ import {
   upstreamInfo as storedInfo,
   type CrFile,
 } from "../helpers/emulator.js";
-import { DAV, parseMultistatus, payload, propIn, raw } from "../helpers/replay.js";
+import { raw } from "../helpers/http-raw.js";
+import { until } from "../helpers/wait.js";
+import { DAV, parseMultistatus, payload, propIn } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
 /**
@@ -323,7 +325,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
         "Transfer-Encoding": "chunked",
         "X-Expected-Entity-Length": String(body.length),
       }),
-      chunks: pieces(body),
+      body: pieces(body),
     });
     expect(r.status, r.text).toBe(201);
     const s = await fx.stats();
@@ -346,7 +348,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     const body = payload(5 * CHUNK + 77_777, 2);
     const r = await raw(fx.url, "PUT", "/finder/no-length.bin", {
       headers: h({ "Content-Type": "application/octet-stream", "Transfer-Encoding": "chunked" }),
-      chunks: pieces(body),
+      body: pieces(body),
     });
     expect(r.status, r.text).toBe(201);
     await expectStored("finder/no-length.bin", body);
@@ -354,7 +356,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
     const small = payload(10_000, 3);
     const r2 = await raw(fx.url, "PUT", "/finder/no-length-small.txt", {
       headers: h({ "Content-Type": "text/plain", "Transfer-Encoding": "chunked" }),
-      chunks: pieces(small),
+      body: pieces(small),
     });
     expect(r2.status, r2.text).toBe(201);
     await expectStored("finder/no-length-small.txt", small);
@@ -368,7 +370,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
         "Transfer-Encoding": "chunked",
         "X-Expected-Entity-Length": String(real.length),
       }),
-      chunks: pieces(real),
+      body: pieces(real),
     });
     expect(put.status, put.text).toBe(201);
 
@@ -381,7 +383,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
         "Transfer-Encoding": "chunked",
         "X-Expected-Entity-Length": String(ad.length),
       }),
-      chunks: [ad.subarray(0, 100), ad.subarray(100)],
+      body: [ad.subarray(0, 100), ad.subarray(100)],
     });
     expect(r.status, r.text).toBe(201);
     await expectStored("finder/._report.pdf", ad);
@@ -408,7 +410,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
           "Transfer-Encoding": "chunked",
           "X-Expected-Entity-Length": String(body.length),
         }),
-        chunks: pieces(body),
+        body: pieces(body),
       });
       expect(r.status, `${path}: ${r.text}`).toBe(201);
     }
@@ -440,7 +442,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
           "Transfer-Encoding": "chunked",
           "X-Expected-Entity-Length": String(before.length),
         }),
-        chunks: pieces(before),
+        body: pieces(before),
       });
       expect(put.status, put.text).toBe(201);
 
@@ -461,13 +463,16 @@ describe("macOS Finder (WebDAVFS) replay", () => {
       // The gateway notices the dropped connection and cancels upstream; wait for that.
       let info: CrFile | undefined;
       let cancelled = 0;
-      for (let i = 0; i < 200; i++) {
-        info = await upstreamInfo(rel);
-        cancelled = (await fx.stats()).requests["DELETE /api/v4/file/upload"] ?? 0;
-        const settled = info?.size === before.length && !info.metadata?.["sys:upload_session_id"];
-        if (settled && (!sessions || cancelled > 0)) break;
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      await until(
+        `${name}: the abandoned upload cleaned up`,
+        async () => {
+          info = await upstreamInfo(rel);
+          cancelled = (await fx.stats()).requests["DELETE /api/v4/file/upload"] ?? 0;
+          const clean = info?.size === before.length && !info.metadata?.["sys:upload_session_id"];
+          return clean && (!sessions || cancelled > 0);
+        },
+        10_000,
+      );
       expect(info?.metadata?.["sys:upload_session_id"], `${name}: upload session left`).toBe(
         undefined,
       );
@@ -482,7 +487,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
           "Transfer-Encoding": "chunked",
           "X-Expected-Entity-Length": String(next.length),
         }),
-        chunks: pieces(next),
+        body: pieces(next),
       });
       expect(again.status, `${name}: ${again.text}`).toBe(204);
       await expectStored(rel, next);
@@ -515,7 +520,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
         "Transfer-Encoding": "chunked",
         "X-Expected-Entity-Length": String(body.length),
       }),
-      chunks: pieces(body),
+      body: pieces(body),
     });
     expect(denied.status, "PUT without the lock token").toBe(423);
     expect((await upstreamInfo("finder/locked.key"))?.size).toBe(0);
@@ -527,7 +532,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
         "X-Expected-Entity-Length": String(body.length),
         If: `(<${token}>)`,
       }),
-      chunks: pieces(body),
+      body: pieces(body),
     });
     expect([200, 204], put.text).toContain(put.status);
 
@@ -545,7 +550,7 @@ describe("macOS Finder (WebDAVFS) replay", () => {
         "Transfer-Encoding": "chunked",
         "X-Expected-Entity-Length": String(next.length),
       }),
-      chunks: pieces(next),
+      body: pieces(next),
     });
     expect(after.status, after.text).toBe(204);
     await expectStored("finder/locked.key", next);

@@ -1,10 +1,9 @@
-import { request, type ClientRequest, type IncomingMessage } from "node:http";
-import { setTimeout as sleep } from "node:timers/promises";
 import { beforeAll, describe, expect, it } from "vitest";
 import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
-import { raw } from "../helpers/http-raw.js";
+import { open, raw } from "../helpers/http-raw.js";
+import { settled } from "../helpers/wait.js";
 
 /**
  * A media player's access pattern (clients.md §D.4): HEAD, `Range: bytes=0-`, seeks near the
@@ -17,6 +16,8 @@ const SIZE = 64 * MiB;
 const CONTENT_ROUTE = "GET /api/v4/file/content/:id/:speed/:name";
 const URL_ROUTE = "POST /api/v4/file/url";
 const UA = "VLC/3.0.20 LibVLC/3.0.20";
+/** Bounds the wait for an abandoned transfer to stop upstream. */
+const SETTLE_MS = 20_000;
 
 /** Byte i of a seeded file is i % 251: checks a slice that starts at `offset`. */
 function firstMismatch(buf: Buffer, offset: number): number {
@@ -24,29 +25,9 @@ function firstMismatch(buf: Buffer, offset: number): number {
   return -1;
 }
 
-function open(
-  base: string,
-  method: string,
-  path: string,
-  headers: Record<string, string>,
-): Promise<{ req: ClientRequest; res: IncomingMessage }> {
-  const url = new URL(base);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: url.hostname, port: url.port, method, path, headers, agent: false },
-      (res) => resolve({ req, res }),
-    );
-    req.on("error", reject);
-    req.end();
-  });
-}
-
-async function fetchRaw(base: string, method: string, path: string, headers = {}) {
-  const { res } = await open(base, method, path, { "User-Agent": UA, ...headers });
-  const parts: Buffer[] = [];
-  for await (const chunk of res as AsyncIterable<Buffer>) parts.push(chunk);
-  return { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts) };
-}
+/** A request as the player sends it (its User-Agent). */
+const player = (base: string, method: string, path: string, headers = {}) =>
+  raw(base, method, path, { headers: { "User-Agent": UA, ...headers } });
 
 describe("media player access pattern", () => {
   const fx = useGateway();
@@ -67,7 +48,7 @@ describe("media player access pattern", () => {
 
   it("HEAD answers size, type and validators without any content call", async () => {
     await fx.resetStats();
-    const head = await fetchRaw(fx.url, "HEAD", path);
+    const head = await player(fx.url, "HEAD", path);
     expect(head.status).toBe(200);
     expect(head.headers["content-length"]).toBe(String(SIZE));
     expect(head.headers["accept-ranges"]).toBe("bytes");
@@ -80,7 +61,7 @@ describe("media player access pattern", () => {
     expect(first[URL_ROUTE] ?? 0, JSON.stringify(first)).toBe(0);
 
     await fx.resetStats();
-    const again = await fetchRaw(fx.url, "HEAD", path, { Range: "bytes=0-" });
+    const again = await player(fx.url, "HEAD", path, { Range: "bytes=0-" });
     expect(again.status).toBe(200);
     expect(again.body.length).toBe(0);
     expect(await routes(), "a second HEAD goes upstream").toEqual({});
@@ -90,7 +71,7 @@ describe("media player access pattern", () => {
     const start = Math.floor(SIZE * 0.9);
     const end = start + MiB - 1;
     await fx.resetStats();
-    const r = await fetchRaw(fx.url, "GET", path, { Range: `bytes=${start}-${end}` });
+    const r = await player(fx.url, "GET", path, { Range: `bytes=${start}-${end}` });
     const stats = await fx.stats();
     expect(r.status).toBe(206);
     expect(r.headers["content-range"]).toBe(`bytes ${start}-${end}/${SIZE}`);
@@ -104,7 +85,7 @@ describe("media player access pattern", () => {
 
   it("serves `bytes=0-` as a 206 of the whole file", async () => {
     await fx.resetStats();
-    const r = await fetchRaw(fx.url, "GET", path, { Range: "bytes=0-" });
+    const r = await player(fx.url, "GET", path, { Range: "bytes=0-" });
     const stats = await fx.stats();
     expect(r.status).toBe(206);
     expect(r.headers["content-range"]).toBe(`bytes 0-${SIZE - 1}/${SIZE}`);
@@ -117,7 +98,7 @@ describe("media player access pattern", () => {
 
   it("serves suffix ranges and open ranges near the end (moov atom at the end)", async () => {
     await fx.resetStats();
-    const suffix = await fetchRaw(fx.url, "GET", path, { Range: "bytes=-1000" });
+    const suffix = await player(fx.url, "GET", path, { Range: "bytes=-1000" });
     expect(suffix.status).toBe(206);
     expect(suffix.headers["content-range"]).toBe(`bytes ${SIZE - 1000}-${SIZE - 1}/${SIZE}`);
     expect(suffix.headers["content-length"]).toBe("1000");
@@ -125,14 +106,14 @@ describe("media player access pattern", () => {
     expect(suffix.body.length).toBe(1000);
 
     const tailStart = SIZE - 65_536;
-    const tail = await fetchRaw(fx.url, "GET", path, { Range: `bytes=${tailStart}-` });
+    const tail = await player(fx.url, "GET", path, { Range: `bytes=${tailStart}-` });
     expect(tail.status).toBe(206);
     expect(tail.headers["content-range"]).toBe(`bytes ${tailStart}-${SIZE - 1}/${SIZE}`);
     expect(tail.body.length).toBe(65_536);
     expect(firstMismatch(tail.body, tailStart)).toBe(-1);
 
     // A range running past the end is cut at the end.
-    const over = await fetchRaw(fx.url, "GET", path, {
+    const over = await player(fx.url, "GET", path, {
       Range: `bytes=${SIZE - 10}-${SIZE + 5000}`,
     });
     expect(over.status).toBe(206);
@@ -148,9 +129,9 @@ describe("media player access pattern", () => {
   });
 
   it("honours If-Range: the current ETag keeps the range, another one sends it all", async () => {
-    const head = await fetchRaw(fx.url, "HEAD", path);
+    const head = await player(fx.url, "HEAD", path);
     const etag = String(head.headers["etag"]);
-    const keep = await fetchRaw(fx.url, "GET", path, {
+    const keep = await player(fx.url, "GET", path, {
       Range: "bytes=1000-1999",
       "If-Range": etag,
     });
@@ -159,7 +140,7 @@ describe("media player access pattern", () => {
     expect(firstMismatch(keep.body, 1000)).toBe(-1);
     expect(keep.body.length).toBe(1000);
 
-    const changed = await fetchRaw(fx.url, "GET", path, {
+    const changed = await player(fx.url, "GET", path, {
       Range: "bytes=1000-1999",
       "If-Range": '"some-older-version"',
     });
@@ -171,7 +152,7 @@ describe("media player access pattern", () => {
 
   it("answers an unsatisfiable range with 416 and no content call", async () => {
     await fx.resetStats();
-    const r = await fetchRaw(fx.url, "GET", path, { Range: `bytes=${SIZE}-` });
+    const r = await player(fx.url, "GET", path, { Range: `bytes=${SIZE}-` });
     expect(r.status).toBe(416);
     expect(r.headers["content-range"]).toBe(`bytes */${SIZE}`);
     expect((await routes())[CONTENT_ROUTE] ?? 0).toBe(0);
@@ -181,8 +162,7 @@ describe("media player access pattern", () => {
     for (const range of [undefined, "bytes=0-", `bytes=${8 * MiB}-`]) {
       await fx.resetStats();
       const { req, res } = await open(fx.url, "GET", path, {
-        "User-Agent": UA,
-        ...(range ? { Range: range } : {}),
+        headers: { "User-Agent": UA, ...(range ? { Range: range } : {}) },
       });
       expect(res.statusCode).toBe(range ? 206 : 200);
       let got = 0;
@@ -198,16 +178,12 @@ describe("media player access pattern", () => {
       });
       expect(got).toBeGreaterThanOrEqual(256 * 1024);
 
-      // Wait for the upstream count to settle (it grows while data is in flight).
-      let last = -1;
-      let steady = 0;
-      for (let i = 0; i < 200 && steady < 5; i++) {
-        const now = (await fx.stats()).bytesOut;
-        steady = now === last ? steady + 1 : 0;
-        last = now;
-        await sleep(20);
-      }
-      expect(steady, "the upstream kept sending").toBeGreaterThanOrEqual(5);
+      // The upstream count grows while data is in flight: read it once it stops.
+      await settled(
+        "the upstream transfer to stop",
+        async () => (await fx.stats()).bytesOut,
+        SETTLE_MS,
+      );
       const stats = await fx.stats();
       expect(stats.requests[CONTENT_ROUTE], `${range}`).toBe(1);
       expect(
@@ -217,7 +193,7 @@ describe("media player access pattern", () => {
     }
 
     // The gateway still serves the file afterwards.
-    const r = await fetchRaw(fx.url, "GET", path, { Range: "bytes=100-199" });
+    const r = await player(fx.url, "GET", path, { Range: "bytes=100-199" });
     expect(r.status).toBe(206);
     expect(firstMismatch(r.body, 100)).toBe(-1);
   });

@@ -6,7 +6,8 @@ import {
   upstreamInfo as storedInfo,
   type CrFile,
 } from "../helpers/emulator.js";
-import { DAV, parseMultistatus, payload, propIn, raw } from "../helpers/replay.js";
+import { raw } from "../helpers/http-raw.js";
+import { DAV, parseMultistatus, payload, propIn } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
 /**

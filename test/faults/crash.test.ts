@@ -19,21 +19,13 @@ import { R, stats } from "../helpers/control.js";
 import { Api, EMAIL, expectStored, PASSWORD } from "../helpers/emulator.js";
 import { content, dav, expectNothingLeft, leftovers } from "../helpers/faults.js";
 import { useGateway } from "../helpers/gateway.js";
+import { until } from "../helpers/wait.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CHUNK = 1024 * 1024;
 const SIZE = 24 * CHUNK;
 /** Generous bounds on waiting for a process or a condition; never asserted as durations. */
 const WAIT_MS = 20_000;
-
-/** Polls `check` until it holds, failing after a generous deadline. */
-async function until(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** A body that sends `size` bytes slowly and never ends on its own: the client of a crash. */
 function endless(body: Buffer): Readable {
@@ -123,9 +115,13 @@ describe("a gateway killed mid-upload", () => {
       headers: { "content-length": String(SIZE), ...MTIME },
       body: endless(content(SIZE, 99)),
     }).catch(() => undefined);
-    await until("chunks upstream", async () => {
-      return ((await stats(emu.url)).requests[R.chunk] ?? 0) >= before + 3;
-    });
+    await until(
+      "chunks upstream",
+      async () => {
+        return ((await stats(emu.url)).requests[R.chunk] ?? 0) >= before + 3;
+      },
+      WAIT_MS,
+    );
     await first.kill();
     await put;
     // What a crash leaves: the path locked by an upload session, the old content current.
@@ -157,15 +153,23 @@ describe("a gateway killed mid-upload", () => {
     const old = content(SIZE, 4);
     await killedMidOverwrite("other.bin", old);
     await restarted();
-    await until("the leftover session cancelled", async () => {
-      return (await leftovers(emu.url)).locks.length === 0;
-    });
+    await until(
+      "the leftover session cancelled",
+      async () => {
+        return (await leftovers(emu.url)).locks.length === 0;
+      },
+      WAIT_MS,
+    );
     await expectNothingLeft(emu.url);
     await expectStored(api, "other.bin", old);
-    await until("the journal emptied", async () => {
-      const journal = await readdir(join(stateDir, "uploads"), { recursive: true });
-      return journal.every((f) => !f.endsWith(".json"));
-    });
+    await until(
+      "the journal emptied",
+      async () => {
+        const journal = await readdir(join(stateDir, "uploads"), { recursive: true });
+        return journal.every((f) => !f.endsWith(".json"));
+      },
+      WAIT_MS,
+    );
   });
 });
 
@@ -195,14 +199,22 @@ describe("a client that goes away mid-PUT", () => {
         body: endless(content(SIZE, 8)),
         signal: abort.signal,
       }).catch(() => undefined);
-      await until("chunks upstream", async () => {
-        return ((await stats(fx.emu.url)).requests[R.chunk] ?? 0) >= before + 2;
-      });
+      await until(
+        "chunks upstream",
+        async () => {
+          return ((await stats(fx.emu.url)).requests[R.chunk] ?? 0) >= before + 2;
+        },
+        WAIT_MS,
+      );
       abort.abort();
       await put;
-      await until("the session cancelled", async () => {
-        return (await leftovers(fx.emu.url)).locks.length === 0;
-      });
+      await until(
+        "the session cancelled",
+        async () => {
+          return (await leftovers(fx.emu.url)).locks.length === 0;
+        },
+        WAIT_MS,
+      );
       await expectNothingLeft(fx.emu.url);
       if (overwrite) await expectStored(api, name, old);
       else {

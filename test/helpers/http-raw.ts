@@ -1,23 +1,44 @@
 /**
- * A raw HTTP client for WebDAV tests: the path goes on the wire exactly as given (no URL
+ * The raw HTTP client of the tests: the path goes on the wire exactly as given (no URL
  * normalisation, so `%2e%2e%2f` and `%00` reach the server untouched), any method and header,
- * and bodies sent with a length, chunked, or after `Expect: 100-continue`.
+ * and bodies sent with a length, chunked, piece by piece, streamed, or after
+ * `Expect: 100-continue`. Each request has a connection of its own.
  */
-import { request } from "node:http";
+import {
+  request,
+  type ClientRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+} from "node:http";
+import { pipeline } from "node:stream/promises";
 
 export interface RawReply {
   status: number;
-  headers: Record<string, string | string[] | undefined>;
+  headers: IncomingHttpHeaders;
   body: Buffer;
-  text: string;
+  /** The body as UTF-8, decoded when asked for (media bodies are tens of MB). */
+  readonly text: string;
+  /** The server sent `100 Continue` before the final answer. */
+  continued: boolean;
+}
+
+/** A reply whose body is still on the wire: read it, or drop the connection through `req`. */
+export interface RawOpen {
+  req: ClientRequest;
+  res: IncomingMessage;
   /** The server sent `100 Continue` before the final answer. */
   continued: boolean;
 }
 
 export interface RawOptions {
+  /** Sent as given, plus Host; Content-Length or Transfer-Encoding only when neither is given. */
   headers?: Record<string, string | number>;
-  body?: string | Buffer;
-  /** Send the body as several chunks without Content-Length (Transfer-Encoding: chunked). */
+  /**
+   * One piece (gets a Content-Length unless `chunked`), or pieces written one write each as a
+   * streaming client does (chunked unless a Content-Length is given).
+   */
+  body?: string | Buffer | Iterable<Buffer> | AsyncIterable<Buffer>;
+  /** Send a one-piece body as several chunks without Content-Length (Transfer-Encoding: chunked). */
   chunked?: boolean;
   /** Wait for `100 Continue` before sending the body (sets the Expect header). */
   expectContinue?: boolean;
@@ -25,25 +46,25 @@ export interface RawOptions {
   auth?: { user: string; password: string };
 }
 
-/** Sends one request to `base` (e.g. http://127.0.0.1:1234) with `path` written verbatim. */
-export function raw(
+/**
+ * Sends one request to `base` (e.g. http://127.0.0.1:1234) with `path` written verbatim and
+ * resolves once the reply's head has arrived, its body unread.
+ */
+export function open(
   base: string,
   method: string,
   path: string,
   options: RawOptions = {},
-): Promise<RawReply> {
+): Promise<RawOpen> {
   const url = new URL(base);
-  const body =
-    options.body === undefined
-      ? undefined
-      : Buffer.isBuffer(options.body)
-        ? options.body
-        : Buffer.from(options.body);
+  const body = typeof options.body === "string" ? Buffer.from(options.body) : options.body;
+  const pieces = body !== undefined && !Buffer.isBuffer(body);
   const headers: Record<string, string | number> = { ...options.headers };
-  if (body !== undefined && !options.chunked && !hasHeader(headers, "content-length")) {
-    headers["content-length"] = body.length;
-  }
-  if (options.chunked) headers["transfer-encoding"] = "chunked";
+  const framed = Object.keys(headers).some((k) =>
+    ["content-length", "transfer-encoding"].includes(k.toLowerCase()),
+  );
+  if (!framed && (options.chunked || pieces)) headers["transfer-encoding"] = "chunked";
+  else if (!framed && Buffer.isBuffer(body)) headers["content-length"] = body.length;
   if (options.expectContinue) headers["expect"] = "100-continue";
   if (options.auth) {
     const token = Buffer.from(`${options.auth.user}:${options.auth.password}`).toString("base64");
@@ -52,33 +73,13 @@ export function raw(
   return new Promise((resolve, reject) => {
     let continued = false;
     const req = request(
-      {
-        host: url.hostname,
-        port: url.port,
-        method,
-        path,
-        headers,
-        agent: false,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("error", reject);
-        res.on("end", () => {
-          const all = Buffer.concat(chunks);
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: all,
-            text: all.toString("utf8"),
-            continued,
-          });
-        });
-      },
+      { host: url.hostname, port: url.port, method, path, headers, agent: false },
+      (res) => resolve({ req, res, continued }),
     );
     req.on("error", reject);
     const send = () => {
       if (body === undefined) return req.end();
+      if (pieces) return void pipeline(body, req).catch(reject);
       if (options.chunked) {
         // Several writes so that the body really travels as chunks.
         const step = Math.max(1, Math.ceil(body.length / 3));
@@ -99,8 +100,26 @@ export function raw(
   });
 }
 
-function hasHeader(headers: Record<string, unknown>, name: string): boolean {
-  return Object.keys(headers).some((k) => k.toLowerCase() === name);
+/** Sends one request like {@link open} and reads the whole reply. */
+export async function raw(
+  base: string,
+  method: string,
+  path: string,
+  options: RawOptions = {},
+): Promise<RawReply> {
+  const { res, continued } = await open(base, method, path, options);
+  const parts: Buffer[] = [];
+  for await (const chunk of res as AsyncIterable<Buffer>) parts.push(chunk);
+  const body = Buffer.concat(parts);
+  return {
+    status: res.statusCode ?? 0,
+    headers: res.headers,
+    body,
+    get text() {
+      return body.toString("utf8");
+    },
+    continued,
+  };
 }
 
 /** `/a b/c#d` → `/a%20b/c%23d`: each segment encoded, slashes kept. */

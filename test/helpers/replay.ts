@@ -1,71 +1,8 @@
 /**
- * Replaying recorded client sequences (Finder, Windows Explorer): a raw HTTP client that puts
- * headers and bodies on the wire exactly as given, a namespace-aware reading of 207 bodies,
- * for checking what reached the upstream through the emulator's API.
+ * Replaying recorded client sequences (Finder, Windows Explorer) over the raw client of
+ * http-raw.ts: a namespace-aware reading of 207 bodies, and deterministic bodies to upload.
  */
-import { request, type IncomingHttpHeaders } from "node:http";
 import { SaxesParser } from "saxes";
-
-// ---------------------------------------------------------------------------------------------
-// Raw HTTP
-
-export interface RawReply {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-  text: string;
-}
-
-export interface RawOptions {
-  headers?: Record<string, string>;
-  /** A body sent in one piece (add Content-Length yourself to send one). */
-  body?: string | Buffer;
-  /** A body written piece by piece (with `Transfer-Encoding: chunked` in `headers`). */
-  chunks?: Buffer[];
-}
-
-/** One request with exactly the given headers (plus Host), on a connection of its own. */
-export function raw(
-  base: string,
-  method: string,
-  path: string,
-  opts: RawOptions = {},
-): Promise<RawReply> {
-  const url = new URL(base);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: url.hostname,
-        port: url.port,
-        method,
-        path,
-        headers: opts.headers ?? {},
-        agent: false,
-      },
-      (res) => {
-        const parts: Buffer[] = [];
-        res.on("data", (c: Buffer) => parts.push(c));
-        res.on("error", reject);
-        res.on("end", () => {
-          const body = Buffer.concat(parts);
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body,
-            text: body.toString(),
-          });
-        });
-      },
-    );
-    req.on("error", reject);
-    if (opts.chunks) for (const c of opts.chunks) req.write(c);
-    else if (opts.body !== undefined) req.write(opts.body);
-    req.end();
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Multistatus
 
 export interface Prop {
   ns: string;
