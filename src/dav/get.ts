@@ -1,8 +1,7 @@
-import parseRange from "range-parser";
 import type { Entry } from "../drive/types.js";
 import { header, type DavContext } from "./context.js";
 import { childOf } from "../drive/paths.js";
-import { etagListMatches, httpDate, quoteEtag } from "./headers.js";
+import { etagListMatches, httpDate, parseByteRange, quoteEtag } from "./headers.js";
 import { contentTypeOf, hrefOf } from "./props.js";
 import { escapeXml } from "./xml.js";
 
@@ -57,13 +56,12 @@ export async function handleGet(ctx: DavContext): Promise<void> {
   let range: { start: number; end: number } | undefined;
   const rangeHeader = ctx.req.headers.range;
   if (rangeHeader && size > 0 && rangeStillValid(ctx, entry)) {
-    const ranges = parseRange(size, rangeHeader);
-    if (ranges === -1) {
+    const asked = parseByteRange(rangeHeader, size);
+    if (asked === "unsatisfiable") {
       ctx.res.writeHead(416, { ...headers, "content-range": `bytes */${size}` }).end();
       return;
     }
-    // Several ranges are served whole (RFC 9110 allows ignoring Range); players ask for one.
-    if (ranges !== -2 && ranges.type === "bytes" && ranges.length === 1) range = ranges[0];
+    range = asked;
   }
 
   if (ctx.req.method === "HEAD" || size === 0) {

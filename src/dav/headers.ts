@@ -3,6 +3,7 @@
  * that every method understands and writes the same spellings. Which values a method accepts
  * stays with the method.
  */
+import parseRange from "range-parser";
 import { remembered } from "./memo.js";
 import { HttpError } from "./status.js";
 
@@ -85,4 +86,25 @@ export function httpDate(ms: number): string | undefined {
   return Number.isFinite(ms)
     ? remembered(httpDates, ms, (time) => new Date(time).toUTCString())
     : undefined;
+}
+
+/**
+ * The one byte range a GET serves for a Range header on a file of `size` bytes (RFC 9110
+ * §14.1–14.2): "unsatisfiable" for a 416; undefined to serve the whole file, which is also the
+ * answer to a unit other than bytes and to several ranges (players ask for one). A suffix
+ * longer than the file selects all of it.
+ */
+export function parseByteRange(
+  value: string,
+  size: number,
+): { start: number; end: number } | "unsatisfiable" | undefined {
+  const unit = /^\s*([^=\s]+)\s*=/.exec(value)?.[1];
+  if (unit?.toLowerCase() !== "bytes") return undefined;
+  const clamped = value.replace(/([=,])\s*-\s*(\d+)/g, (all: string, sep: string, n: string) =>
+    Number(n) >= size ? `${sep}0-` : all,
+  );
+  const ranges = parseRange(size, clamped);
+  if (ranges === -1) return "unsatisfiable";
+  if (ranges === -2 || ranges.length !== 1) return undefined;
+  return { start: ranges[0]!.start, end: ranges[0]!.end };
 }
