@@ -1,3 +1,7 @@
+import { createReadStream } from "node:fs";
+import { mkdtemp, open, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { BadRequest, NotFound, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
@@ -16,19 +20,20 @@ export interface UploadRequest {
   mimeType?: string;
   /** The version being replaced, if known: the upload must leave another one current. */
   previousEntity?: string;
+  /**
+   * Chunks up to this size are kept in memory for a retry, larger ones in a temporary file
+   * (relay mode sends the whole file as one chunk). Default 64 MiB.
+   */
+  memoryChunkBytes?: number;
   signal?: AbortSignal;
 }
 
 /** Sends the bytes of an upload session: one implementation per storage policy type (§6.2). */
 export interface PolicyUploader {
-  send(
-    api: CloudreveApi,
-    session: UploadSession,
-    source: Readable,
-    size: number,
-    signal?: AbortSignal,
-  ): Promise<void>;
+  send(api: CloudreveApi, session: UploadSession, upload: UploadRequest): Promise<void>;
 }
+
+const MEMORY_CHUNK_BYTES = 64 * 1024 * 1024;
 
 /** Below this size, a file without a modification time goes up in one `PUT /file/content`. */
 export const SMALL_FILE_LIMIT = 4 * 1024 * 1024;
@@ -64,34 +69,71 @@ class ExactReader {
 
 const endedEarly = () => new BadRequest("the request body ended before its declared length");
 
+/** Where a chunk's bytes wait for a retry: a reused buffer, or a file for a large chunk. */
+interface ChunkKeeper {
+  readonly length: number;
+  keep(piece: Buffer, at: number): Promise<void> | void;
+  /** The kept bytes, for one more try. */
+  replay(): Buffer | Readable;
+  /** Nothing will be replayed any more. */
+  release(): Promise<void>;
+}
+
+function inMemory(bytes: Buffer): ChunkKeeper {
+  return {
+    length: bytes.length,
+    keep: (piece, at) => void piece.copy(bytes, at),
+    replay: () => bytes,
+    release: async () => undefined,
+  };
+}
+
+/** A chunk too large to hold in memory (relay mode sends a whole file as one) waits on disk. */
+async function onDisk(length: number): Promise<ChunkKeeper> {
+  const dir = await mkdtemp(join(tmpdir(), "cloudreve-dav-chunk-"));
+  const path = join(dir, "chunk");
+  const file = await open(path, "w+");
+  return {
+    length,
+    keep: async (piece, at) => {
+      await file.write(piece, 0, piece.length, at);
+    },
+    replay: () => createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1 << 20 }),
+    release: async () => {
+      await file.close().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 /**
  * One chunk on its way up: its bytes stream to the first try as they arrive from the client
- * and are kept in `bytes`, so a retry resends them once they are all in.
+ * and are kept, so a retry resends them once they are all in.
  */
 class ChunkTee {
   private live: PassThrough | undefined;
-  /** Bytes received so far; the chunk is complete at `bytes.length`. */
+  /** Bytes received so far; the chunk is complete at `kept.length`. */
   private received = 0;
   private readonly waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   /** Why the bytes will never all arrive (the client went away, the body was short). */
   private failure: unknown;
 
-  constructor(readonly bytes: Buffer) {}
+  constructor(readonly kept: ChunkKeeper) {}
 
   /** The body for a try: the live stream first, the kept bytes afterwards. */
   async body(attempt: number): Promise<Buffer | Readable> {
     // Streaming needs every byte to pass by: only a first try that starts before any arrived.
-    if (attempt === 0 && !this.live && this.received === 0 && this.bytes.length > 0) {
+    if (attempt === 0 && !this.live && this.received === 0 && this.kept.length > 0) {
       this.live = new PassThrough({ highWaterMark: 256 * 1024 });
       return this.live;
     }
     // The live stream is no longer read: let the filling go on without it.
     this.live?.destroy();
     if (this.failure !== undefined) throw this.failure;
-    if (this.received < this.bytes.length) {
+    if (this.received < this.kept.length) {
       await new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     }
-    return this.bytes;
+    return this.kept.replay();
   }
 
   /**
@@ -100,11 +142,11 @@ class ChunkTee {
    */
   async fill(reader: ExactReader, stop?: AbortSignal): Promise<void> {
     try {
-      while (this.received < this.bytes.length) {
-        const next = reader.next(this.bytes.length - this.received);
+      while (this.received < this.kept.length) {
+        const next = reader.next(this.kept.length - this.received);
         const piece = await (stop ? unlessStopped(next, stop) : next);
         if (!piece) throw endedEarly();
-        piece.copy(this.bytes, this.received);
+        await this.kept.keep(piece, this.received);
         this.received += piece.length;
         const live = this.live;
         if (live && !live.destroyed && !live.write(piece)) await drainedOrGone(live);
@@ -120,9 +162,10 @@ class ChunkTee {
     for (const w of this.waiters.splice(0)) w.resolve();
   }
 
-  /** The upload is over: nobody reads the live stream any more. */
-  release(): void {
+  /** The upload is over: nobody reads the live stream or the kept bytes any more. */
+  async release(): Promise<void> {
     this.live?.destroy();
+    await this.kept.release();
   }
 }
 
@@ -177,11 +220,13 @@ class BufferPool {
  * upload: every chunk's outcome is awaited, none can be lost.
  */
 export const relayUploader: PolicyUploader = {
-  async send(api, session, source, size, signal) {
+  async send(api, session, upload) {
+    const { source, size, signal, memoryChunkBytes = MEMORY_CHUNK_BYTES } = upload;
     const chunkSize = session.chunk_size > 0 ? session.chunk_size : Math.max(size, 1);
     const parallel = Math.max(1, session.storage_policy?.chunk_concurrency ?? 1);
     const chunks = size === 0 ? 1 : Math.ceil(size / chunkSize);
-    const pool = new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
+    const spool = chunkSize > memoryChunkBytes;
+    const pool = spool ? undefined : new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
     const reader = new ExactReader(source);
     const stop = new AbortController();
     const onAbort = () => stop.abort(signal?.reason);
@@ -193,13 +238,16 @@ export const relayUploader: PolicyUploader = {
       for (let index = 0; index < chunks && !failure; index++) {
         while (inFlight.size >= parallel) await Promise.race(inFlight);
         if (failure) break;
-        const buffer = await pool.take();
-        const tee = new ChunkTee(buffer.subarray(0, Math.min(chunkSize, size - index * chunkSize)));
+        const length = Math.min(chunkSize, size - index * chunkSize);
+        const buffer = await pool?.take();
+        const tee = new ChunkTee(
+          buffer ? inMemory(buffer.subarray(0, length)) : await onDisk(length),
+        );
         const sent: Promise<unknown> = api
           .uploadChunk(
             session.session_id,
             index,
-            tee.bytes.length,
+            length,
             (attempt) => tee.body(attempt),
             stop.signal,
           )
@@ -207,10 +255,10 @@ export const relayUploader: PolicyUploader = {
             failure ??= { error };
             stop.abort(error);
           })
-          .finally(() => {
-            tee.release();
+          .finally(async () => {
+            await tee.release();
             inFlight.delete(sent);
-            pool.give(buffer);
+            if (buffer) pool?.give(buffer);
           });
         inFlight.add(sent);
         sends.push(sent);
@@ -246,9 +294,8 @@ export async function uploadFile(api: CloudreveApi, upload: UploadRequest): Prom
   if (upload.mtimeMs === undefined && upload.size <= SMALL_FILE_LIMIT) {
     const reader = new ExactReader(upload.source);
     // Read whole, with no try streaming from it: the same filling as a chunk's.
-    const whole = new ChunkTee(Buffer.allocUnsafe(upload.size));
-    await whole.fill(reader);
-    const body = whole.bytes;
+    const body = Buffer.allocUnsafe(upload.size);
+    await new ChunkTee(inMemory(body)).fill(reader);
     await reader.expectEnd();
     if (!upload.replace) {
       // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
@@ -312,7 +359,7 @@ async function uploadBySession(
         `storage policy type "${session.storage_policy?.type}" is not supported yet`,
       );
     }
-    await uploader.send(api, session, upload.source, upload.size, upload.signal);
+    await uploader.send(api, session, upload);
     file = stored(await api.info(upload.uri), upload);
   } catch (err) {
     await cancel(api, session.session_id, upload.uri, ticket);

@@ -257,3 +257,24 @@ describe("PUT under upstream faults", () => {
     }
   });
 });
+
+describe("PUT as one chunk (relay mode: chunk_size 0), kept on disk for a retry", () => {
+  const fx = useGateway({ chunkSize: 0 }, { cacheTtlSeconds: 0 });
+  let api: Api;
+  beforeAll(async () => {
+    api = new Api(fx.emu.url);
+    await api.login();
+  });
+
+  it("a 70 MiB body whose one chunk fails twice is resent from disk, byte for byte", async () => {
+    const body = content(70 * 1024 * 1024, 77);
+    await setFaults(fx.emu.url, [{ route: R.chunk, failWith: "reset", times: 2 }]);
+    await resetStats(fx.emu.url);
+    const reply = await dav(`${fx.url}/whole.bin`, "PUT", { body, headers: MTIME });
+    await setFaults(fx.emu.url, []);
+    expect(reply.status).toBe(201);
+    expect((await stats(fx.emu.url)).requests[R.chunk]).toBe(3);
+    await expectStored(api, "whole.bin", body);
+    await expectNothingLeft(fx.emu.url);
+  });
+});
