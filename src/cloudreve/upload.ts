@@ -226,7 +226,9 @@ export const relayUploader: PolicyUploader = {
     const parallel = Math.max(1, session.storage_policy?.chunk_concurrency ?? 1);
     const chunks = size === 0 ? 1 : Math.ceil(size / chunkSize);
     const spool = chunkSize > memoryChunkBytes;
-    const pool = spool ? undefined : new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
+    const pool = spool
+      ? undefined
+      : new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
     const reader = new ExactReader(source);
     const stop = new AbortController();
     const onAbort = () => stop.abort(signal?.reason);
