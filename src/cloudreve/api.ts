@@ -453,6 +453,23 @@ export class CloudreveApi {
     });
   }
 
+  /**
+   * The client callback of the policies whose storage does not call Cloudreve itself (§6.2,
+   * §6.6): Cloudreve checks the stored object's size and completes the upload.
+   */
+  uploadCallback(policyType: string, sessionId: string, secret: string): Promise<unknown> {
+    const segments = [policyType, sessionId, secret].map(encodeURIComponent).join("/");
+    return this.transport.call({
+      method: policyType === "onedrive" ? "POST" : "GET",
+      path: `/callback/${segments}`,
+      schema: Nothing,
+      // Repeating it after a lost answer finds the session gone; the caller checks the file.
+      idempotent: true,
+      anonymous: true,
+      priority: "bulk",
+    });
+  }
+
   cancelUpload(sessionId: string, uri: string): Promise<unknown> {
     return this.transport.call({
       method: "DELETE",

@@ -3,8 +3,10 @@ import { mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
+import { request } from "undici";
 import { BadRequest, NotFound, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
+import { unreachable } from "./transport.js";
 import type { File, UploadSession } from "./types.js";
 import type { JournalTicket } from "./upload-journal.js";
 
@@ -211,74 +213,195 @@ class BufferPool {
   }
 }
 
+/** Sends one part of an upload; `body` gives its bytes per try. Resolves to what it returned. */
+type PartSender<T> = (
+  index: number,
+  length: number,
+  body: (attempt: number) => Promise<Buffer | Readable>,
+  signal: AbortSignal,
+) => Promise<T>;
+
 /**
- * Local and relay policies: chunks are POSTed to Cloudreve itself (§6.2), in order, each
- * exactly `chunk_size` bytes except the last; `chunk_concurrency` of them may be in flight
- * (one by default: the local driver writes sequentially). Each chunk streams through while it
- * arrives and is kept in one of `chunk_concurrency` reused buffers for a retry. Completion is
- * automatic on the last chunk. The first chunk that fails stops the others and fails the
- * upload: every chunk's outcome is awaited, none can be lost.
+ * The body of an upload cut into parts of `chunk_size` (the last shorter; an empty file is one
+ * empty part), up to `chunk_concurrency` in flight, each handed to `sendPart`. Each part streams
+ * through while it arrives and is kept (in a reused buffer, or on disk when large) for a retry.
+ * The first part that fails stops the others and fails the upload: every part's outcome is
+ * awaited, none can be lost. Resolves to the parts' results in order.
+ */
+async function sendParts<T>(
+  session: UploadSession,
+  upload: UploadRequest,
+  sendPart: PartSender<T>,
+): Promise<T[]> {
+  const { source, size, signal, memoryChunkBytes = MEMORY_CHUNK_BYTES } = upload;
+  const chunkSize = session.chunk_size > 0 ? session.chunk_size : Math.max(size, 1);
+  const parallel = Math.max(1, session.storage_policy?.chunk_concurrency ?? 1);
+  const parts = size === 0 ? 1 : Math.ceil(size / chunkSize);
+  const spool = chunkSize > memoryChunkBytes;
+  const pool = spool ? undefined : new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
+  const reader = new ExactReader(source);
+  const stop = new AbortController();
+  const onAbort = () => stop.abort(signal?.reason);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let failure: { error: unknown } | undefined;
+  const results: T[] = [];
+  const inFlight = new Set<Promise<unknown>>();
+  const sends: Promise<unknown>[] = [];
+  try {
+    for (let index = 0; index < parts && !failure; index++) {
+      while (inFlight.size >= parallel) await Promise.race(inFlight);
+      if (failure) break;
+      const length = Math.min(chunkSize, size - index * chunkSize);
+      const buffer = await pool?.take();
+      const tee = new ChunkTee(
+        buffer ? inMemory(buffer.subarray(0, length)) : await onDisk(length),
+      );
+      const sent: Promise<unknown> = sendPart(
+        index,
+        length,
+        (attempt) => tee.body(attempt),
+        stop.signal,
+      )
+        .then((result) => void (results[index] = result))
+        .catch((error: unknown) => {
+          failure ??= { error };
+          stop.abort(error);
+        })
+        .finally(async () => {
+          await tee.release();
+          inFlight.delete(sent);
+          if (buffer) pool?.give(buffer);
+        });
+      inFlight.add(sent);
+      sends.push(sent);
+      await tee.fill(reader, stop.signal);
+    }
+    if (!failure) await reader.expectEnd();
+  } catch (error) {
+    failure ??= { error };
+    stop.abort(error);
+  } finally {
+    await Promise.all(sends);
+    signal?.removeEventListener("abort", onAbort);
+  }
+  if (failure) throw failure.error;
+  return results;
+}
+
+/**
+ * Local and relay policies: chunks are POSTed to Cloudreve itself (§6.2), in order (one at a
+ * time by default: the local driver writes sequentially). Completion is automatic on the last.
  */
 export const relayUploader: PolicyUploader = {
   async send(api, session, upload) {
-    const { source, size, signal, memoryChunkBytes = MEMORY_CHUNK_BYTES } = upload;
-    const chunkSize = session.chunk_size > 0 ? session.chunk_size : Math.max(size, 1);
-    const parallel = Math.max(1, session.storage_policy?.chunk_concurrency ?? 1);
-    const chunks = size === 0 ? 1 : Math.ceil(size / chunkSize);
-    const spool = chunkSize > memoryChunkBytes;
-    const pool = spool
-      ? undefined
-      : new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
-    const reader = new ExactReader(source);
-    const stop = new AbortController();
-    const onAbort = () => stop.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    let failure: { error: unknown } | undefined;
-    const inFlight = new Set<Promise<unknown>>();
-    const sends: Promise<unknown>[] = [];
-    try {
-      for (let index = 0; index < chunks && !failure; index++) {
-        while (inFlight.size >= parallel) await Promise.race(inFlight);
-        if (failure) break;
-        const length = Math.min(chunkSize, size - index * chunkSize);
-        const buffer = await pool?.take();
-        const tee = new ChunkTee(
-          buffer ? inMemory(buffer.subarray(0, length)) : await onDisk(length),
-        );
-        const sent: Promise<unknown> = api
-          .uploadChunk(
-            session.session_id,
-            index,
-            length,
-            (attempt) => tee.body(attempt),
-            stop.signal,
-          )
-          .catch((error: unknown) => {
-            failure ??= { error };
-            stop.abort(error);
-          })
-          .finally(async () => {
-            await tee.release();
-            inFlight.delete(sent);
-            if (buffer) pool?.give(buffer);
-          });
-        inFlight.add(sent);
-        sends.push(sent);
-        await tee.fill(reader, stop.signal);
-      }
-      if (!failure) await reader.expectEnd();
-    } catch (error) {
-      failure ??= { error };
-      stop.abort(error);
-    } finally {
-      await Promise.all(sends);
-      signal?.removeEventListener("abort", onAbort);
-    }
-    if (failure) throw failure.error;
+    await sendParts(session, upload, (index, length, body, signal) =>
+      api.uploadChunk(session.session_id, index, length, body, signal),
+    );
   },
 };
 
-const uploaders: Record<string, PolicyUploader> = { local: relayUploader };
+/**
+ * S3 and the stores that speak its multipart protocol, KS3 and COS (§6.2): each part is PUT to
+ * its presigned URL straight to the storage and its ETag kept; the parts are completed with
+ * the XML list at `completeURL`; then the client callback has Cloudreve check the object's
+ * size and finish. A presigned URL cannot be renewed, so a part the storage refuses (403)
+ * fails the upload.
+ */
+function multipartUploader(extraCompleteHeaders: Record<string, string>): PolicyUploader {
+  return {
+    async send(api, session, upload) {
+      const urls = session.upload_urls ?? [];
+      const etags = await sendParts(session, upload, async (index, length, body, signal) => {
+        const url = urls[index];
+        if (!url) throw new UpstreamError(`Cloudreve gave no upload URL for part ${index + 1}`);
+        const reply = await storageCall(api, url, "PUT", {
+          body,
+          length,
+          headers: { "content-type": "application/octet-stream" },
+          signal,
+        });
+        const etag = reply.headers.etag;
+        if (typeof etag !== "string") throw new UpstreamError("the storage gave a part no ETag");
+        return etag;
+      });
+      if (!session.completeURL) throw new UpstreamError("Cloudreve gave no completion URL");
+      const xml = Buffer.from(
+        `<CompleteMultipartUpload>${etags
+          .map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`)
+          .join("")}</CompleteMultipartUpload>`,
+      );
+      await storageCall(api, session.completeURL, "POST", {
+        body: async () => xml,
+        length: xml.length,
+        headers: { "content-type": "application/xml", ...extraCompleteHeaders },
+        signal: upload.signal,
+        // Completed by a try whose answer was lost: the upload id is gone.
+        doneWhen: (status) => status === 404,
+      });
+      const type = session.storage_policy?.type ?? "s3";
+      try {
+        await api.uploadCallback(type, session.session_id, session.callback_secret);
+      } catch (err) {
+        // A callback that completed but whose answer was lost shows as the stored file.
+        const file = await api.info(upload.uri).catch(() => undefined);
+        if (!file || !isStored(file, upload)) throw err;
+      }
+    },
+  };
+}
+
+/**
+ * One call to a storage provider's presigned URL (no Cloudreve token), through the account's
+ * request queue: retried on 5xx and lost connections, failing on any other status.
+ */
+async function storageCall(
+  api: CloudreveApi,
+  url: string,
+  method: "PUT" | "POST",
+  call: {
+    body: (attempt: number) => Promise<Buffer | Readable>;
+    length: number;
+    headers: Record<string, string>;
+    signal?: AbortSignal;
+    doneWhen?: (status: number) => boolean;
+  },
+): Promise<{ headers: Record<string, string | string[] | undefined> }> {
+  const attempt = async (n: number) => {
+    let res;
+    try {
+      res = await request(url, {
+        method,
+        headers: { ...call.headers, "content-length": String(call.length) },
+        body: await call.body(n),
+        dispatcher: api.transport.dispatcher,
+        signal: call.signal,
+      });
+    } catch (err) {
+      if (call.signal?.aborted) throw err;
+      throw unreachable(`the storage is unreachable for ${method}`, err);
+    }
+    const text = await res.body.text().catch(() => "");
+    const ok = res.statusCode < 300 || (n > 0 && call.doneWhen?.(res.statusCode));
+    if (ok) return { headers: res.headers };
+    const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
+    throw new UpstreamError(
+      `the storage answered HTTP ${res.statusCode}${code ? ` (${code})` : ""} for ${method}`,
+      { retryable: res.statusCode >= 500, httpStatus: res.statusCode },
+    );
+  };
+  return api.transport.queue.run(attempt, {
+    idempotent: true,
+    priority: "bulk",
+    signal: call.signal,
+  });
+}
+
+const uploaders: Record<string, PolicyUploader> = {
+  local: relayUploader,
+  s3: multipartUploader({}),
+  ks3: multipartUploader({}),
+  cos: multipartUploader({ "x-cos-forbid-overwrite": "true" }),
+};
 
 function uploaderFor(session: UploadSession): PolicyUploader | undefined {
   const policy = session.storage_policy;
@@ -308,15 +431,21 @@ export async function uploadFile(api: CloudreveApi, upload: UploadRequest): Prom
   return uploadBySession(api, upload);
 }
 
-/** The file as Cloudreve shows it after a write, if it holds what was written. */
-function stored(file: File, upload: UploadRequest): File {
+/** Cloudreve shows the write: the size sent, a version other than the one replaced, nothing pending. */
+function isStored(file: File, upload: UploadRequest): boolean {
   const pending = file.metadata?.["sys:upload_session_id"] !== undefined;
   const sameVersion =
     upload.previousEntity !== undefined && file.primary_entity === upload.previousEntity;
-  if (file.size !== upload.size || pending || sameVersion || !file.primary_entity) {
+  return file.size === upload.size && !pending && !sameVersion && Boolean(file.primary_entity);
+}
+
+/** The file as Cloudreve shows it after a write, if it holds what was written. */
+function stored(file: File, upload: UploadRequest): File {
+  if (!isStored(file, upload)) {
+    const pending = file.metadata?.["sys:upload_session_id"] !== undefined;
     throw new UpstreamError(
       `Cloudreve does not show the upload of ${upload.uri} as complete (size ${file.size} of ` +
-        `${upload.size}${pending ? ", still uploading" : ""}${sameVersion ? ", old version" : ""})`,
+        `${upload.size}${pending ? ", still uploading" : ""})`,
     );
   }
   return file;

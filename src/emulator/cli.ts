@@ -4,7 +4,7 @@ import { startEmulator } from "./index.js";
 
 const usage = `usage: cloudreve-emulator --port N --email E --password P [--host H] [--chunk-size BYTES]
   [--max-page-size N] [--pagination cursor|offset] [--access-ttl S] [--refresh-ttl S]
-  [--latency-ms MS] [--captcha] [--otp-secret BASE32] [--capacity BYTES] [--policy local]`;
+  [--latency-ms MS] [--captcha] [--otp-secret BASE32] [--capacity BYTES] [--policy local|s3] [--chunk-concurrency N]`;
 
 function int(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
@@ -34,6 +34,7 @@ try {
       "otp-secret": { type: "string" },
       capacity: { type: "string" },
       policy: { type: "string" },
+      "chunk-concurrency": { type: "string" },
       help: { type: "boolean" },
     },
   }).values;
@@ -50,8 +51,9 @@ if (pagination !== "cursor" && pagination !== "offset") {
   process.stderr.write(`--pagination must be cursor or offset, got "${pagination}"\n`);
   process.exit(2);
 }
-if (args.policy !== undefined && args.policy !== "local") {
-  process.stderr.write(`--policy: only "local" is emulated, got "${args.policy}"\n`);
+const policy = args.policy ?? "local";
+if (policy !== "local" && policy !== "s3") {
+  process.stderr.write(`--policy: only "local" and "s3" are emulated, got "${policy}"\n`);
   process.exit(2);
 }
 
@@ -69,8 +71,11 @@ const emulator = await startEmulator({
   captcha: args.captcha,
   otpSecret: args["otp-secret"],
   capacity: int("capacity", args.capacity),
+  policy,
+  chunkConcurrency: int("chunk-concurrency", args["chunk-concurrency"]),
 });
 process.stdout.write(`listening on ${emulator.url}\n`);
+if (emulator.storageUrl) process.stdout.write(`storage on ${emulator.storageUrl}\n`);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => void emulator.close().then(() => process.exit(0)));
 }

@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import { setTimeout as sleep } from "node:timers/promises";
 import { writeFile } from "node:fs/promises";
 import type { Auth } from "./auth.js";
 import { newNode, type FileNode } from "./model.js";
@@ -21,6 +22,8 @@ export class Stats {
     this.bytesOut = 0;
   }
 }
+
+const countsOf = ({ requests, bytesIn, bytesOut }: Stats) => ({ requests, bytesIn, bytesOut });
 
 /** How a faulty request fails: an HTTP status as a proxy would answer, a reset, or silence. */
 export type FaultKind = number | "reset" | "hang";
@@ -45,6 +48,12 @@ export interface FaultDecision {
   afterBytes?: number;
 }
 
+/**
+ * Which server a request reached: Cloudreve's API, or the storage provider's origin. A rule
+ * without a route applies to every API route and never to the storage.
+ */
+export type Origin = "api" | "storage";
+
 /** Injected latency and failures, per route or for all of them. */
 export class Faults {
   private rules: FaultRule[] = [];
@@ -66,10 +75,10 @@ export class Faults {
   }
 
   /** The latency to add and the failure to produce (if any) for one request. */
-  decide(key: string): FaultDecision {
+  decide(key: string, origin: Origin): FaultDecision {
     const decision: FaultDecision = { latencyMs: 0 };
     for (const rule of this.rules) {
-      if (rule.route !== undefined && rule.route !== key) continue;
+      if (rule.route === undefined ? origin !== "api" : rule.route !== key) continue;
       decision.latencyMs += rule.latencyMs ?? 0;
       if (!rule.failWith || decision.fail) continue;
       if (rule.times !== undefined && rule.fired >= rule.times) continue;
@@ -81,6 +90,83 @@ export class Faults {
     }
     return decision;
   }
+}
+
+/**
+ * Delays and fails one request as decided; true when the request is answered (or dropped) by
+ * the fault, false when the handler still has to run.
+ */
+export async function answerFault(
+  req: IncomingMessage,
+  res: ServerResponse,
+  fault: FaultDecision,
+  baseLatencyMs = 0,
+): Promise<boolean> {
+  const latency = baseLatencyMs + fault.latencyMs;
+  if (latency > 0) await sleep(latency);
+  if (fault.fail === undefined) return false;
+  if (fault.afterBytes !== undefined) {
+    cutReply(res, fault.fail, fault.afterBytes);
+    return false;
+  }
+  if (fault.fail === "reset") {
+    req.socket.destroy();
+    return true;
+  }
+  if (fault.fail === "hang") return true; // no answer, ever: the client's own timeout has to end it
+  // As a proxy in front of the server answers (e.g. nginx's 413): unread body, then close.
+  const text = `${fault.fail} ${STATUS_CODES[fault.fail] ?? "Error"}`;
+  res
+    .writeHead(fault.fail, {
+      "content-type": "text/plain",
+      "content-length": Buffer.byteLength(text),
+      connection: "close",
+    })
+    .end(text);
+  return true;
+}
+
+/**
+ * Lets the first `bytes` of a reply's body out, then resets the connection or goes silent
+ * (writes are swallowed, the socket stays open): a reply lost after the server acted on the
+ * request (0 bytes), or a transfer that breaks off or stalls part-way.
+ */
+function cutReply(res: ServerResponse, how: "reset" | "hang" | number, bytes: number): void {
+  let left = bytes;
+  let cut = false;
+  const write = res.write.bind(res) as (chunk: Buffer, cb: () => void) => boolean;
+  const end = res.end.bind(res) as () => ServerResponse;
+  const breakOff = () => {
+    cut = true;
+    if (how === "reset") res.socket?.destroy();
+  };
+  const pass = (chunk: unknown): void => {
+    if (cut || chunk === undefined || chunk === null || typeof chunk === "function") return;
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk));
+    if (buf.length === 0) return;
+    if (left === 0) return breakOff();
+    const part = buf.subarray(0, left);
+    left -= part.length;
+    // Broken off only once the allowed bytes are out.
+    if (left === 0) write(part, breakOff);
+    else write(part, () => undefined);
+  };
+  const callbackOf = (args: unknown[]) =>
+    args.find((a) => typeof a === "function") as (() => void) | undefined;
+  res.write = ((chunk: unknown, ...rest: unknown[]) => {
+    pass(chunk);
+    const cb = callbackOf(rest);
+    if (cb) setImmediate(cb);
+    return true;
+  }) as ServerResponse["write"];
+  res.end = ((...args: unknown[]) => {
+    pass(args[0]);
+    const cb = callbackOf(args);
+    if (cb) setImmediate(cb);
+    // A reply shorter than `bytes` got through whole.
+    if (!cut) end();
+    return res;
+  }) as ServerResponse["end"];
 }
 
 async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
@@ -125,9 +211,8 @@ export async function handleControl(
   switch (route) {
     case "GET /__emulator/stats":
       return reply(res, 200, {
-        requests: stats.requests,
-        bytesIn: stats.bytesIn,
-        bytesOut: stats.bytesOut,
+        ...countsOf(stats),
+        ...(state.storage && { storage: countsOf(state.storage.stats) }),
       });
     case "GET /__emulator/locks":
       return reply(res, 200, {
@@ -142,6 +227,7 @@ export async function handleControl(
       });
     case "POST /__emulator/stats/reset":
       stats.reset();
+      state.storage?.stats.reset();
       return reply(res, 200, {});
     case "POST /__emulator/clock":
       state.clock.advance(Number(body.advanceSeconds ?? 0));
@@ -191,7 +277,7 @@ async function seed(
     if (size > 0) {
       const tmp = state.tmpPath();
       await writeFile(tmp, seedBytes(size));
-      entity = await state.createEntity(tmp, size);
+      entity = await state.createEntity(tmp, size, user);
       entity.refs = 0;
     }
     for (let i = 0; i < files; i++) {

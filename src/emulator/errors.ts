@@ -9,6 +9,7 @@ export const Code = {
   ParamErr: 40001,
   ObjectExist: 40004,
   SignExpired: 40005,
+  PolicyNotAllowed: 40006,
   GroupNotAllowed: 40007,
   UploadSessionExpired: 40011,
   InvalidChunkIndex: 40012,
@@ -20,6 +21,7 @@ export const Code = {
   FileTooLarge: 40049,
   InsufficientCapacity: 40051,
   IllegalObjectName: 40052,
+  MetaMismatch: 40055,
   InvalidSign: 40071,
   LockConflict: 40073,
   TooManyUris: 40074,
@@ -65,6 +67,7 @@ export const errors = {
   tooLarge: () => new ApiError(Code.FileTooLarge, "File is too large"),
   sessionExpired: () =>
     new ApiError(Code.UploadSessionExpired, "Upload session expired or not exist"),
+  policyNotAllowed: () => new ApiError(Code.PolicyNotAllowed, "Policy not allowed"),
   entityNotExist: () => new ApiError(Code.EntityNotExist, "Entity not exist"),
 } as const;
 

@@ -1,10 +1,10 @@
-import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { Auth } from "./auth.js";
-import { handleControl, Faults, Stats } from "./control.js";
+import { Clock } from "./clock.js";
+import { answerFault, handleControl, Faults, Stats } from "./control.js";
 import { ApiError } from "./errors.js";
 import {
   correlationIdOf,
@@ -24,6 +24,7 @@ import { registerManageRoutes } from "./routes/manage.js";
 import { registerMetadataRoutes } from "./routes/metadata.js";
 import { registerUploadRoutes } from "./routes/upload.js";
 import { EmulatorState, resolveSettings } from "./state.js";
+import { ObjectStorage } from "./storage.js";
 
 export type { EmulatorOptions, RunningEmulator } from "./options.js";
 
@@ -35,13 +36,19 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   await mkdir(join(dataDir, "blobs"), { recursive: true });
   await mkdir(join(dataDir, "tmp"), { recursive: true });
 
-  const state = new EmulatorState(settings, dataDir);
+  const clock = new Clock();
+  const faults = new Faults();
+  const storage =
+    settings.policy === "s3"
+      ? new ObjectStorage(join(dataDir, "storage"), clock, faults)
+      : undefined;
+  await storage?.init();
+  const state = new EmulatorState(settings, dataDir, clock, storage);
   state.addUser(settings.email, settings.password, settings.capacity, settings.otpSecret);
   for (const u of options.extraUsers ?? [])
     state.addUser(u.email, u.password, u.capacity ?? settings.capacity);
   const auth = new Auth(state);
   const stats = new Stats();
-  const faults = new Faults();
   const router = new Router();
   registerAccountRoutes(router, state, auth);
   registerListingRoute(router, state);
@@ -65,28 +72,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     }
     const key = `${method} ${match.route.pattern}`;
     stats.count(key);
-    const fault = faults.decide(key);
-    const latency = settings.latencyMs + fault.latencyMs;
-    if (latency > 0) await sleep(latency);
-    if (fault.fail !== undefined && fault.afterBytes !== undefined) {
-      cutReply(res, fault.fail, fault.afterBytes);
-    } else if (fault.fail === "reset") {
-      req.socket.destroy();
-      return;
-    } else if (fault.fail === "hang") {
-      return; // no answer, ever: the client's own timeout has to end it
-    } else if (fault.fail !== undefined) {
-      // As a proxy in front of the server answers (e.g. nginx's 413): unread body, then close.
-      const text = `${fault.fail} ${STATUS_CODES[fault.fail] ?? "Error"}`;
-      res
-        .writeHead(fault.fail, {
-          "content-type": "text/plain",
-          "content-length": Buffer.byteLength(text),
-          connection: "close",
-        })
-        .end(text);
-      return;
-    }
+    if (await answerFault(req, res, faults.decide(key, "api"), settings.latencyMs)) return;
 
     const ctx: Ctx = {
       req,
@@ -119,68 +105,41 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     }
   }
 
-  const server = createServer((req, res) => void handle(req, res));
-  server.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(settings.port, settings.host, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : settings.port;
-  const url = `http://${settings.host.includes(":") ? `[${settings.host}]` : settings.host}:${port}`;
-  state.siteUrl = options.siteUrl ?? url;
+  const server = await listen(handle, settings.host, settings.port);
+  state.siteUrl = options.siteUrl ?? server.url;
+  const storageServer =
+    storage && (await listen((req, res) => storage.handle(req, res), "127.0.0.1", 0));
+  if (storage && storageServer) storage.url = storageServer.url;
 
   return {
-    url,
+    url: server.url,
+    storageUrl: storageServer?.url,
     async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      await Promise.all([server.close(), storageServer?.close()]);
       if (ownDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }
 
-/**
- * Lets the first `bytes` of a reply's body out, then resets the connection or goes silent
- * (writes are swallowed, the socket stays open): a reply lost after the server acted on the
- * request (0 bytes), or a transfer that breaks off or stalls part-way.
- */
-function cutReply(res: ServerResponse, how: "reset" | "hang" | number, bytes: number): void {
-  let left = bytes;
-  let cut = false;
-  const write = res.write.bind(res) as (chunk: Buffer, cb: () => void) => boolean;
-  const end = res.end.bind(res) as () => ServerResponse;
-  const breakOff = () => {
-    cut = true;
-    if (how === "reset") res.socket?.destroy();
+async function listen(
+  handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+  host: string,
+  port: number,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const server = createServer((req, res) => void handle(req, res));
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address();
+  const bound = typeof address === "object" && address ? address.port : port;
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${bound}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
-  const pass = (chunk: unknown): void => {
-    if (cut || chunk === undefined || chunk === null || typeof chunk === "function") return;
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk));
-    if (buf.length === 0) return;
-    if (left === 0) return breakOff();
-    const part = buf.subarray(0, left);
-    left -= part.length;
-    // Broken off only once the allowed bytes are out.
-    if (left === 0) write(part, breakOff);
-    else write(part, () => undefined);
-  };
-  const callbackOf = (args: unknown[]) =>
-    args.find((a) => typeof a === "function") as (() => void) | undefined;
-  res.write = ((chunk: unknown, ...rest: unknown[]) => {
-    pass(chunk);
-    const cb = callbackOf(rest);
-    if (cb) setImmediate(cb);
-    return true;
-  }) as ServerResponse["write"];
-  res.end = ((...args: unknown[]) => {
-    pass(args[0]);
-    const cb = callbackOf(args);
-    if (cb) setImmediate(cb);
-    // A reply shorter than `bytes` got through whole.
-    if (!cut) end();
-    return res;
-  }) as ServerResponse["end"];
 }

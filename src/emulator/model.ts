@@ -8,6 +8,8 @@ export interface Entity {
   size: number;
   /** Blob path on disk. */
   blob: string;
+  /** The object key when the blob is an object of the s3 policy's storage. */
+  storageKey?: string;
   createdAt: number;
   refs: number;
 }

@@ -46,8 +46,13 @@ export interface EmulatorOptions {
   trashRetention?: number;
   /** Storage policy `max_size` in bytes; 0 (default) = unlimited. */
   policyMaxSize?: number;
-  /** Storage policy type. Only `local` is emulated so far. */
-  policy?: "local";
+  /**
+   * Storage policy type: `local` (default), or `s3`, which also starts an S3-like storage
+   * origin that clients upload to and download from with presigned URLs.
+   */
+  policy?: "local" | "s3";
+  /** Storage policy `chunk_concurrency` (s3 sessions). Default 1. */
+  chunkConcurrency?: number;
   /** Site URL written into signed content URLs. Default: the URL the emulator listens on. */
   siteUrl?: string;
   /** Server time zone offset used when writing timestamps, in minutes. Default 480 (+08:00). */
@@ -59,5 +64,7 @@ export interface EmulatorOptions {
 export interface RunningEmulator {
   /** Base URL without trailing slash, e.g. http://127.0.0.1:5212 */
   url: string;
+  /** The s3 policy's storage origin, e.g. http://127.0.0.1:41234; undefined for `local`. */
+  storageUrl?: string;
   close(): Promise<void>;
 }

@@ -16,6 +16,7 @@ import {
   type User,
 } from "./model.js";
 import type { EmulatorOptions } from "./options.js";
+import type { ObjectStorage } from "./storage.js";
 import { formatUri, parseUri, type CloudreveUri } from "./uri.js";
 
 export type Settings = Required<
@@ -44,6 +45,7 @@ export function resolveSettings(o: EmulatorOptions): Settings {
     trashRetention: o.trashRetention ?? 7 * 86_400,
     policyMaxSize: o.policyMaxSize ?? 0,
     policy: o.policy ?? "local",
+    chunkConcurrency: o.chunkConcurrency ?? 1,
     utcOffsetMinutes: o.utcOffsetMinutes ?? 480,
   };
 }
@@ -71,8 +73,11 @@ export interface UploadSession {
   expiresAt: number;
   lockToken: string;
   callbackSecret: string;
+  /** Where local chunks are written (local policy only). */
   tmpPath: string;
   previous: string | undefined;
+  /** The s3 policy's multipart upload that the client sends the parts to. */
+  multipart?: { key: string; uploadId: string };
 }
 
 /** A URI resolved against the caller's view. */
@@ -85,7 +90,6 @@ export interface Target {
 }
 
 export class EmulatorState {
-  readonly clock = new Clock();
   readonly ids = new Ids();
   readonly users: User[] = [];
   readonly locks = new LockTable(() => this.clock.now());
@@ -98,6 +102,9 @@ export class EmulatorState {
   constructor(
     readonly settings: Settings,
     readonly dataDir: string,
+    readonly clock = new Clock(),
+    /** The s3 policy's storage; undefined for the local policy. */
+    readonly storage?: ObjectStorage,
   ) {}
 
   addUser(email: string, password: string, capacity: number, otpSecret?: string): User {
@@ -220,6 +227,10 @@ export class EmulatorState {
       type: s.policy,
       max_size: s.policyMaxSize,
     };
+    if (s.policy === "s3") {
+      policy.relay = false;
+      policy.chunk_concurrency = s.chunkConcurrency;
+    }
     return policy;
   }
 
@@ -228,13 +239,31 @@ export class EmulatorState {
     return join(this.dataDir, "tmp", randomUUID());
   }
 
-  /** Turns a fully written temporary file into a new entity (a new version blob). */
-  async createEntity(tmp: string, size: number): Promise<Entity> {
+  /**
+   * Turns a fully written temporary file into a new entity (a new version blob). On an s3 site
+   * the server writes it into the storage as an object, as it does for its own writes.
+   */
+  async createEntity(tmp: string, size: number, owner: User): Promise<Entity> {
+    if (this.storage) {
+      const key = this.storage.newKey(owner.id);
+      await this.storage.putObject(key, tmp);
+      return this.objectEntity(key, size);
+    }
     const id = this.ids.entity();
     const blob = join(this.dataDir, "blobs", String(id));
     await rename(tmp, blob);
-    const entity: Entity = { id, size, blob, createdAt: this.clock.now(), refs: 1 };
-    this.entities.set(id, entity);
+    return this.addEntity({ id, size, blob, createdAt: this.clock.now(), refs: 1 });
+  }
+
+  /** An entity for an object already in the s3 storage (a completed multipart upload). */
+  objectEntity(key: string, size: number): Entity {
+    const blob = this.storage!.objectPath(key);
+    const entity = { id: this.ids.entity(), size, blob, storageKey: key };
+    return this.addEntity({ ...entity, createdAt: this.clock.now(), refs: 1 });
+  }
+
+  private addEntity(entity: Entity): Entity {
+    this.entities.set(entity.id, entity);
     return entity;
   }
 

@@ -253,7 +253,8 @@ describe("PUT under upstream faults", () => {
       await expectNothingLeft(fx.emu.url);
       const calls = (await stats(fx.emu.url)).requests;
       expect(calls[R.refresh] ?? 0).toBeGreaterThan(0);
-      expect(calls[R.cancel]).toBe(1);
+      // Cancelled (a call that meets the expired token is made again after the renewal).
+      expect(calls[R.cancel]).toBeGreaterThanOrEqual(1);
     }
   });
 });

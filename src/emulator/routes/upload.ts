@@ -2,9 +2,17 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { open, unlink } from "node:fs/promises";
 import { ApiError, Code, errors, paramError } from "../errors.js";
 import { decodeId, encodeId, IdType } from "../hashid.js";
-import { declaredLength, readJson, receiveBody, type Router } from "../http.js";
+import {
+  declaredLength,
+  errorEnvelope,
+  RAW,
+  readJson,
+  receiveBody,
+  sendJson,
+  type Router,
+} from "../http.js";
 import { optInt, optObject, optString, reqString } from "../bind.js";
-import { detach, validateName } from "../model.js";
+import { detach, validateName, type Entity } from "../model.js";
 import type { EmulatorState, UploadSession } from "../state.js";
 import { formatUri } from "../uri.js";
 import { requireUser } from "./account.js";
@@ -12,9 +20,9 @@ import { createFileAt } from "./content.js";
 import { metadataMapToPatches } from "./files.js";
 
 /**
- * Upload sessions (§6). Only the local policy (and relay, which uses the same flow) is
- * emulated: chunks are POSTed to the server itself. Other policy types would hand out
- * provider URLs in `upload_urls` at session creation and complete through callbacks.
+ * Upload sessions (§6) of the local policy, whose chunks are POSTed to the server itself, and
+ * of the s3 policy, whose parts go to presigned storage URLs and which the client completes
+ * with a callback.
  */
 export function registerUploadRoutes(router: Router, state: EmulatorState): void {
   const api = "/api/v4/file/upload";
@@ -58,6 +66,8 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     if (!existing) node.metadata.set("sys:upload_session_id", id);
     const chunkSize = state.settings.chunkSize;
     const expiresAt = now() + state.settings.uploadSessionTtl * 1000;
+    const storage = state.storage;
+    const key = storage?.newKey(user.id);
     const session: UploadSession = {
       id,
       user,
@@ -74,21 +84,34 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       callbackSecret: randomBytes(16).toString("hex"),
       tmpPath: state.tmpPath(),
       previous,
+      multipart: key ? { key, uploadId: storage!.createMultipartUpload(key) } : undefined,
     };
-    // The local policy pre-allocates the file, which is what lets chunks arrive out of order.
-    const file = await open(session.tmpPath, "w");
-    await file.truncate(size);
-    await file.close();
     state.uploads.set(id, session);
-    return {
+    const reply = {
       session_id: id,
-      upload_id: "",
+      upload_id: session.multipart?.uploadId ?? "",
       chunk_size: chunkSize,
       expires: Math.floor(expiresAt / 1000),
       storage_policy: state.policyJson(),
       uri: formatUri("my", target.uri.elements),
       callback_secret: session.callbackSecret,
     };
+    if (storage && session.multipart) {
+      const { key, uploadId } = session.multipart;
+      const expires = reply.expires;
+      const partUrl = (i: number) =>
+        storage.presign("PUT", key, expires, { partNumber: String(i + 1), uploadId });
+      return {
+        ...reply,
+        upload_urls: Array.from({ length: session.chunks }, (_, i) => partUrl(i)),
+        completeURL: storage.presign("POST", key, expires, { uploadId }),
+      };
+    }
+    // The local policy pre-allocates the file, which is what lets chunks arrive out of order.
+    const file = await open(session.tmpPath, "w");
+    await file.truncate(size);
+    await file.close();
+    return reply;
   });
 
   router.add("POST", `${api}/:sessionId/:index`, async (ctx) => {
@@ -96,6 +119,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     const session = state.uploads.get(ctx.params.sessionId!);
     if (!session || session.user !== user || session.expiresAt <= now())
       throw errors.sessionExpired();
+    if (session.multipart) throw errors.policyNotAllowed();
     if (!/^\d+$/.test(ctx.params.index!)) throw paramError();
     const index = Number(ctx.params.index);
     const { size, chunkSize } = session;
@@ -113,8 +137,30 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     // Completion runs inline in the request that carries the last missing chunk.
     if (session.received.size === session.chunks && state.uploads.get(session.id) === session) {
       state.uploads.delete(session.id);
-      await complete(state, session);
+      complete(state, session, await state.createEntity(session.tmpPath, size, user));
     }
+    return undefined;
+  });
+
+  // The client's callback after CompleteMultipartUpload (§6.2, §6.6): the server checks the
+  // object's size, then completes as the local flow does. Its errors carry HTTP 401 / 400.
+  router.add("GET", "/api/v4/callback/s3/:sessionId/:key", async (ctx) => {
+    const fail = (status: number, err: ApiError) => {
+      sendJson(ctx, errorEnvelope(err, ctx.correlationId), status);
+      return RAW;
+    };
+    const session = state.uploads.get(ctx.params.sessionId!);
+    if (!session || session.expiresAt <= now()) return fail(401, errors.sessionExpired());
+    if (session.callbackSecret !== ctx.params.key)
+      return fail(401, new ApiError(Code.CredentialInvalid, "Invalid callback key"));
+    if (!session.multipart) return fail(401, errors.policyNotAllowed());
+    const { key } = session.multipart;
+    const size = await state.storage!.objectSize(key);
+    if (size !== session.size)
+      return fail(400, new ApiError(Code.MetaMismatch, "File size not match"));
+    if (state.uploads.get(session.id) !== session) return fail(401, errors.sessionExpired());
+    state.uploads.delete(session.id);
+    complete(state, session, state.objectEntity(key, size));
     return undefined;
   });
 
@@ -129,7 +175,8 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     }
     state.uploads.delete(id);
     state.locks.release(session.lockToken);
-    await unlink(session.tmpPath).catch(() => undefined);
+    if (session.multipart) await state.storage!.abortMultipartUpload(session.multipart.uploadId);
+    else await unlink(session.tmpPath).catch(() => undefined);
     // A brand-new file goes with its placeholder; an existing file keeps its current version.
     if (session.placeholder && !session.node.entity) detach(session.node);
     return undefined;
@@ -137,8 +184,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
 }
 
 /** CompleteUpload: the pending version becomes current, placeholder metadata goes. */
-async function complete(state: EmulatorState, session: UploadSession): Promise<void> {
-  const entity = await state.createEntity(session.tmpPath, session.size);
+function complete(state: EmulatorState, session: UploadSession, entity: Entity): void {
   const node = session.node;
   node.metadata.delete("sys:upload_session_id");
   node.metadata.delete("thumb:disabled");
