@@ -12,6 +12,8 @@ export interface JournalLog {
 
 interface SessionRecord {
   uri: string;
+  /** The process that opened it: a record of another live gateway on the same dir is its own. */
+  pid?: number;
   /** Absent until Cloudreve answered the session's creation (or when that answer was lost). */
   sessionId?: string;
   openedAt: number;
@@ -25,6 +27,16 @@ export interface JournalTicket {
   closed(): Promise<void>;
   /** The session may still hold its path lock upstream: leave it to be freed later. */
   abandoned(): void;
+}
+
+/** Whether a process with this pid runs (one of another user counts: it exists). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** `cloudreve://my/a%20b` and `cloudreve://my/a b` are one path. */
@@ -48,6 +60,7 @@ function pathKey(uri: string): string {
 export class UploadJournal {
   /** Paths with an upload session this process is running, counted. */
   private readonly running = new Map<string, number>();
+  private readonly started = Date.now();
   /** Sessions not running here that may still hold a lock, by path; file is their record. */
   private readonly leftovers = new Map<string, { record: SessionRecord; file?: string }[]>();
 
@@ -59,7 +72,7 @@ export class UploadJournal {
   /** Records an upload about to open a session on `uri` (before the session exists). */
   async open(uri: string): Promise<JournalTicket> {
     const key = pathKey(uri);
-    const record: SessionRecord = { uri, openedAt: Date.now() };
+    const record: SessionRecord = { uri, pid: process.pid, openedAt: Date.now() };
     const file = this.dir ? join(this.dir, `${randomUUID()}.json`) : undefined;
     await this.write(file, record);
     let state: "opening" | "running" | "done" = "opening";
@@ -98,6 +111,16 @@ export class UploadJournal {
     };
   }
 
+  /**
+   * A record of a session some process is still running: this one's since it started, or
+   * another live gateway's on the same dir. One with this pid from before is of an earlier
+   * life (a container restarts as pid 1 again).
+   */
+  private isLive(record: SessionRecord): boolean {
+    if (record.pid === process.pid) return record.openedAt >= this.started;
+    return record.pid !== undefined && alive(record.pid);
+  }
+
   /** Cancels what an earlier run left behind; what cannot be cancelled now stays a leftover. */
   async recover(api: CloudreveApi): Promise<void> {
     if (!this.dir) return;
@@ -117,6 +140,7 @@ export class UploadJournal {
         await rm(file, { force: true }); // torn while written: it never reached Cloudreve
         continue;
       }
+      if (this.isLive(record)) continue;
       this.remember(record, file);
       await this.cancelLeftovers(api, pathKey(record.uri));
     }

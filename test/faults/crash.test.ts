@@ -5,7 +5,7 @@
  * client that goes away mid-PUT gets its session cancelled. The old content survives both.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, readdir } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -13,7 +13,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { defaults } from "../../src/config.js";
 import { startEmulator } from "../../src/emulator/index.js";
+import { createLogger } from "../../src/log.js";
+import { startGateway } from "../../src/server.js";
 import type { RunningEmulator } from "../../src/emulator/options.js";
 import { R, stats } from "../helpers/control.js";
 import { Api, EMAIL, expectStored, PASSWORD } from "../helpers/emulator.js";
@@ -223,4 +226,56 @@ describe("a client that goes away mid-PUT", () => {
       }
     });
   }
+});
+
+describe("the journal of a state dir shared with another running gateway", () => {
+  it("leaves the other gateway's sessions alone and cancels only those of dead processes", async () => {
+    const emu = await startEmulator({ email: EMAIL, password: PASSWORD, chunkSize: CHUNK });
+    const api = new Api(emu.url);
+    await api.login();
+    const stateDir = await mkdtemp(join(tmpdir(), "cloudreve-dav-shared-"));
+    // The journal folder of this account (server.ts: site and email, made file-name safe).
+    const account = `${new URL(emu.url).host.replace(/[^A-Za-z0-9.-]/g, "_")}-${EMAIL}`;
+    const journal = join(stateDir, "uploads", account);
+    await mkdir(journal, { recursive: true });
+    const sessions: Record<string, string> = {};
+    for (const name of ["running.bin", "abandoned.bin"]) {
+      const r = await api.call<{ session_id: string }>("PUT", "/file/upload", {
+        json: { uri: `cloudreve://my/${name}`, size: 10 },
+      });
+      expect(r.json.code, r.text).toBe(0);
+      sessions[name] = r.json.data!.session_id;
+    }
+    // A live process (this test's parent) runs the first; a finished one left the second.
+    const dead = spawn(process.execPath, ["-e", ""]);
+    await new Promise((resolve) => dead.once("exit", resolve));
+    const records = [
+      { name: "running.bin", pid: process.ppid },
+      { name: "abandoned.bin", pid: dead.pid },
+    ];
+    for (const { name, pid } of records) {
+      const record = { uri: `cloudreve://my/${name}`, sessionId: sessions[name], pid, openedAt: 0 };
+      await writeFile(join(journal, `${name}.json`), JSON.stringify(record));
+    }
+
+    const gw = await startGateway(
+      { ...defaults(), upstream: emu.url, email: EMAIL, password: PASSWORD, stateDir, port: 0 },
+      createLogger("silent"),
+    );
+    try {
+      await until(
+        "the abandoned session cancelled",
+        async () => !(await leftovers(emu.url)).locks.some((l) => l.path.endsWith("abandoned.bin")),
+        WAIT_MS,
+      );
+      const left = await leftovers(emu.url);
+      expect(left.locks.map((l) => l.path)).toEqual(["cloudreve://my/running.bin"]);
+      // The running one's lock is not this gateway's to free.
+      const url = gw.url.replace(/\/$/, "");
+      expect((await dav(`${url}/running.bin`, "DELETE")).status).toBe(423);
+    } finally {
+      await gw.close();
+      await emu.close();
+    }
+  });
 });
