@@ -1,6 +1,15 @@
 import { pino, type Logger } from "pino";
 
 /**
+ * What the layers below the WebDAV one tell the operator (clean-up that failed, state left
+ * upstream): structured fields and a message. The gateway's pino logger is one.
+ */
+export interface EventLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+/**
  * The gateway's logger: JSON lines, pretty when a person is watching a terminal. Anything that
  * could carry a secret is redacted by path, as a second line of defence behind not logging it.
  * Lines to standard output are written asynchronously, a batch per write: a synchronous write

@@ -52,13 +52,14 @@ function accountOf(config: GatewayConfig): string {
 
 /** Wires the layers (Cloudreve client → drive → WebDAV) and listens. */
 export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+  const account = accountOf(config);
   const api = new CloudreveApi({
     baseUrl: config.upstream,
     email: config.email,
     password: config.password,
     refreshToken: config.refreshToken,
-    stateFile: join(config.stateDir, `${accountOf(config)}.json`),
-    uploadJournalDir: join(config.stateDir, "uploads", accountOf(config)),
+    stateFile: join(config.stateDir, `${account}.json`),
+    uploadJournalDir: join(config.stateDir, "uploads", account),
     log,
     timeouts: {
       connectMs: config.upstreamConnectTimeoutSeconds * 1000,
@@ -92,7 +93,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   });
   const fs =
     config.appleDouble === "local"
-      ? new AppleDoubleOverlay(drive, join(config.stateDir, "appledouble", accountOf(config)))
+      ? new AppleDoubleOverlay(drive, join(config.stateDir, "appledouble", account))
       : drive;
   const handler = createDavHandler({
     fs,

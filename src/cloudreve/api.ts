@@ -1,11 +1,13 @@
 import type { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { Exists, GatewayError, NotFound } from "../errors.js";
 import { BatchFailed } from "./errors.js";
-import { splitBatches, type RequestPriority } from "./queue.js";
+import { backoffMs, splitBatches, type RequestPriority } from "./queue.js";
 import { joinUri } from "./uri.js";
 import { Transport, type TransportOptions } from "./transport.js";
-import { UploadJournal, type JournalLog } from "./upload-journal.js";
+import type { EventLog } from "../log.js";
+import { UploadJournal } from "./upload-journal.js";
 import {
   CapacitySchema,
   FILE_TYPE_FOLDER,
@@ -24,10 +26,9 @@ const Nothing = z.unknown();
 /** A non-idempotent call is made at most this many times more after transient failures. */
 const REPEATS = 3;
 const REPEAT_BACKOFF_MS = 200;
+const REPEAT_BACKOFF_MAX_MS = 5_000;
 const none = undefined;
 const done = { value: undefined };
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The error is `type`, or a batch failure whose every item is. */
 function isEach(err: unknown, type: new (...args: never[]) => GatewayError): boolean {
@@ -59,7 +60,7 @@ export interface UploadSessionRequest {
 export interface ApiOptions extends TransportOptions {
   /** Where open upload sessions are recorded, so a crash leaves no path locked (none: memory). */
   uploadJournalDir?: string;
-  log?: JournalLog;
+  log?: EventLog;
 }
 
 /**
@@ -325,6 +326,7 @@ export class CloudreveApi {
         const transient = err instanceof GatewayError && err.retryable;
         const last = attempt >= REPEATS;
         if ((mayHaveActed && refusal(err)) || (transient && last)) {
+          // A state check that fails itself settles nothing: the call's own error stands.
           const result = await landed().catch(() => none);
           if (result) return result.value;
         }
@@ -333,7 +335,7 @@ export class CloudreveApi {
         // a refusal to start.
         const status = (err as GatewayError).httpStatus;
         mayHaveActed ||= status === undefined || status === 502 || status === 504;
-        await sleep(Math.random() * REPEAT_BACKOFF_MS * 2 ** attempt);
+        await sleep(backoffMs(attempt, REPEAT_BACKOFF_MS, REPEAT_BACKOFF_MAX_MS));
       }
     }
   }

@@ -3,6 +3,7 @@ import { connect as connectTls } from "node:tls";
 import type { Writable } from "node:stream";
 import { UpstreamError, UpstreamTimeout } from "../errors.js";
 import type { Download, PipeOptions } from "./download.js";
+import { DEFAULT_TIMEOUTS } from "./transport.js";
 
 /**
  * A GET for large bodies that reads into a few reused buffers and hands them straight to the
@@ -52,7 +53,7 @@ export async function bulkGet(
   url: URL,
   headers: Record<string, string>,
   signal?: AbortSignal,
-  idleMs = 60_000,
+  idleMs = DEFAULT_TIMEOUTS.bodyIdleMs,
 ): Promise<Download> {
   return new BulkGet(url, headers, signal, idleMs).response;
 }

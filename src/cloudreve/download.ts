@@ -1,4 +1,5 @@
 import type { Readable, Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { LRUCache } from "lru-cache";
 import parseRange from "range-parser";
 import { request, type Dispatcher } from "undici";
@@ -6,10 +7,12 @@ import { GatewayError, SessionExpired, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
 import { bulkGet, UnsupportedReply } from "./bulk-get.js";
 import { errorFromEnvelope } from "./errors.js";
-import type { RequestPriority } from "./queue.js";
+import { backoffMs, type RequestPriority } from "./queue.js";
 import { unreachable } from "./transport.js";
 import { EnvelopeSchema, timestampToEpochMs } from "./types.js";
 
+/** Retries of a read wait at most this long. */
+const BACKOFF_MAX_MS = 5_000;
 /** Signed URLs are reused until this long before they expire. */
 const URL_MARGIN_MS = 60_000;
 /** Without an `expires`, a URL is trusted this long. */
@@ -91,8 +94,6 @@ export function servedSpan(reply: Download): Span | undefined {
   return { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /**
  * Reads file content: `POST /file/url` once per version (cached until `expires` minus a
  * margin), then a GET of the signed URL with the caller's Range, streamed. A Cloudreve-served
@@ -130,7 +131,7 @@ export class Downloader {
     const first = await this.openRetrying(read, read.range, budget);
     const span = servedSpan(first);
     // Only a single-part body can be resumed from where it broke.
-    if (!span || span.end < span.start) return { ...first, pipeTo: (dest) => first.pipeTo(dest) };
+    if (!span || span.end < span.start) return first;
     return {
       ...first,
       pipeTo: (dest) => this.resumingPipe(read, first, span, dest, budget),
@@ -201,8 +202,7 @@ export class Downloader {
   }
 
   private backoff(attempt: number): Promise<unknown> {
-    const ceiling = Math.min(5_000, this.backoffMs * 2 ** attempt);
-    return sleep(Math.random() * ceiling);
+    return sleep(backoffMs(attempt, this.backoffMs, BACKOFF_MAX_MS));
   }
 
   /** The signed URL for a version, from the cache or fresh; concurrent misses share one request. */

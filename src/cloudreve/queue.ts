@@ -113,9 +113,7 @@ export class RequestQueue {
   }
 
   #delay(attempt: number, error: GatewayError): number {
-    // Full jitter spreads the retries of many callers over the whole window instead of in waves.
-    const ceiling = Math.min(this.#maxDelayMs, this.#baseDelayMs * 2 ** attempt);
-    const jittered = this.#random() * ceiling;
+    const jittered = backoffMs(attempt, this.#baseDelayMs, this.#maxDelayMs, this.#random);
     const asked = error.retryAfterMs;
     if (asked === undefined || !Number.isFinite(asked)) return jittered;
     return Math.max(jittered, Math.min(asked, RETRY_AFTER_CAP_MS));
@@ -141,6 +139,20 @@ export class RequestQueue {
       this.#sleeping--;
     }
   }
+}
+
+/**
+ * How long to wait before retry `attempt` (from 0): a ceiling of `baseMs` doubling per retry up
+ * to `maxMs`, and a random point below it ("full jitter"), which spreads the retries of many
+ * callers over the whole window instead of sending them in waves.
+ */
+export function backoffMs(
+  attempt: number,
+  baseMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
+  return random() * Math.min(maxMs, baseMs * 2 ** attempt);
 }
 
 /** Splits `items` into consecutive batches of at most `size` (the site's `max_batch_size`). */

@@ -42,7 +42,7 @@ const TIMEOUT_CODES = new Set([
   "UND_ERR_BODY_TIMEOUT",
 ]);
 
-/** A failure to talk to the upstream, as a retryable gateway error (a timeout answers 504). */
+/** A failure to talk to the upstream as a retryable gateway error; UpstreamTimeout for a timeout. */
 export function unreachable(what: string, err: unknown): UpstreamError {
   const code = (err as { code?: unknown } | undefined)?.code;
   const message = `${what}: ${(err as Error)?.message ?? String(err)}`;

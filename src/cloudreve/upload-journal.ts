@@ -2,13 +2,8 @@ import { randomUUID } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { NotFound, type Locked } from "../errors.js";
+import type { EventLog } from "../log.js";
 import type { CloudreveApi } from "./api.js";
-
-/** Where the journal reports what it did or could not do; pino's logger fits. */
-export interface JournalLog {
-  info(fields: object, message: string): void;
-  warn(fields: object, message: string): void;
-}
 
 interface SessionRecord {
   uri: string;
@@ -66,7 +61,7 @@ export class UploadJournal {
 
   constructor(
     private readonly dir: string | undefined,
-    private readonly log?: JournalLog,
+    private readonly log?: EventLog,
   ) {}
 
   /** Records an upload about to open a session on `uri` (before the session exists). */

@@ -102,6 +102,7 @@ async function onDisk(length: number): Promise<ChunkKeeper> {
     },
     replay: () => createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1 << 20 }),
     release: async () => {
+      // A close that fails leaves nothing behind: the folder and its file go next.
       await file.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     },
@@ -342,7 +343,8 @@ function multipartUploader(extraCompleteHeaders: Record<string, string>): Policy
       try {
         await api.uploadCallback(type, session.session_id, session.callback_secret);
       } catch (err) {
-        // A callback that completed but whose answer was lost shows as the stored file.
+        // A callback that completed but whose answer was lost shows as the stored file; when
+        // that cannot be checked either, the callback's own error stands (and cancels).
         const file = await api.info(upload.uri).catch(() => undefined);
         if (!file || !isStored(file, upload)) throw err;
       }
@@ -380,6 +382,7 @@ async function storageCall(
       if (call.signal?.aborted) throw err;
       throw unreachable(`the storage is unreachable for ${method}`, err);
     }
+    // The body only names the storage's error code; a failed read of it leaves the status.
     const text = await res.body.text().catch(() => "");
     const ok = res.statusCode < 300 || (n > 0 && call.doneWhen?.(res.statusCode));
     if (ok) return { headers: res.headers };

@@ -4,7 +4,7 @@ import type { CloudreveApi } from "../cloudreve/api.js";
 import type { File } from "../cloudreve/types.js";
 import { joinUri } from "../cloudreve/uri.js";
 import { Exists, UpstreamError } from "../errors.js";
-import type { JournalLog } from "../cloudreve/upload-journal.js";
+import type { EventLog } from "../log.js";
 
 /** Where an item sits: its parent folder's URI and its name. */
 export interface Place {
@@ -40,7 +40,7 @@ export class Composer {
   constructor(
     private readonly api: CloudreveApi,
     private readonly permanentDelete: boolean,
-    private readonly log?: JournalLog,
+    private readonly log?: EventLog,
   ) {}
 
   /**

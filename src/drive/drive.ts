@@ -9,7 +9,6 @@ import {
   type Parent,
 } from "../cloudreve/types.js";
 import { uploadFile } from "../cloudreve/upload.js";
-import type { JournalLog } from "../cloudreve/upload-journal.js";
 import { joinUri } from "../cloudreve/uri.js";
 import {
   BadName,
@@ -22,6 +21,7 @@ import {
   WrongType,
 } from "../errors.js";
 import { defaults } from "../config.js";
+import type { EventLog } from "../log.js";
 import { MetadataCache, type Node } from "./cache.js";
 import { childOf, isSameOrBelow, nameOf, parentOf } from "./paths.js";
 import { localRead } from "./ranges.js";
@@ -61,7 +61,7 @@ export interface DriveOptions {
   /** The clock of the cache TTLs (injectable for tests). */
   now?: () => number;
   /** Where clean-up failures are told (items a MOVE or COPY could not remove). */
-  log?: JournalLog;
+  log?: EventLog;
 }
 
 /** Files up to this size are read whole and kept in memory per version. */

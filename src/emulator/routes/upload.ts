@@ -176,6 +176,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     state.uploads.delete(id);
     state.locks.release(session.lockToken);
     if (session.multipart) await state.storage!.abortMultipartUpload(session.multipart.uploadId);
+    // A session whose file was never written has none to remove.
     else await unlink(session.tmpPath).catch(() => undefined);
     // A brand-new file goes with its placeholder; an existing file keeps its current version.
     if (session.placeholder && !session.node.entity) detach(session.node);
