@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { startEmulator } from "./index.js";
+import { EMULATED_POLICIES, type PolicyType } from "./storage/index.js";
 
 const usage = `usage: cloudreve-emulator --port N --email E --password P [--host H] [--chunk-size BYTES]
   [--max-page-size N] [--pagination cursor|offset] [--access-ttl S] [--refresh-ttl S]
-  [--latency-ms MS] [--captcha] [--otp-secret BASE32] [--capacity BYTES] [--policy local|s3] [--chunk-concurrency N]`;
+  [--latency-ms MS] [--captcha] [--otp-secret BASE32] [--capacity BYTES] [--policy TYPE] [--relay] [--chunk-concurrency N]
+  TYPE: ${EMULATED_POLICIES.join("|")}`;
 
 function int(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
@@ -34,6 +36,7 @@ try {
       "otp-secret": { type: "string" },
       capacity: { type: "string" },
       policy: { type: "string" },
+      relay: { type: "boolean" },
       "chunk-concurrency": { type: "string" },
       help: { type: "boolean" },
     },
@@ -51,9 +54,11 @@ if (pagination !== "cursor" && pagination !== "offset") {
   process.stderr.write(`--pagination must be cursor or offset, got "${pagination}"\n`);
   process.exit(2);
 }
-const policy = args.policy ?? "local";
-if (policy !== "local" && policy !== "s3") {
-  process.stderr.write(`--policy: only "local" and "s3" are emulated, got "${policy}"\n`);
+const policy = (args.policy ?? "local") as PolicyType;
+if (!EMULATED_POLICIES.includes(policy)) {
+  process.stderr.write(
+    `--policy must be one of ${EMULATED_POLICIES.join(", ")}, got "${policy}"\n`,
+  );
   process.exit(2);
 }
 
@@ -72,6 +77,7 @@ const emulator = await startEmulator({
   otpSecret: args["otp-secret"],
   capacity: int("capacity", args.capacity),
   policy,
+  relay: args.relay,
   chunkConcurrency: int("chunk-concurrency", args["chunk-concurrency"]),
 });
 process.stdout.write(`listening on ${emulator.url}\n`);

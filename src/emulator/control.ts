@@ -212,7 +212,7 @@ export async function handleControl(
     case "GET /__emulator/stats":
       return reply(res, 200, {
         ...countsOf(stats),
-        ...(state.storage && { storage: countsOf(state.storage.stats) }),
+        ...(state.storage && { storage: countsOf(state.storage.objects.stats) }),
       });
     case "GET /__emulator/locks":
       return reply(res, 200, {
@@ -227,7 +227,7 @@ export async function handleControl(
       });
     case "POST /__emulator/stats/reset":
       stats.reset();
-      state.storage?.stats.reset();
+      state.storage?.objects.stats.reset();
       return reply(res, 200, {});
     case "POST /__emulator/clock":
       state.clock.advance(Number(body.advanceSeconds ?? 0));

@@ -22,9 +22,9 @@ import { registerListingRoute } from "./routes/listing.js";
 import { registerLockRoutes } from "./routes/lock.js";
 import { registerManageRoutes } from "./routes/manage.js";
 import { registerMetadataRoutes } from "./routes/metadata.js";
-import { registerUploadRoutes } from "./routes/upload.js";
+import { callbackUrl, registerUploadRoutes } from "./routes/upload.js";
 import { EmulatorState, resolveSettings } from "./state.js";
-import { ObjectStorage } from "./storage.js";
+import { createStorage } from "./storage/index.js";
 
 export type { EmulatorOptions, RunningEmulator } from "./options.js";
 
@@ -39,11 +39,12 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const clock = new Clock();
   const faults = new Faults();
   const storage =
-    settings.policy === "s3"
-      ? new ObjectStorage(join(dataDir, "storage"), clock, faults)
-      : undefined;
-  await storage?.init();
-  const state = new EmulatorState(settings, dataDir, clock, storage);
+    settings.policy === "local"
+      ? undefined
+      : await createStorage(settings.policy, dataDir, clock, faults, (session): string =>
+          callbackUrl(state.siteUrl, settings.policy, session),
+        );
+  const state: EmulatorState = new EmulatorState(settings, dataDir, clock, storage);
   state.addUser(settings.email, settings.password, settings.capacity, settings.otpSecret);
   for (const u of options.extraUsers ?? [])
     state.addUser(u.email, u.password, u.capacity ?? settings.capacity);
@@ -108,8 +109,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const server = await listen(handle, settings.host, settings.port);
   state.siteUrl = options.siteUrl ?? server.url;
   const storageServer =
-    storage && (await listen((req, res) => storage.handle(req, res), "127.0.0.1", 0));
-  if (storage && storageServer) storage.url = storageServer.url;
+    storage && (await listen((req, res) => storage.origin.handle(req, res), "127.0.0.1", 0));
+  if (storage && storageServer) storage.objects.url = storageServer.url;
 
   return {
     url: server.url,

@@ -8,7 +8,7 @@ export interface Entity {
   size: number;
   /** Blob path on disk. */
   blob: string;
-  /** The object key when the blob is an object of the s3 policy's storage. */
+  /** The object key when the blob is an object of the storage provider's. */
   storageKey?: string;
   createdAt: number;
   refs: number;

@@ -1,3 +1,5 @@
+import type { PolicyType } from "./storage/provider.js";
+
 /** Settings of one emulated Cloudreve v4 server. Every limit mirrors a real server setting. */
 export interface EmulatorUser {
   email: string;
@@ -16,7 +18,10 @@ export interface EmulatorOptions {
   password?: string;
   /** More accounts, e.g. to check that one user cannot touch another's sessions. */
   extraUsers?: EmulatorUser[];
-  /** Local policy chunk size in bytes (`chunk_size` of upload sessions). Default 25 MiB. */
+  /**
+   * The policy's chunk size in bytes (`chunk_size` of upload sessions). Default 25 MiB, 50 MiB
+   * for onedrive; relay sessions answer 0 whatever it is.
+   */
   chunkSize?: number;
   /** Setting `max_page_size`. Default 2000. */
   maxPageSize?: number;
@@ -47,11 +52,13 @@ export interface EmulatorOptions {
   /** Storage policy `max_size` in bytes; 0 (default) = unlimited. */
   policyMaxSize?: number;
   /**
-   * Storage policy type: `local` (default), or `s3`, which also starts an S3-like storage
-   * origin that clients upload to and download from with presigned URLs.
+   * Storage policy type: `local` (default), or a provider's (`s3`, …), which also starts that
+   * provider's storage origin that clients upload to and download from.
    */
-  policy?: "local" | "s3";
-  /** Storage policy `chunk_concurrency` (s3 sessions). Default 1. */
+  policy?: PolicyType;
+  /** Storage policy `relay`: uploads go through Cloudreve (the local flow, `chunk_size` 0). */
+  relay?: boolean;
+  /** Storage policy `chunk_concurrency`. Default 1. */
   chunkConcurrency?: number;
   /** Site URL written into signed content URLs. Default: the URL the emulator listens on. */
   siteUrl?: string;
@@ -64,7 +71,7 @@ export interface EmulatorOptions {
 export interface RunningEmulator {
   /** Base URL without trailing slash, e.g. http://127.0.0.1:5212 */
   url: string;
-  /** The s3 policy's storage origin, e.g. http://127.0.0.1:41234; undefined for `local`. */
+  /** The storage provider's origin, e.g. http://127.0.0.1:41234; undefined for `local`. */
   storageUrl?: string;
   close(): Promise<void>;
 }

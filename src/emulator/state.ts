@@ -16,7 +16,7 @@ import {
   type User,
 } from "./model.js";
 import type { EmulatorOptions } from "./options.js";
-import type { ObjectStorage } from "./storage.js";
+import type { Storage } from "./storage/index.js";
 import { formatUri, parseUri, type CloudreveUri } from "./uri.js";
 
 export type Settings = Required<
@@ -29,7 +29,7 @@ export function resolveSettings(o: EmulatorOptions): Settings {
     host: o.host ?? "127.0.0.1",
     email: o.email ?? "admin@example.com",
     password: o.password ?? "cloudreve-dav",
-    chunkSize: o.chunkSize ?? 25 * 1024 * 1024,
+    chunkSize: o.chunkSize ?? (o.policy === "onedrive" ? 50 : 25) * 1024 * 1024,
     maxPageSize: o.maxPageSize ?? 2000,
     pagination: o.pagination ?? "cursor",
     accessTtl: o.accessTtl ?? 3600,
@@ -45,6 +45,7 @@ export function resolveSettings(o: EmulatorOptions): Settings {
     trashRetention: o.trashRetention ?? 7 * 86_400,
     policyMaxSize: o.policyMaxSize ?? 0,
     policy: o.policy ?? "local",
+    relay: o.relay ?? false,
     chunkConcurrency: o.chunkConcurrency ?? 1,
     utcOffsetMinutes: o.utcOffsetMinutes ?? 480,
   };
@@ -73,11 +74,11 @@ export interface UploadSession {
   expiresAt: number;
   lockToken: string;
   callbackSecret: string;
-  /** Where local chunks are written (local policy only). */
+  /** Where chunks POSTed to Cloudreve are written (local policy and relay). */
   tmpPath: string;
   previous: string | undefined;
-  /** The s3 policy's multipart upload that the client sends the parts to. */
-  multipart?: { key: string; uploadId: string };
+  /** The object a storage provider receives the upload as, and the provider's upload id. */
+  object?: { key: string; uploadId: string };
 }
 
 /** A URI resolved against the caller's view. */
@@ -103,8 +104,8 @@ export class EmulatorState {
     readonly settings: Settings,
     readonly dataDir: string,
     readonly clock = new Clock(),
-    /** The s3 policy's storage; undefined for the local policy. */
-    readonly storage?: ObjectStorage,
+    /** The storage provider's; undefined for the local policy. */
+    readonly storage?: Storage,
   ) {}
 
   addUser(email: string, password: string, capacity: number, otpSecret?: string): User {
@@ -227,8 +228,8 @@ export class EmulatorState {
       type: s.policy,
       max_size: s.policyMaxSize,
     };
-    if (s.policy === "s3") {
-      policy.relay = false;
+    if (s.policy !== "local") {
+      policy.relay = s.relay;
       policy.chunk_concurrency = s.chunkConcurrency;
     }
     return policy;
@@ -240,13 +241,13 @@ export class EmulatorState {
   }
 
   /**
-   * Turns a fully written temporary file into a new entity (a new version blob). On an s3 site
-   * the server writes it into the storage as an object, as it does for its own writes.
+   * Turns a fully written temporary file into a new entity (a new version blob). With a storage
+   * provider the server writes it into the storage as an object, as it does for its own writes.
    */
   async createEntity(tmp: string, size: number, owner: User): Promise<Entity> {
     if (this.storage) {
-      const key = this.storage.newKey(owner.id);
-      await this.storage.putObject(key, tmp);
+      const key = this.storage.objects.newKey(owner.id);
+      await this.storage.objects.putObject(key, tmp);
       return this.objectEntity(key, size);
     }
     const id = this.ids.entity();
@@ -255,9 +256,9 @@ export class EmulatorState {
     return this.addEntity({ id, size, blob, createdAt: this.clock.now(), refs: 1 });
   }
 
-  /** An entity for an object already in the s3 storage (a completed multipart upload). */
+  /** An entity for an object already in the provider's storage (a completed upload). */
   objectEntity(key: string, size: number): Entity {
-    const blob = this.storage!.objectPath(key);
+    const blob = this.storage!.objects.objectPath(key);
     const entity = { id: this.ids.entity(), size, blob, storageKey: key };
     return this.addEntity({ ...entity, createdAt: this.clock.now(), refs: 1 });
   }

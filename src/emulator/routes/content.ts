@@ -42,13 +42,13 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
     const cached = state.urlCache.get(cacheKey);
     if (cached && cached.expiresAt - URL_CACHE_MARGIN_S * 1000 > now()) return cached;
     const expires = state.clock.nowSeconds() + state.settings.entityUrlTtl;
-    // Objects in the s3 storage are fetched from it directly (entitysource.go Url).
+    // Objects in a provider's storage are fetched from it directly (entitysource.go Url).
     const storageKey = state.entities.get(entityId)?.storageKey;
     const hash = encodeId(entityId, IdType.entity);
     const sign = `${signature(`/api/v4/file/content/${hash}/0/${name}`, expires)}:${expires}`;
     const url =
       state.storage && storageKey
-        ? state.storage.presign("GET", storageKey, expires)
+        ? state.storage.objects.presign("GET", storageKey, expires)
         : `${state.siteUrl}/api/v4/file/content/${hash}/0/${encodeURIComponent(name)}?` +
           `${download ? "download=true&" : ""}sign=${encodeURIComponent(sign)}`;
     const fresh = { url, expiresAt: expires * 1000 };

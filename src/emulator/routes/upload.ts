@@ -19,10 +19,18 @@ import { requireUser } from "./account.js";
 import { createFileAt } from "./content.js";
 import { metadataMapToPatches } from "./files.js";
 
+/** Where a storage provider (or a client, for some types) reports an upload complete (§6.6). */
+export function callbackUrl(siteUrl: string, type: string, session: UploadSession): string {
+  return `${siteUrl}/api/v4/callback/${type}/${session.id}/${session.callbackSecret}`;
+}
+
+/** Policy types whose client calls Cloudreve back with GET; the other types POST (§6.6). */
+const GET_CALLBACKS = new Set(["s3", "ks3", "cos"]);
+
 /**
- * Upload sessions (§6) of the local policy, whose chunks are POSTed to the server itself, and
- * of the s3 policy, whose parts go to presigned storage URLs and which the client completes
- * with a callback.
+ * Upload sessions (§6): the local policy's (and relay's) chunks are POSTed to the server
+ * itself; a storage provider's go to its own origin, and the upload completes with a callback
+ * from the client or from the provider.
  */
 export function registerUploadRoutes(router: Router, state: EmulatorState): void {
   const api = "/api/v4/file/upload";
@@ -64,10 +72,11 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     const node = existing ?? createFileAt(state, user, target.uri.elements);
     const id = randomUUID();
     if (!existing) node.metadata.set("sys:upload_session_id", id);
-    const chunkSize = state.settings.chunkSize;
+    // Relay forces a single chunk through Cloudreve (manager/upload.go CreateUploadSession).
+    const relay = state.settings.relay;
+    const chunkSize = relay ? 0 : state.settings.chunkSize;
     const expiresAt = now() + state.settings.uploadSessionTtl * 1000;
-    const storage = state.storage;
-    const key = storage?.newKey(user.id);
+    const storage = relay ? undefined : state.storage;
     const session: UploadSession = {
       id,
       user,
@@ -84,29 +93,19 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       callbackSecret: randomBytes(16).toString("hex"),
       tmpPath: state.tmpPath(),
       previous,
-      multipart: key ? { key, uploadId: storage!.createMultipartUpload(key) } : undefined,
+      object: storage && { key: storage.objects.newKey(user.id), uploadId: "" },
     };
     state.uploads.set(id, session);
     const reply = {
       session_id: id,
-      upload_id: session.multipart?.uploadId ?? "",
+      upload_id: "",
       chunk_size: chunkSize,
       expires: Math.floor(expiresAt / 1000),
       storage_policy: state.policyJson(),
       uri: formatUri("my", target.uri.elements),
       callback_secret: session.callbackSecret,
     };
-    if (storage && session.multipart) {
-      const { key, uploadId } = session.multipart;
-      const expires = reply.expires;
-      const partUrl = (i: number) =>
-        storage.presign("PUT", key, expires, { partNumber: String(i + 1), uploadId });
-      return {
-        ...reply,
-        upload_urls: Array.from({ length: session.chunks }, (_, i) => partUrl(i)),
-        completeURL: storage.presign("POST", key, expires, { uploadId }),
-      };
-    }
+    if (storage) return { ...reply, ...(await storage.provider.open(session, reply.expires)) };
     // The local policy pre-allocates the file, which is what lets chunks arrive out of order.
     const file = await open(session.tmpPath, "w");
     await file.truncate(size);
@@ -119,7 +118,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     const session = state.uploads.get(ctx.params.sessionId!);
     if (!session || session.user !== user || session.expiresAt <= now())
       throw errors.sessionExpired();
-    if (session.multipart) throw errors.policyNotAllowed();
+    if (session.object) throw errors.policyNotAllowed();
     if (!/^\d+$/.test(ctx.params.index!)) throw paramError();
     const index = Number(ctx.params.index);
     const { size, chunkSize } = session;
@@ -142,27 +141,36 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     return undefined;
   });
 
-  // The client's callback after CompleteMultipartUpload (§6.2, §6.6): the server checks the
-  // object's size, then completes as the local flow does. Its errors carry HTTP 401 / 400.
-  router.add("GET", "/api/v4/callback/s3/:sessionId/:key", async (ctx) => {
-    const fail = (status: number, err: ApiError) => {
-      sendJson(ctx, errorEnvelope(err, ctx.correlationId), status);
-      return RAW;
-    };
-    const session = state.uploads.get(ctx.params.sessionId!);
-    if (!session || session.expiresAt <= now()) return fail(401, errors.sessionExpired());
-    if (session.callbackSecret !== ctx.params.key)
-      return fail(401, new ApiError(Code.CredentialInvalid, "Invalid callback key"));
-    if (!session.multipart) return fail(401, errors.policyNotAllowed());
-    const { key } = session.multipart;
-    const size = await state.storage!.objectSize(key);
-    if (size !== session.size)
-      return fail(400, new ApiError(Code.MetaMismatch, "File size not match"));
-    if (state.uploads.get(session.id) !== session) return fail(401, errors.sessionExpired());
-    state.uploads.delete(session.id);
-    complete(state, session, state.objectEntity(key, size));
-    return undefined;
-  });
+  // A completed upload reported by the client or the storage (§6.2, §6.6): the server checks
+  // the object's size, then completes as the local flow does. Errors carry HTTP 401, and 400
+  // (200 for onedrive and remote) when processing fails.
+  const type = state.settings.policy;
+  const storage = state.storage;
+  if (storage && !state.settings.relay) {
+    const method = GET_CALLBACKS.has(type) ? "GET" : "POST";
+    router.add(method, `/api/v4/callback/${type}/:sessionId/:key`, async (ctx) => {
+      const fail = (status: number, err: ApiError) => {
+        sendJson(ctx, errorEnvelope(err, ctx.correlationId), status);
+        return RAW;
+      };
+      const session = state.uploads.get(ctx.params.sessionId!);
+      if (!session || session.expiresAt <= now()) return fail(401, errors.sessionExpired());
+      if (session.callbackSecret !== ctx.params.key)
+        return fail(401, new ApiError(Code.CredentialInvalid, "Invalid callback key"));
+      if (!session.object) return fail(401, errors.policyNotAllowed());
+      const { key } = session.object;
+      const size = await storage.objects.objectSize(key);
+      if (size !== session.size)
+        return fail(
+          type === "onedrive" || type === "remote" ? 200 : 400,
+          new ApiError(Code.MetaMismatch, "File size not match"),
+        );
+      if (state.uploads.get(session.id) !== session) return fail(401, errors.sessionExpired());
+      state.uploads.delete(session.id);
+      complete(state, session, state.objectEntity(key, size));
+      return undefined;
+    });
+  }
 
   router.add("DELETE", api, async (ctx) => {
     const user = requireUser(ctx);
@@ -175,7 +183,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     }
     state.uploads.delete(id);
     state.locks.release(session.lockToken);
-    if (session.multipart) await state.storage!.abortMultipartUpload(session.multipart.uploadId);
+    if (session.object) await state.storage!.provider.abort(session);
     // A session whose file was never written has none to remove.
     else await unlink(session.tmpPath).catch(() => undefined);
     // A brand-new file goes with its placeholder; an existing file keeps its current version.

@@ -1,0 +1,54 @@
+import type { Readable } from "node:stream";
+import { UpstreamError } from "../errors.js";
+import type { CloudreveApi } from "./api.js";
+import type { File, UploadSession } from "./types.js";
+
+export interface UploadRequest {
+  uri: string;
+  source: Readable;
+  /** Exact byte count the source will deliver. */
+  size: number;
+  /** Modification time in milliseconds; only an upload session can set it. */
+  mtimeMs?: number;
+  /** Replace an existing file instead of failing with Exists. */
+  replace: boolean;
+  mimeType?: string;
+  /** The version being replaced, if known: the upload must leave another one current. */
+  previousEntity?: string;
+  /**
+   * Chunks up to this size are kept in memory for a retry, larger ones in a temporary file
+   * (relay mode sends the whole file as one chunk). Default 64 MiB.
+   */
+  memoryChunkBytes?: number;
+  signal?: AbortSignal;
+}
+
+/** Sends the bytes of an upload session: one implementation per storage policy type (§6.2). */
+export interface PolicyUploader {
+  send(api: CloudreveApi, session: UploadSession, upload: UploadRequest): Promise<void>;
+}
+
+/** Sends the bytes of an upload session: one implementation per storage policy type (§6.2). */
+export interface PolicyUploader {
+  send(api: CloudreveApi, session: UploadSession, upload: UploadRequest): Promise<void>;
+}
+
+/** Cloudreve shows the write: the size sent, a version other than the one replaced, nothing pending. */
+export function isStored(file: File, upload: UploadRequest): boolean {
+  const pending = file.metadata?.["sys:upload_session_id"] !== undefined;
+  const sameVersion =
+    upload.previousEntity !== undefined && file.primary_entity === upload.previousEntity;
+  return file.size === upload.size && !pending && !sameVersion && Boolean(file.primary_entity);
+}
+
+/** The file as Cloudreve shows it after a write, if it holds what was written. */
+export function stored(file: File, upload: UploadRequest): File {
+  if (!isStored(file, upload)) {
+    const pending = file.metadata?.["sys:upload_session_id"] !== undefined;
+    throw new UpstreamError(
+      `Cloudreve does not show the upload of ${upload.uri} as complete (size ${file.size} of ` +
+        `${upload.size}${pending ? ", still uploading" : ""})`,
+    );
+  }
+  return file;
+}

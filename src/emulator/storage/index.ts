@@ -1,0 +1,45 @@
+import { join } from "node:path";
+import type { Clock } from "../clock.js";
+import { Stats, type Faults } from "../control.js";
+import type { UploadSession } from "../state.js";
+import { ObjectStore } from "./objects.js";
+import { StorageOrigin } from "./origin.js";
+import type { PolicyType, StorageContext, UploadProvider } from "./provider.js";
+import { s3Provider } from "./s3.js";
+
+export type { PolicyType, UploadProvider } from "./provider.js";
+
+/** The emulated providers' upload protocols, by policy type. */
+const PROVIDERS: Partial<Record<PolicyType, (ctx: StorageContext) => UploadProvider>> = {
+  s3: s3Provider,
+  ks3: s3Provider,
+  cos: s3Provider,
+};
+
+export const EMULATED_POLICIES: PolicyType[] = [
+  "local",
+  ...(Object.keys(PROVIDERS) as PolicyType[]),
+];
+
+/** The storage of a site whose policy is not `local`: its objects, its provider, its origin. */
+export interface Storage {
+  readonly type: PolicyType;
+  readonly objects: ObjectStore;
+  readonly provider: UploadProvider;
+  readonly origin: StorageOrigin;
+}
+
+export async function createStorage(
+  type: PolicyType,
+  dataDir: string,
+  clock: Clock,
+  faults: Faults,
+  callbackUrl: (session: UploadSession) => string,
+): Promise<Storage> {
+  const factory = PROVIDERS[type];
+  if (!factory) throw new Error(`storage policy "${type}" is not emulated`);
+  const objects = new ObjectStore(join(dataDir, "storage"), clock, new Stats());
+  await objects.init();
+  const provider = factory({ type, objects, stats: objects.stats, clock, callbackUrl });
+  return { type, objects, provider, origin: new StorageOrigin(objects, provider, faults) };
+}
