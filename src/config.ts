@@ -26,6 +26,8 @@ export interface Config {
   rootUri: string;
   cacheTtlSeconds: number;
   cacheMaxEntries: number;
+  /** Files up to this size are written with one `PUT /file/content`, larger ones by session. */
+  directUploadMaxBytes: number;
   concurrency: number;
   permanentDelete: boolean;
   downloadMode: "proxy" | "redirect";
@@ -90,6 +92,14 @@ const SETTINGS: readonly Setting[] = [
   },
   { key: "cacheTtlSeconds", kind: "int", example: "30", help: "metadata cache lifetime", min: 0 },
   { key: "cacheMaxEntries", kind: "int", example: "50000", help: "metadata cache size", min: 1 },
+  {
+    key: "directUploadMaxBytes",
+    kind: "int",
+    example: "4194304",
+    help: "files up to this size are written in one call (kept in memory for a retry)",
+    min: 0,
+    max: 50 * 1024 * 1024,
+  },
   {
     key: "concurrency",
     kind: "int",
@@ -185,6 +195,7 @@ export function defaults(): Config {
     rootUri: "cloudreve://my/",
     cacheTtlSeconds: 30,
     cacheMaxEntries: 50_000,
+    directUploadMaxBytes: 4 * 1024 * 1024,
     concurrency: 8,
     permanentDelete: false,
     downloadMode: "proxy",

@@ -88,6 +88,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     cacheTtlMs: config.cacheTtlSeconds * 1000,
     maxEntries: config.cacheMaxEntries,
     permanentDelete: config.permanentDelete,
+    directUploadMaxBytes: config.directUploadMaxBytes,
     account: config.email ?? "token",
     log,
   });

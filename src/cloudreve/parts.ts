@@ -20,9 +20,14 @@ export class ExactReader {
 
   /** Up to `max` bytes; undefined when the stream has ended. */
   async next(max: number): Promise<Buffer | undefined> {
-    let piece = this.leftover ?? (await this.pieces.next()).value;
+    let piece = this.leftover;
     this.leftover = undefined;
-    if (piece === undefined) return undefined;
+    // Empty pieces carry nothing (a stream may yield them): only the end is an end.
+    while (!piece?.length) {
+      const next = await this.pieces.next();
+      if (next.done) return undefined;
+      piece = next.value;
+    }
     if (piece.length > max) {
       this.leftover = piece.subarray(max);
       piece = piece.subarray(0, max);

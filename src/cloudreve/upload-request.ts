@@ -10,6 +10,11 @@ export interface UploadRequest {
   size: number;
   /** Modification time in milliseconds; only an upload session can set it. */
   mtimeMs?: number;
+  /**
+   * Files up to this size go up in one `PUT /file/content` (without the time, which the caller
+   * records otherwise) unless the site's edit limit is lower. Default 4 MiB.
+   */
+  directMaxBytes?: number;
   /** Replace an existing file instead of failing with Exists. */
   replace: boolean;
   mimeType?: string;
@@ -21,11 +26,6 @@ export interface UploadRequest {
    */
   memoryChunkBytes?: number;
   signal?: AbortSignal;
-}
-
-/** Sends the bytes of an upload session: one implementation per storage policy type (§6.2). */
-export interface PolicyUploader {
-  send(api: CloudreveApi, session: UploadSession, upload: UploadRequest): Promise<void>;
 }
 
 /** Sends the bytes of an upload session: one implementation per storage policy type (§6.2). */

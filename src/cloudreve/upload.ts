@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import { NotFound, UpstreamError } from "../errors.js";
+import { NotFound, TooLarge, UpstreamError } from "../errors.js";
 import type { CloudreveApi } from "./api.js";
 import { ChunkTee, ExactReader, inMemory } from "./parts.js";
 import { uploaderFor } from "./policies/index.js";
@@ -9,29 +9,32 @@ import { stored, type UploadRequest } from "./upload-request.js";
 
 export type { UploadRequest } from "./upload-request.js";
 
-/** Below this size, a file without a modification time goes up in one `PUT /file/content`. */
-export const SMALL_FILE_LIMIT = 4 * 1024 * 1024;
-
 /**
  * Writes one file and returns its final state, only once Cloudreve shows it: the size sent, a
- * version other than `previousEntity`, no upload pending. Small files without a modification
- * time take the one-call path; everything else an upload session, cancelled on any failure so
- * that no placeholder or 24-hour path lock is left behind (§5.11, §6.4).
+ * version other than `previousEntity`, no upload pending. Small files take the one-call path
+ * (without the modification time: the caller records it); everything else an upload session,
+ * cancelled on any failure so that no placeholder or 24-hour path lock is left behind (§5.11,
+ * §6.4).
  */
 export async function uploadFile(api: CloudreveApi, upload: UploadRequest): Promise<File> {
-  if (upload.mtimeMs === undefined && upload.size <= SMALL_FILE_LIMIT) {
-    const reader = new ExactReader(upload.source);
-    // Read whole, with no try streaming from it: the same filling as a chunk's.
-    const body = Buffer.allocUnsafe(upload.size);
-    await new ChunkTee(inMemory(body)).fill(reader);
-    await reader.expectEnd();
-    if (!upload.replace) {
-      // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
-      return uploadBySession(api, { ...upload, source: Readable.from([body]) });
-    }
+  const directMax = upload.directMaxBytes ?? 4 * 1024 * 1024;
+  // An empty file always: OneDrive's upload sessions cannot take one (§6.2).
+  if (upload.size > directMax && upload.size > 0) return uploadBySession(api, upload);
+  const reader = new ExactReader(upload.source);
+  // Read whole, with no try streaming from it: the same filling as a chunk's.
+  const body = Buffer.allocUnsafe(upload.size);
+  await new ChunkTee(inMemory(body)).fill(reader);
+  await reader.expectEnd();
+  const bySession = () => uploadBySession(api, { ...upload, source: Readable.from([body]) });
+  // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
+  if (!upload.replace) return bySession();
+  try {
     return stored(await api.putContent(upload.uri, body, upload.size), upload);
+  } catch (err) {
+    // The site's edit limit (`maxEditSize`) is lower than ours: a session takes any size.
+    if (err instanceof TooLarge && upload.size > 0) return bySession();
+    throw err;
   }
-  return uploadBySession(api, upload);
 }
 
 /** Lost on the way, not refused: the upstream may have acted on the request. */

@@ -56,6 +56,8 @@ export interface DriveOptions {
   maxEntries?: number;
   /** Delete for good instead of into Cloudreve's trash. Default: the gateway's. */
   permanentDelete?: boolean;
+  /** Files up to this size go up in one `PUT /file/content`. Default: the gateway's. */
+  directUploadMaxBytes?: number;
   /** Cache key prefix, so that accounts never see each other's entries. */
   account?: string;
   /** The clock of the cache TTLs (injectable for tests). */
@@ -129,6 +131,7 @@ export class Drive implements FileSystem {
   /** The write in progress per path, which the next write to that path waits for. */
   private readonly writes = new Map<string, Promise<unknown>>();
   private readonly permanentDelete: boolean;
+  private readonly directUploadMaxBytes: number;
   private readonly now: () => number;
   private quotaCache: { value: Quota; expiresAt: number } | undefined;
   private quotaGeneration = 0;
@@ -142,6 +145,7 @@ export class Drive implements FileSystem {
     this.rootUri = options.rootUri ?? gateway.rootUri;
     this.now = options.now ?? Date.now;
     this.permanentDelete = options.permanentDelete ?? gateway.permanentDelete;
+    this.directUploadMaxBytes = options.directUploadMaxBytes ?? gateway.directUploadMaxBytes;
     this.cache = new MetadataCache({
       ttlMs: options.cacheTtlMs ?? gateway.cacheTtlSeconds * 1000,
       negativeTtlMs: options.negativeTtlMs ?? 5_000,
@@ -293,9 +297,10 @@ export class Drive implements FileSystem {
         mtimeMs: options.mtimeMs,
         replace: true,
         previousEntity: existing?.entity || undefined,
+        directMaxBytes: this.directUploadMaxBytes,
         signal: options.signal,
       });
-      node = this.toNode(target.path, file);
+      node = await this.withModTime(target, this.toNode(target.path, file), options.mtimeMs);
     } catch (err) {
       // A failed upload may still have changed the path (a placeholder, a partial rename).
       this.cache.invalidate(target.path);
@@ -418,6 +423,17 @@ export class Drive implements FileSystem {
     }
     // `dav:` patches leave updated_at alone (§4.4), so only the properties change.
     this.cache.replace(target.path, { ...node, dav: applyPatches(node.dav, patches) });
+  }
+
+  /**
+   * A file written in one call could not take the client's time (only an upload session sets
+   * Cloudreve's `updated_at`): it goes along as the gateway's mtime property.
+   */
+  private async withModTime(target: Target, node: Node, mtimeMs?: number): Promise<Node> {
+    if (mtimeMs === undefined || node.entry.mtimeMs === mtimeMs) return node;
+    const patches = [mtimePatch(node.entity, mtimeMs)];
+    await this.api.patchMetadata([target.uri], patches);
+    return { ...node, entry: { ...node.entry, mtimeMs }, dav: applyPatches(node.dav, patches) };
   }
 
   /** Records a file's modification time without touching its content. */

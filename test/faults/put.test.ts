@@ -21,10 +21,10 @@ import { content, dav, expectNothingLeft, trickle } from "../helpers/faults.js";
 import { useGateway } from "../helpers/gateway.js";
 
 const CHUNK = 256 * 1024;
-/** Large enough for 4 chunks; sent with X-OC-Mtime so that it takes an upload session. */
-const SESSION_SIZE = 4 * CHUNK - 1000;
-/** Small and without a time: one `PUT /file/content`. */
+/** Small: one `PUT /file/content` (the gateway's direct-upload limit is set to this). */
 const SMALL_SIZE = 100_000;
+/** Large enough for 4 chunks: an upload session. */
+const SESSION_SIZE = 4 * CHUNK - 1000;
 const MTIME = { "x-oc-mtime": "1700000000" };
 
 type Kind = NonNullable<FaultRule["failWith"]>;
@@ -37,7 +37,12 @@ const fresh = (label: string) => `/put/${label}-${++seq}.bin`;
 describe("PUT under upstream faults", () => {
   const fx = useGateway(
     { chunkSize: CHUNK },
-    { cacheTtlSeconds: 0, upstreamResponseTimeoutSeconds: 1, upstreamIdleTimeoutSeconds: 1 },
+    {
+      cacheTtlSeconds: 0,
+      directUploadMaxBytes: SMALL_SIZE,
+      upstreamResponseTimeoutSeconds: 1,
+      upstreamIdleTimeoutSeconds: 1,
+    },
   );
   let api: Api;
   beforeAll(async () => {

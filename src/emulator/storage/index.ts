@@ -5,7 +5,13 @@ import type { UploadSession } from "../state.js";
 import { ObjectStore } from "./objects.js";
 import { StorageOrigin } from "./origin.js";
 import type { PolicyType, StorageContext, UploadProvider } from "./provider.js";
+import { remoteProvider } from "./remote.js";
 import { s3Provider } from "./s3.js";
+import { qiniuProvider } from "./qiniu.js";
+import { upyunProvider } from "./upyun.js";
+import { obsProvider } from "./obs.js";
+import { ossProvider } from "./oss.js";
+import { onedriveProvider } from "./onedrive.js";
 
 export type { PolicyType, UploadProvider } from "./provider.js";
 
@@ -14,6 +20,12 @@ const PROVIDERS: Partial<Record<PolicyType, (ctx: StorageContext) => UploadProvi
   s3: s3Provider,
   ks3: s3Provider,
   cos: s3Provider,
+  qiniu: qiniuProvider,
+  upyun: upyunProvider,
+  oss: ossProvider,
+  obs: obsProvider,
+  remote: remoteProvider,
+  onedrive: onedriveProvider,
 };
 
 export const EMULATED_POLICIES: PolicyType[] = [

@@ -5,18 +5,20 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import type { Stats } from "../control.js";
 import type { UploadSession } from "../state.js";
-import { quoted, StorageError, xmlEscape } from "./objects.js";
+import { quoted, StorageError, xmlEscape, type ObjectStore } from "./objects.js";
 import { sendXml } from "./origin.js";
 import type { StorageContext, UploadProvider } from "./provider.js";
 
-interface Part {
+export interface Part {
   path: string;
   etag: string;
   size: number;
 }
 
-interface MultipartUpload {
+export interface MultipartUpload {
+  id: string;
   key: string;
   dir: string;
   parts: Map<number, Part>;
@@ -27,19 +29,53 @@ const noSuchUpload = () =>
 const unquoted = (etag: string) => etag.trim().replace(/^"(.*)"$/, "$1");
 
 /**
- * S3 multipart uploads, as the s3, ks3 and cos drivers use them (`[S] driver/s3/s3.go` Token):
- * the session creates the multipart upload and presigns one PUT per part and the completion
- * POST; the client sends the parts, completes with the XML list of their ETags, then calls
- * Cloudreve back itself.
+ * Multipart uploads as S3 keeps them, and the stores that copy it (OSS, OBS): an upload id per
+ * object, parts PUT to presigned URLs (ETag: their MD5), joined into one object whose ETag is
+ * the MD5 of the parts' MD5s and their count. Which parts a completion joins, and what the store
+ * does once the object is stored, are each provider's own.
  */
-export function s3Provider(ctx: StorageContext): UploadProvider {
-  const { objects, stats } = ctx;
-  const uploads = new Map<string, MultipartUpload>();
+export class Multipart {
+  private readonly uploads = new Map<string, MultipartUpload>();
 
-  async function putPart(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    const uploadId = url.searchParams.get("uploadId")!;
-    const upload = uploads.get(uploadId);
-    if (!upload || upload.key !== objects.keyOf(url.pathname)) throw noSuchUpload();
+  /** `minPartSize`: every part but the last must be at least this big when completed. */
+  constructor(
+    private readonly objects: ObjectStore,
+    private readonly minPartSize = 0,
+  ) {}
+
+  /**
+   * InitiateMultipartUpload for the session's object: the session reply's upload id, one
+   * presigned part URL per chunk and the presigned completion URL (with `completeParams`).
+   */
+  open(session: UploadSession, expires: number, completeParams: Record<string, string> = {}) {
+    const { key } = session.object!;
+    const uploadId = randomBytes(24).toString("base64url");
+    session.object!.uploadId = uploadId;
+    this.uploads.set(uploadId, {
+      id: uploadId,
+      key,
+      dir: this.objects.partsDir(uploadId),
+      parts: new Map(),
+    });
+    const partUrl = (i: number) =>
+      this.objects.presign("PUT", key, expires, { partNumber: String(i + 1), uploadId });
+    return {
+      upload_id: uploadId,
+      upload_urls: Array.from({ length: session.chunks }, (_, i) => partUrl(i)),
+      completeURL: this.objects.presign("POST", key, expires, { ...completeParams, uploadId }),
+    };
+  }
+
+  /** The open upload a request's URL names (its uploadId, on its object), else NoSuchUpload. */
+  named(url: URL): MultipartUpload {
+    const upload = this.uploads.get(url.searchParams.get("uploadId") ?? "");
+    if (!upload || upload.key !== this.objects.keyOf(url.pathname)) throw noSuchUpload();
+    return upload;
+  }
+
+  /** UploadPart: stores the body as part `partNumber`, answering its ETag. */
+  async putPart(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const upload = this.named(url);
     const partNumber = Number(url.searchParams.get("partNumber"));
     if (!Number.isInteger(partNumber) || partNumber < 1 || partNumber > 10_000)
       throw new StorageError(
@@ -57,6 +93,7 @@ export function s3Provider(ctx: StorageContext): UploadProvider {
     await mkdir(upload.dir, { recursive: true });
     const path = join(upload.dir, `${partNumber}.${randomUUID()}`);
     const md5 = createHash("md5");
+    const stats = this.objects.stats;
     let size = 0;
     const tap = new Transform({
       transform: (chunk: Buffer, _enc, done) => {
@@ -71,7 +108,7 @@ export function s3Provider(ctx: StorageContext): UploadProvider {
       () => false,
     );
     // A part whose body broke off is not stored; nor one for an upload aborted meanwhile.
-    if (!received || uploads.get(uploadId) !== upload) {
+    if (!received || this.uploads.get(upload.id) !== upload) {
       await rm(path, { force: true });
       if (!received) return void res.destroy();
       throw noSuchUpload();
@@ -83,20 +120,11 @@ export function s3Provider(ctx: StorageContext): UploadProvider {
     res.writeHead(200, { etag: quoted(etag), "content-length": 0 }).end();
   }
 
-  async function complete(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      stats.bytesIn += chunk.length;
-      chunks.push(chunk);
-    }
-    const uploadId = url.searchParams.get("uploadId")!;
-    const upload = uploads.get(uploadId);
-    const key = objects.keyOf(url.pathname);
-    if (!upload || upload.key !== key) throw noSuchUpload();
-    const listed = parseCompleteBody(Buffer.concat(chunks).toString("utf8"));
+  /** The parts a CompleteMultipartUpload body lists: ascending, each uploaded with that ETag. */
+  listed(upload: MultipartUpload, xml: string): Part[] {
     const parts: Part[] = [];
     let last = 0;
-    for (const { partNumber, etag } of listed) {
+    for (const { partNumber, etag } of parseCompleteBody(xml)) {
       if (partNumber <= last)
         throw new StorageError(
           400,
@@ -113,19 +141,80 @@ export function s3Provider(ctx: StorageContext): UploadProvider {
         );
       parts.push(part);
     }
-    uploads.delete(uploadId);
+    return parts;
+  }
+
+  /** Every part uploaded so far, in part number order. */
+  all(upload: MultipartUpload): Part[] {
+    return [...upload.parts].sort(([a], [b]) => a - b).map(([, part]) => part);
+  }
+
+  /**
+   * Joins `parts` into the upload's object. The upload id is gone from the start: a second
+   * completion, or a part arriving meanwhile, meets NoSuchUpload. Resolves to the object's ETag.
+   */
+  async complete(upload: MultipartUpload, parts: Part[]): Promise<string> {
+    if (parts.slice(0, -1).some((part) => part.size < this.minPartSize))
+      throw new StorageError(
+        400,
+        "EntityTooSmall",
+        "Your proposed upload is smaller than the minimum allowed size.",
+      );
+    this.uploads.delete(upload.id);
     const joined = join(upload.dir, "object");
-    const out = createWriteStream(joined);
-    for (const part of parts) await pipeline(createReadStream(part.path), out, { end: false });
-    await new Promise<void>((resolve, reject) =>
-      out.end((err?: Error | null) => (err ? reject(err) : resolve())),
-    );
-    // A multipart object's ETag: the MD5 of the parts' binary MD5s, then "-" and their count.
+    // One pipeline for all parts: one per part piles listeners up on the shared output.
+    await pipeline(async function* () {
+      for (const part of parts) yield* createReadStream(part.path);
+    }, createWriteStream(joined));
     const digest = createHash("md5");
     for (const part of parts) digest.update(Buffer.from(part.etag, "hex"));
     const etag = `${digest.digest("hex")}-${parts.length}`;
-    await objects.putObject(upload.key, joined, etag);
+    await this.objects.putObject(upload.key, joined, etag);
     await rm(upload.dir, { recursive: true, force: true });
+    return etag;
+  }
+
+  /** AbortMultipartUpload of the session's upload, if it is still open: its parts go. */
+  async abort(session: UploadSession): Promise<void> {
+    const upload = this.uploads.get(session.object?.uploadId ?? "");
+    if (!upload) return;
+    this.uploads.delete(upload.id);
+    await rm(upload.dir, { recursive: true, force: true });
+  }
+}
+
+/** The operation of a multipart request: "PUT part", "POST complete", or none. */
+export function multipartOperation(req: IncomingMessage, url: URL): string | undefined {
+  const query = url.searchParams;
+  if (req.method === "PUT" && query.has("partNumber") && query.has("uploadId")) return "PUT part";
+  if (req.method === "POST" && query.has("uploadId")) return "POST complete";
+  return undefined;
+}
+
+/** A whole (small) request body, counted in the storage's bytes in. */
+export async function receive(req: IncomingMessage, stats: Stats): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    stats.bytesIn += chunk.length;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * S3 multipart uploads, as the s3, ks3 and cos drivers use them (`[S] driver/s3/s3.go` Token):
+ * the session creates the multipart upload and presigns one PUT per part and the completion
+ * POST; the client sends the parts, completes with the XML list of their ETags, then calls
+ * Cloudreve back itself.
+ */
+export function s3Provider(ctx: StorageContext): UploadProvider {
+  const { objects } = ctx;
+  const multipart = new Multipart(objects);
+
+  async function complete(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const xml = await receive(req, objects.stats);
+    const upload = multipart.named(url);
+    const etag = await multipart.complete(upload, multipart.listed(upload, xml));
     sendXml(
       res,
       200,
@@ -137,43 +226,16 @@ export function s3Provider(ctx: StorageContext): UploadProvider {
   }
 
   return {
-    async open(session, expires) {
-      const { key } = session.object!;
-      const uploadId = randomBytes(24).toString("base64url");
-      session.object!.uploadId = uploadId;
-      uploads.set(uploadId, { key, dir: objects.partsDir(uploadId), parts: new Map() });
-      const partUrl = (i: number) =>
-        objects.presign("PUT", key, expires, { partNumber: String(i + 1), uploadId });
-      return {
-        upload_id: uploadId,
-        upload_urls: Array.from({ length: session.chunks }, (_, i) => partUrl(i)),
-        completeURL: objects.presign("POST", key, expires, { uploadId }),
-      };
-    },
-
-    async abort(session: UploadSession) {
-      const upload = uploads.get(session.object?.uploadId ?? "");
-      if (!upload) return;
-      uploads.delete(session.object!.uploadId);
-      await rm(upload.dir, { recursive: true, force: true });
-    },
-
-    operation(req, url) {
-      const query = url.searchParams;
-      if (req.method === "PUT" && query.has("partNumber") && query.has("uploadId"))
-        return "PUT part";
-      if (req.method === "POST" && query.has("uploadId")) return "POST complete";
-      return undefined;
-    },
-
+    open: async (session, expires) => multipart.open(session, expires),
+    abort: (session) => multipart.abort(session),
+    operation: multipartOperation,
     async handle(req, res, url, operation) {
       objects.authenticate(req.method ?? "", url.pathname, url.searchParams);
-      if (operation === "PUT part") return putPart(req, res, url);
+      if (operation === "PUT part") return multipart.putPart(req, res, url);
       return complete(req, res, url);
     },
   };
 }
-
 const malformed = () =>
   new StorageError(
     400,

@@ -1,0 +1,67 @@
+import { UpstreamError } from "../../errors.js";
+import { sendParts } from "../parts.js";
+import type { PolicyUploader } from "../upload-request.js";
+import { storageCall, type StorageReply } from "./storage-call.js";
+
+/** One field of a storage's JSON answer; undefined when the answer is no JSON object. */
+export function jsonField(text: string, name: string): unknown {
+  try {
+    return (JSON.parse(text) as Record<string, unknown> | null)?.[name];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Qiniu answers a completion with its callback's answer: Cloudreve's success envelope. */
+function calledBack(reply: StorageReply): void {
+  if (jsonField(reply.text, "code") !== 0)
+    throw new UpstreamError(
+      `Qiniu completed the upload but relayed no success from Cloudreve: ${reply.text.slice(0, 200)}`,
+    );
+}
+
+/**
+ * Qiniu's multipart upload v2 (§6.2): each part PUT to `{upload_urls[0]}/{n}` with the session's
+ * UpToken (answered `{"etag", "md5"}`), up to `chunk_concurrency` at once, each retried on its
+ * own; then the JSON list of parts POSTed to `{upload_urls[0]}`. Qiniu calls Cloudreve back
+ * before it answers the completion, and answers with the callback's answer (579 when the
+ * callback failed; the object then stays stored until the cancel removes it).
+ *
+ * A completion sent again (its answer lost, or a 579, which counts as a 5xx) meets 612: the
+ * upload id went with the first try. That is taken as done here; whether Cloudreve completed
+ * is what uploadBySession checks next, and a session still pending is cancelled.
+ */
+export const qiniuUploader: PolicyUploader = {
+  async send(api, session, upload) {
+    const base = session.upload_urls?.[0];
+    if (!base || !session.credential)
+      throw new UpstreamError("Cloudreve gave no Qiniu upload URL or token");
+    const authorization = `UpToken ${session.credential}`;
+    const etags = await sendParts(session, upload, async (index, length, body, signal) => {
+      const reply = await storageCall(api, `${base}/${index + 1}`, "PUT", {
+        body,
+        length,
+        headers: { authorization, "content-type": "application/octet-stream" },
+        signal,
+      });
+      const etag = jsonField(reply.text, "etag");
+      if (typeof etag !== "string" || etag === "")
+        throw new UpstreamError(`Qiniu gave part ${index + 1} no etag`);
+      return etag;
+    });
+    const parts = Buffer.from(
+      JSON.stringify({
+        parts: etags.map((etag, i) => ({ etag, partNumber: i + 1 })),
+        ...(session.mime_type ? { mimeType: session.mime_type } : {}),
+      }),
+    );
+    await storageCall(api, base, "POST", {
+      body: async () => parts,
+      length: parts.length,
+      headers: { authorization, "content-type": "application/json" },
+      signal: upload.signal,
+      doneWhen: (status) => status === 612,
+      accept: calledBack,
+    });
+  },
+};
