@@ -237,6 +237,11 @@ describe("remote policy: the slave node", () => {
     expect((await stats()).requests[CALLBACK]).toBe(1);
     expect(ok(await info(ctx.api, path)).size).toBe(0);
     expect(await onDisk("objects")).toHaveLength(objects + 1);
+    // Whoever else knows the callback URL cannot complete it: the node's signature is checked.
+    const callbackUrl = `${ctx.emu.url}/api/v4/callback/remote/${s.session_id}/${s.callback_secret}`;
+    const forged = await fetch(callbackUrl, { method: "POST" });
+    expect(forged.status).toBe(401);
+    expect(ok(await info(ctx.api, path)).size).toBe(0);
 
     // Cancel has Cloudreve delete the slave's session and its file.
     const r = await ctx.api.call("DELETE", "/file/upload", {

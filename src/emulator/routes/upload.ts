@@ -158,6 +158,11 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       if (session.callbackSecret !== ctx.params.key)
         return fail(401, new ApiError(Code.CredentialInvalid, "Invalid callback key"));
       if (!session.object) return fail(401, errors.policyNotAllowed());
+      const denied = storage.provider.authorizeCallback?.(
+        ctx.req,
+        new URL(ctx.req.url!, "http://x"),
+      );
+      if (denied) return fail(401, denied);
       const { key } = session.object;
       const size = await storage.objects.objectSize(key);
       if (size !== session.size)

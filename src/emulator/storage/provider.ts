@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Clock } from "../clock.js";
+import type { ApiError } from "../errors.js";
 import type { Stats } from "../control.js";
 import type { UploadSession } from "../state.js";
 import type { ObjectStore } from "./objects.js";
@@ -49,4 +50,9 @@ export interface UploadProvider {
   /** The stats and fault key of a storage request this provider answers, else undefined. */
   operation(req: IncomingMessage, url: URL): string | undefined;
   handle(req: IncomingMessage, res: ServerResponse, url: URL, operation: string): Promise<void>;
+  /**
+   * Cloudreve's check that a callback really comes from the storage (a signature the provider
+   * made); the refusal is answered HTTP 401. Absent: the callback secret in the URL suffices.
+   */
+  authorizeCallback?(req: IncomingMessage, url: URL): ApiError | undefined;
 }

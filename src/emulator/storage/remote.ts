@@ -36,16 +36,6 @@ interface SlaveSession {
   callback: string;
 }
 
-/** A node on the remote policy's storage origin; `authorizeCallback` is the master's check. */
-export interface RemoteNode extends UploadProvider {
-  /**
-   * RemoteCallbackAuth (`[S] middleware/auth.go`): the slave's signature on its callback, for
-   * the master's callback route (answered HTTP 401 with the error). The body is taken as the
-   * empty one the slave sends.
-   */
-  authorizeCallback(req: IncomingMessage, url: URL): ApiError | undefined;
-}
-
 /**
  * A remote (slave) node: the master creates the upload session on the slave, which
  * pre-allocates the file (the remote wizard's `pre_allocate`, what lets chunks arrive out of
@@ -55,7 +45,7 @@ export interface RemoteNode extends UploadProvider {
  * failure as the chunk's error envelope. Answers are Cloudreve envelopes, always HTTP 200
  * (`[S] routers/controllers/slave.go`, `service/explorer/upload.go` processChunkUpload).
  */
-export function remoteProvider(ctx: StorageContext): RemoteNode {
+export function remoteProvider(ctx: StorageContext): UploadProvider {
   const { objects, stats, clock } = ctx;
   /** The node's `SlaveKey`, shared with the master. */
   const slaveKey = randomBytes(32);
@@ -208,6 +198,8 @@ export function remoteProvider(ctx: StorageContext): RemoteNode {
       }
     },
 
+    // RemoteCallbackAuth (`[S] middleware/auth.go`): the slave's signature on its callback,
+    // whose body is the empty one the slave sends.
     authorizeCallback(req, url) {
       return checkSigned(slaveKey, req, signContent(req, decodedPath(url)), clock.nowSeconds());
     },
