@@ -383,16 +383,19 @@ export class CloudreveApi {
     });
   }
 
-  /** A signed download URL for one file's current version and its expiry (§5.9). */
+  /**
+   * A signed download URL for one file and its expiry (§5.9): of the version `entity` when
+   * given (NotFound once it is no longer kept), else of the current one.
+   */
   async fileUrl(
     uri: string,
-    options: { priority?: RequestPriority; fresh?: boolean } = {},
+    options: { entity?: string; priority?: RequestPriority; fresh?: boolean } = {},
   ): Promise<{ url: string; expires: string | null }> {
     const data = await this.transport.call({
       method: "POST",
       path: "/file/url",
       // `no_cache`: the server's cached URL is the one the storage just refused.
-      json: { uris: [uri], no_cache: options.fresh || undefined },
+      json: { uris: [uri], entity: options.entity, no_cache: options.fresh || undefined },
       schema: FileUrlResponseSchema,
       idempotent: true,
       uris: 1,

@@ -224,7 +224,13 @@ export class Downloader {
     read: Pick<DownloadRequest, "uri" | "entity" | "priority">,
     fresh: boolean,
   ): Promise<string> {
-    const { url, expires } = await this.api.fileUrl(read.uri, { priority: read.priority, fresh });
+    // Pinned to the version the caller knows: a URL cached under its ETag never serves newer
+    // content, whatever changed upstream since.
+    const { url, expires } = await this.api.fileUrl(read.uri, {
+      entity: read.entity,
+      priority: read.priority,
+      fresh,
+    });
     if (!url) throw new UpstreamError(`Cloudreve gave no download URL for ${read.uri}`);
     const expiresAt = expires ? timestampToEpochMs(expires) : this.now() + URL_FALLBACK_TTL_MS;
     const reachable = this.reachable(url);

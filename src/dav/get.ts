@@ -1,4 +1,5 @@
 import type { Entry } from "../drive/types.js";
+import { StaleVersion } from "../errors.js";
 import { header, type DavContext } from "./context.js";
 import { childOf } from "../drive/paths.js";
 import { etagListMatches, httpDate, parseByteRange, quoteEtag } from "./headers.js";
@@ -34,8 +35,21 @@ function rangeStillValid(ctx: DavContext, entry: Entry): boolean {
   return !Number.isNaN(date) && Math.floor(entry.mtimeMs / 1000) * 1000 <= date;
 }
 
-/** GET and HEAD of files (proxied with the client's range) and of folders (a small HTML index). */
+/**
+ * GET and HEAD of files (proxied with the client's range) and of folders (a small HTML index).
+ * A file that changed outside the gateway since it was listed is looked at again, once, so
+ * the headers always describe the bytes sent.
+ */
 export async function handleGet(ctx: DavContext): Promise<void> {
+  try {
+    await getOnce(ctx);
+  } catch (err) {
+    if (!(err instanceof StaleVersion) || ctx.res.headersSent) throw err;
+    await getOnce(ctx);
+  }
+}
+
+async function getOnce(ctx: DavContext): Promise<void> {
   const entry = await ctx.fs.stat(ctx.path);
   if (entry.isDir) return sendIndex(ctx, entry);
 

@@ -17,7 +17,7 @@ import {
   MissingParent,
   NotFound,
   PreconditionFailed,
-  UpstreamError,
+  StaleVersion,
   WrongType,
 } from "../errors.js";
 import { defaults } from "../config.js";
@@ -207,8 +207,7 @@ export class Drive implements FileSystem {
       if (served?.start !== wanted.start || served.end !== wanted.end) {
         download.discard();
         // Changed outside the gateway since it was listed: what was asked is not what came.
-        this.cache.invalidate(target.path);
-        throw new UpstreamError(`${target.path} changed while it was read`, { retryable: true });
+        throw this.changed(target);
       }
       return {
         range,
@@ -217,10 +216,16 @@ export class Drive implements FileSystem {
         discard: download.discard,
       };
     } catch (err) {
-      // The cached entry was stale (changed outside the gateway).
-      if (err instanceof NotFound) this.cache.invalidate(target.path);
+      // The version the cache knows is no longer kept: changed or removed outside the gateway.
+      if (err instanceof NotFound) throw this.changed(target);
       throw err;
     }
+  }
+
+  /** What was listed is not what is there any more: forgotten, for the caller to look again. */
+  private changed(target: Target): StaleVersion {
+    this.cache.invalidate(target.path);
+    return new StaleVersion(`${target.path} changed while it was read`);
   }
 
   /**
@@ -236,8 +241,7 @@ export class Drive implements FileSystem {
       const bytes = await d.readAll();
       if (d.statusCode !== 200 || bytes.length !== node.entry.size) {
         // Changed outside the gateway since it was listed: nothing to keep.
-        this.cache.invalidate(target.path);
-        throw new UpstreamError(`${target.path} changed while it was read`, { retryable: true });
+        throw this.changed(target);
       }
       this.contents.set(node.entity, bytes);
       return bytes;

@@ -6,6 +6,7 @@ import { EMULATED_POLICIES, type PolicyType } from "./storage/index.js";
 const usage = `usage: cloudreve-emulator --port N --email E --password P [--host H] [--chunk-size BYTES]
   [--max-page-size N] [--pagination cursor|offset] [--access-ttl S] [--refresh-ttl S]
   [--latency-ms MS] [--captcha] [--otp-secret BASE32] [--capacity BYTES] [--policy TYPE] [--relay] [--chunk-concurrency N]
+  [--version-retention N]
   TYPE: ${EMULATED_POLICIES.join("|")}`;
 
 function int(name: string, value: string | undefined): number | undefined {
@@ -37,6 +38,7 @@ try {
       capacity: { type: "string" },
       policy: { type: "string" },
       relay: { type: "boolean" },
+      "version-retention": { type: "string" },
       "chunk-concurrency": { type: "string" },
       help: { type: "boolean" },
     },
@@ -78,6 +80,7 @@ const emulator = await startEmulator({
   capacity: int("capacity", args.capacity),
   policy,
   relay: args.relay,
+  versionRetention: int("version-retention", args["version-retention"]),
   chunkConcurrency: int("chunk-concurrency", args["chunk-concurrency"]),
 });
 process.stdout.write(`listening on ${emulator.url}\n`);

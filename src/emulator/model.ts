@@ -24,6 +24,8 @@ export interface FileNode {
   updatedAt: number;
   /** Current version; null for folders and for files never written (entity 0). */
   entity: Entity | null;
+  /** Older versions kept by version retention, newest first (§6.5). */
+  versions: Entity[];
   metadata: Map<string, string>;
   /** Children by name (names are case-sensitive, as on SQLite and Postgres). Folders only. */
   children: Map<string, FileNode> | null;
@@ -102,6 +104,7 @@ export function newNode(
     createdAt: now,
     updatedAt: now,
     entity: null,
+    versions: [],
     metadata: new Map(),
     children: type === 1 ? new Map() : null,
   };
@@ -120,12 +123,19 @@ export function release(entity: Entity | null): void {
   unlink(entity.blob).catch(() => undefined);
 }
 
-/** Storage charged to a user: every version in the tree and the trash (in-flight uploads are added by the caller). */
+/**
+ * Storage charged to a user: every version, old ones included, in the tree and the trash
+ * (in-flight uploads are added by the caller).
+ */
 export function storedBytes(user: User): number {
   let used = 0;
   const roots = [user.root, ...user.trash.values()];
-  for (const root of roots) for (const n of walk(root)) used += n.entity?.size ?? 0;
+  for (const root of roots) for (const n of walk(root)) used += versionsSize(n);
   return used;
+}
+
+function versionsSize(node: FileNode): number {
+  return node.versions.reduce((sum, e) => sum + e.size, node.entity?.size ?? 0);
 }
 
 export const newTrashKey = (): string => randomUUID();
@@ -143,7 +153,7 @@ export function attach(node: FileNode, parent: FileNode, name: string): void {
 
 /** Hard delete: the subtree's versions are released (blobs go with their last reference). */
 export function purge(node: FileNode): void {
-  for (const n of walk(node)) release(n.entity);
+  for (const n of walk(node)) for (const e of [n.entity, ...n.versions]) release(e);
 }
 
 /** A copy shares the source's entities and gets fresh ids and times. */

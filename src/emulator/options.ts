@@ -49,6 +49,12 @@ export interface EmulatorOptions {
   entityUrlTtl?: number;
   /** Group `trash_retention` in seconds. Default 7 days. */
   trashRetention?: number;
+  /**
+   * Versions kept per file, the current one included: the owner's `VersionRetentionMax` with
+   * retention on (accounts are created with it on and 10); 1 = retention off, 0 = unlimited.
+   * Default 10.
+   */
+  versionRetention?: number;
   /** Storage policy `max_size` in bytes; 0 (default) = unlimited. */
   policyMaxSize?: number;
   /**

@@ -43,6 +43,7 @@ export function resolveSettings(o: EmulatorOptions): Settings {
     uploadSessionTtl: o.uploadSessionTtl ?? 86_400,
     entityUrlTtl: o.entityUrlTtl ?? 3600,
     trashRetention: o.trashRetention ?? 7 * 86_400,
+    versionRetention: o.versionRetention === 0 ? Infinity : Math.max(1, o.versionRetention ?? 10),
     policyMaxSize: o.policyMaxSize ?? 0,
     policy: o.policy ?? "local",
     relay: o.relay ?? false,
@@ -268,12 +269,16 @@ export class EmulatorState {
     return entity;
   }
 
-  /** Makes `entity` the node's current version; only one version is kept, the old one goes. */
+  /**
+   * Makes `entity` the node's current version. The replaced one is kept as an old version, up
+   * to the owner's retention limit with the current one counted (CompleteUpload's
+   * maxVersions); the oldest beyond it go.
+   */
   setVersion(node: FileNode, entity: Entity, updatedAt: number): void {
-    const old = node.entity;
+    if (node.entity) node.versions.unshift(node.entity);
     node.entity = entity;
     node.updatedAt = updatedAt;
-    release(old);
+    for (const gone of node.versions.splice(this.settings.versionRetention - 1)) release(gone);
   }
 
   /** 40074 for batches above `max_batched_file` (middleware/file.go). */

@@ -472,17 +472,17 @@ describe("§5.9 POST /file/url and the signed content URL", () => {
     expect(text).toBe(TEXT);
   });
 
-  it("§5.9 a stale entity's URL no longer serves content after an overwrite", async () => {
-    await put(ctx.api, "dl/changing.txt", "first version");
+  it("§5.9 a URL serves its version: an old one while kept, never the newer content", async () => {
+    const v1 = await put(ctx.api, "dl/changing.txt", "first version");
     const oldUrl = await urlOf(ctx.api, "dl/changing.txt");
     const v2 = await put(ctx.api, "dl/changing.txt", "second");
     const fresh = await urlOf(ctx.api, "dl/changing.txt");
     expect(CONTENT_PATH.exec(new URL(fresh).pathname)?.[1]).toBe(v2.primary_entity);
     expect((await get(fresh)).text).toBe("second");
-    const stale = await get(oldUrl);
-    expect(stale.text).not.toBe("first version");
-    if (stale.res.status === 200) expect(jsonCode(stale.text)).not.toBe(0);
-    else expect(stale.res.status).toBe(404);
+    expect((await get(oldUrl)).text).toBe("first version");
+    // `entity` asks for a version by id: the old one while retention keeps it.
+    const pinned = await urlOf(ctx.api, "dl/changing.txt", { entity: v1.primary_entity });
+    expect((await get(pinned)).text).toBe("first version");
   });
 });
 
@@ -523,7 +523,8 @@ describe("§5.9 site URL differs from the listening host", () => {
 // ---------------------------------------------------------------------------
 
 describe("§7.1 capacity accounting", () => {
-  const ctx = useEmulator({ capacity: 1000, chunkSize: 1024 });
+  // Retention off: an overwrite releases the replaced version.
+  const ctx = useEmulator({ capacity: 1000, chunkSize: 1024, versionRetention: 1 });
 
   it("§7.1 GET /user/capacity → {total, used}", async () => {
     const d = ok(await ctx.api.call<{ total: number; used: number }>("GET", "/user/capacity"));
@@ -593,5 +594,51 @@ describe("§7.1 capacity accounting", () => {
     });
     expect(code(r), r.text).toBe(0);
     expect(await used(ctx.api)).toBe(600);
+  });
+});
+
+describe("§6.5 version retention (10 versions per file by default)", () => {
+  const ctx = useEmulator({ capacity: 100_000 });
+  const versions = async (path: string) =>
+    (
+      ok(await info(ctx.api, path, { extended: true })) as CrFile & {
+        extended_info: { entities: { id: string; size: number }[]; storage_used: number };
+      }
+    ).extended_info;
+
+  it("§6.5 §7.1 every overwrite keeps the previous version, charged, up to 10 in all", async () => {
+    const first = await put(ctx.api, "ret/f.bin", bytes(100, 0));
+    for (let i = 1; i < 10; i++) await put(ctx.api, "ret/f.bin", bytes(100 + i, i));
+    const ten = await versions("ret/f.bin");
+    expect(ten.entities).toHaveLength(10);
+    const charged = Array.from({ length: 10 }, (_, i) => 100 + i).reduce((a, b) => a + b);
+    expect(ten.storage_used).toBe(charged);
+    expect(await used(ctx.api)).toBe(charged);
+    // The oldest is still readable by its id.
+    const oldest = await urlOf(ctx.api, "ret/f.bin", { entity: first.primary_entity });
+    expect((await get(oldest)).body).toEqual(bytes(100, 0));
+
+    // The 11th version pushes the first out: its id is unknown from then on.
+    await put(ctx.api, "ret/f.bin", bytes(110, 10));
+    const after = await versions("ret/f.bin");
+    expect(after.entities).toHaveLength(10);
+    expect(after.entities.map((e) => e.id)).not.toContain(first.primary_entity);
+    expect(await used(ctx.api)).toBe(charged - 100 + 110);
+    const gone = await ctx.api.call("POST", "/file/url", {
+      json: { uris: [myUri("ret/f.bin")], entity: first.primary_entity },
+    });
+    expect(code(gone), gone.text).toBe(40081);
+  });
+
+  it("§6.5 deleting the file for good releases every version", async () => {
+    const before = await used(ctx.api);
+    await put(ctx.api, "ret/g.bin", bytes(50));
+    await put(ctx.api, "ret/g.bin", bytes(60));
+    expect(await used(ctx.api)).toBe(before + 110);
+    const d = await ctx.api.call("DELETE", "/file", {
+      json: { uris: [myUri("ret/g.bin")], skip_soft_delete: true },
+    });
+    expect(code(d), d.text).toBe(0);
+    expect(await used(ctx.api)).toBe(before);
   });
 });

@@ -278,7 +278,7 @@ describe("§6 upload sessions (local policy, chunk_size 1024)", () => {
     expect(code(await chunk(ctx.api, s.session_id, 0, new Uint8Array(0)))).toBe(40011);
   });
 
-  it("§6.3 §6.5 a version upload replaces the content on completion and drops the old entity", async () => {
+  it("§6.3 §6.5 a version upload replaces the content on completion and keeps the old one", async () => {
     const oldData = bytes(1500, 6);
     const old = await put(ctx.api, "ver/f.bin", oldData);
     const oldUrl = await signedUrl(ctx.api, "ver/f.bin");
@@ -298,18 +298,10 @@ describe("§6 upload sessions (local policy, chunk_size 1024)", () => {
     expect(f.metadata?.["sys:upload_session_id"]).toBeUndefined();
     expect(await download(ctx.api, "ver/f.bin")).toEqual(newData);
 
-    // §6.5: only 1 version is kept by default; the previous content is released, so the old
-    // entity's signed URL can no longer serve the old bytes (§5.9: missing entity/blob → error).
-    const stale = await fetch(oldUrl);
-    const body = new Uint8Array(await stale.arrayBuffer());
-    const servedOld = stale.status === 200 && Buffer.from(body).equals(Buffer.from(oldData));
-    expect(servedOld).toBe(false);
-    if (stale.status === 200) {
-      const json = JSON.parse(Buffer.from(body).toString("utf8")) as { code: number };
-      expect(json.code).not.toBe(0);
-    } else {
-      expect(stale.status).toBe(404);
-    }
+    // §6.5: retention keeps the previous content as an old version: its URL still serves it.
+    const kept = await fetch(oldUrl);
+    expect(kept.status).toBe(200);
+    expect(new Uint8Array(await kept.arrayBuffer())).toEqual(oldData);
   });
 
   it("§6.1 §6.3 session metadata is applied on completion", async () => {
@@ -482,7 +474,13 @@ describe("§6 upload session expiry (upload_session_timeout 600 s)", () => {
 // ---------------------------------------------------------------------------
 
 describe("§6.1 upload limits: quota and policy max_size", () => {
-  const ctx = useEmulator({ chunkSize: CHUNK, capacity: 10_000, policyMaxSize: 4000 });
+  // Retention off: the replaced version is released on completion.
+  const ctx = useEmulator({
+    chunkSize: CHUNK,
+    capacity: 10_000,
+    policyMaxSize: 4000,
+    versionRetention: 1,
+  });
 
   it("§6.1 size above the policy max_size → 40049", async () => {
     const r = await startSession(ctx.api, "big/a.bin", 4001);

@@ -1,46 +1,7 @@
 import { UpstreamError } from "../../errors.js";
-import type { CloudreveApi } from "../api.js";
-import { sendParts } from "../parts.js";
-import type { UploadSession } from "../types.js";
-import type { PolicyUploader, UploadRequest } from "../upload-request.js";
-import { storageCall, type StorageReply } from "./storage-call.js";
-
-const OCTET = "application/octet-stream";
-
-/**
- * Every part PUT to its presigned URL straight to the storage (each retried on its own, up to
- * `chunk_concurrency` at once), with the Content-Type the URLs are signed with. Resolves to the
- * parts' ETags in order.
- */
-export async function putParts(
-  api: CloudreveApi,
-  session: UploadSession,
-  upload: UploadRequest,
-): Promise<string[]> {
-  const urls = session.upload_urls ?? [];
-  return sendParts(session, upload, async (index, length, body, signal) => {
-    const url = urls[index];
-    if (!url) throw new UpstreamError(`Cloudreve gave no upload URL for part ${index + 1}`);
-    const reply = await storageCall(api, url, "PUT", {
-      body,
-      length,
-      headers: { "content-type": OCTET },
-      signal,
-    });
-    const etag = reply.headers.etag;
-    if (typeof etag !== "string") throw new UpstreamError("the storage gave a part no ETag");
-    return etag;
-  });
-}
-
-/** S3's CompleteMultipartUpload body: the parts' numbers and ETags. */
-export function completeXml(etags: string[]): Buffer {
-  return Buffer.from(
-    `<CompleteMultipartUpload>${etags
-      .map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`)
-      .join("")}</CompleteMultipartUpload>`,
-  );
-}
+import type { PolicyUploader } from "../upload-request.js";
+import { completeMultipart, completeXml, OCTET, putParts } from "./s3.js";
+import type { StorageReply } from "./storage-call.js";
 
 /**
  * The completion's answer carries the outcome of the storage's callback to Cloudreve: 200 with
@@ -84,16 +45,7 @@ function calledBackUploader(
   return {
     async send(api, session, upload) {
       const etags = await putParts(api, session, upload);
-      if (!session.completeURL) throw new UpstreamError("Cloudreve gave no completion URL");
-      const { body, headers } = completion(etags);
-      await storageCall(api, session.completeURL, "POST", {
-        body: async () => body,
-        length: body.length,
-        headers,
-        signal: upload.signal,
-        doneWhen: (status) => status === 404,
-        accept: calledBack,
-      });
+      await completeMultipart(api, session, upload, { ...completion(etags), accept: calledBack });
     },
   };
 }

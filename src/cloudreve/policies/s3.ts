@@ -1,8 +1,70 @@
 import { UpstreamError } from "../../errors.js";
+import type { CloudreveApi } from "../api.js";
 import { sendParts } from "../parts.js";
-import type { PolicyUploader } from "../upload-request.js";
+import type { UploadSession } from "../types.js";
+import type { PolicyUploader, UploadRequest } from "../upload-request.js";
 import { clientCallback } from "./callback.js";
-import { storageCall } from "./storage-call.js";
+import { storageCall, type StorageReply } from "./storage-call.js";
+
+export const OCTET = "application/octet-stream";
+
+/**
+ * Every part PUT to its presigned URL straight to the storage (each retried on its own, up to
+ * `chunk_concurrency` at once), with the Content-Type the URLs are signed with. Resolves to the
+ * parts' ETags in order.
+ */
+export async function putParts(
+  api: CloudreveApi,
+  session: UploadSession,
+  upload: UploadRequest,
+): Promise<string[]> {
+  const urls = session.upload_urls ?? [];
+  return sendParts(session, upload, async (index, length, body, signal) => {
+    const url = urls[index];
+    if (!url) throw new UpstreamError(`Cloudreve gave no upload URL for part ${index + 1}`);
+    const reply = await storageCall(api, url, "PUT", {
+      body,
+      length,
+      headers: { "content-type": OCTET },
+      signal,
+    });
+    const etag = reply.headers.etag;
+    if (typeof etag !== "string") throw new UpstreamError("the storage gave a part no ETag");
+    return etag;
+  });
+}
+
+/** S3's CompleteMultipartUpload body: the parts' numbers and ETags. */
+export function completeXml(etags: string[]): Buffer {
+  return Buffer.from(
+    `<CompleteMultipartUpload>${etags
+      .map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`)
+      .join("")}</CompleteMultipartUpload>`,
+  );
+}
+
+/**
+ * The completion request to `completeURL`. A completion whose answer was lost and is sent
+ * again meets 404 NoSuchUpload (the upload id went with the first try): it is taken as done,
+ * and what Cloudreve shows afterwards decides (uploadBySession checks it).
+ */
+export async function completeMultipart(
+  api: CloudreveApi,
+  session: UploadSession,
+  upload: UploadRequest,
+  completion: { body: Buffer; headers: Record<string, string>; accept?: (r: StorageReply) => void },
+): Promise<void> {
+  if (!session.completeURL) throw new UpstreamError("Cloudreve gave no completion URL");
+  const { body, headers, accept } = completion;
+  await storageCall(api, session.completeURL, "POST", {
+    body: async () => body,
+    length: body.length,
+    headers,
+    signal: upload.signal,
+    doneWhen: (status) => status === 404,
+    accept,
+  });
+}
 
 /**
  * S3 and the stores that speak its multipart protocol, KS3 and COS (§6.2): each part is PUT to
@@ -14,33 +76,10 @@ import { storageCall } from "./storage-call.js";
 function multipartUploader(extraCompleteHeaders: Record<string, string>): PolicyUploader {
   return {
     async send(api, session, upload) {
-      const urls = session.upload_urls ?? [];
-      const etags = await sendParts(session, upload, async (index, length, body, signal) => {
-        const url = urls[index];
-        if (!url) throw new UpstreamError(`Cloudreve gave no upload URL for part ${index + 1}`);
-        const reply = await storageCall(api, url, "PUT", {
-          body,
-          length,
-          headers: { "content-type": "application/octet-stream" },
-          signal,
-        });
-        const etag = reply.headers.etag;
-        if (typeof etag !== "string") throw new UpstreamError("the storage gave a part no ETag");
-        return etag;
-      });
-      if (!session.completeURL) throw new UpstreamError("Cloudreve gave no completion URL");
-      const xml = Buffer.from(
-        `<CompleteMultipartUpload>${etags
-          .map((etag, i) => `<Part><PartNumber>${i + 1}</PartNumber><ETag>${etag}</ETag></Part>`)
-          .join("")}</CompleteMultipartUpload>`,
-      );
-      await storageCall(api, session.completeURL, "POST", {
-        body: async () => xml,
-        length: xml.length,
+      const etags = await putParts(api, session, upload);
+      await completeMultipart(api, session, upload, {
+        body: completeXml(etags),
         headers: { "content-type": "application/xml", ...extraCompleteHeaders },
-        signal: upload.signal,
-        // Completed by a try whose answer was lost: the upload id is gone.
-        doneWhen: (status) => status === 404,
       });
       await clientCallback(api, session, upload);
     },

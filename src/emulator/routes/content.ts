@@ -112,9 +112,13 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
       try {
         if (!node) throw errors.pathNotExist();
         if (node.type === 1) throw errors.entityNotExist();
-        const entityId = node.entity?.id ?? 0;
-        if (wanted !== undefined && decodeId(wanted, IdType.entity) !== entityId) {
-          throw errors.entityNotExist();
+        // `entity` names the current version or an old one kept by retention (§5.9).
+        let entityId = node.entity?.id ?? 0;
+        if (wanted !== undefined) {
+          const id = decodeId(wanted, IdType.entity);
+          if (id !== entityId && !node.versions.some((v) => v.id === id))
+            throw errors.entityNotExist();
+          entityId = id!;
         }
         const signed = signedUrl(entityId, state.displayName(node), download);
         urls.push({ url: signed.url });

@@ -45,19 +45,17 @@ function extendedInfo(state: EmulatorState, node: FileNode): Record<string, unkn
   const policy = state.policyJson();
   const info: Record<string, unknown> = {
     storage_policy: policy,
-    storage_used: node.entity?.size ?? 0,
+    storage_used: node.versions.reduce((sum, e) => sum + e.size, node.entity?.size ?? 0),
   };
   // entities is omitempty: absent for folders and never-written files.
   if (node.entity) {
-    info.entities = [
-      {
-        id: encodeId(node.entity.id, IdType.entity),
-        size: node.entity.size,
-        type: 0,
-        created_at: state.time(node.entity.createdAt),
-        storage_policy: policy,
-      },
-    ];
+    info.entities = [node.entity, ...node.versions].map((entity) => ({
+      id: encodeId(entity.id, IdType.entity),
+      size: entity.size,
+      type: 0,
+      created_at: state.time(entity.createdAt),
+      storage_policy: policy,
+    }));
   }
   return info;
 }
