@@ -11,6 +11,9 @@ import { backoffMs, type RequestPriority } from "./queue.js";
 import { unreachable } from "./transport.js";
 import { EnvelopeSchema, timestampToEpochMs } from "./types.js";
 
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+
 /** Retries of a read wait at most this long. */
 const BACKOFF_MAX_MS = 5_000;
 /** Signed URLs are reused until this long before they expire. */
@@ -255,12 +258,21 @@ export class Downloader {
     range: string | undefined,
   ): Promise<Download | SessionExpired> {
     const headers: Record<string, string> = range ? { range } : {};
+    const bulk = requestedBytes(read.size, range) >= this.bulkFromBytes;
     let res: Download;
     try {
-      res =
-        requestedBytes(read.size, range) >= this.bulkFromBytes
-          ? await this.bulk(url, headers, read.signal)
-          : await this.streamed(url, headers, read.signal);
+      // A storage may send the read elsewhere (a bucket's regional endpoint, a CDN).
+      for (let target = url, hops = 0; ; hops++) {
+        res = bulk
+          ? await this.bulk(target, headers, read.signal)
+          : await this.streamed(target, headers, read.signal);
+        const location = res.headers.location;
+        if (!REDIRECTS.has(res.statusCode) || typeof location !== "string") break;
+        res.discard();
+        if (hops === MAX_REDIRECTS)
+          throw new UpstreamError(`the storage redirected the download ${hops + 1} times`);
+        target = new URL(location, target).toString();
+      }
     } catch (err) {
       if (read.signal?.aborted) throw err;
       throw asUpstream(err);

@@ -22,7 +22,7 @@ import { registerListingRoute } from "./routes/listing.js";
 import { registerLockRoutes } from "./routes/lock.js";
 import { registerManageRoutes } from "./routes/manage.js";
 import { registerMetadataRoutes } from "./routes/metadata.js";
-import { callbackUrl, registerUploadRoutes } from "./routes/upload.js";
+import { callbackUrl, registerUploadRoutes, sweepAbandonedUploads } from "./routes/upload.js";
 import { EmulatorState, resolveSettings } from "./state.js";
 import { createStorage } from "./storage/index.js";
 
@@ -73,6 +73,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     }
     const key = `${method} ${match.route.pattern}`;
     stats.count(key);
+    await sweepAbandonedUploads(state);
     if (await answerFault(req, res, faults.decide(key, "api"), settings.latencyMs)) return;
 
     const ctx: Ctx = {
@@ -108,15 +109,22 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
 
   const server = await listen(handle, settings.host, settings.port);
   state.siteUrl = options.siteUrl ?? server.url;
+  const redirect = settings.storageRedirect;
   const storageServer =
-    storage && (await listen((req, res) => storage.origin.handle(req, res), "127.0.0.1", 0));
+    storage &&
+    (await listen((req, res) => storage.origin.handle(req, res, !redirect), "127.0.0.1", 0));
+  const readsServer =
+    storage && redirect
+      ? await listen((req, res) => storage.origin.handle(req, res), "127.0.0.1", 0)
+      : undefined;
   if (storage && storageServer) storage.objects.url = storageServer.url;
+  if (storage) storage.origin.readsAt = readsServer?.url;
 
   return {
     url: server.url,
     storageUrl: storageServer?.url,
     async close() {
-      await Promise.all([server.close(), storageServer?.close()]);
+      await Promise.all([server.close(), storageServer?.close(), readsServer?.close()]);
       if (ownDir) await rm(dataDir, { recursive: true, force: true });
     },
   };

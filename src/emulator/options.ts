@@ -64,6 +64,11 @@ export interface EmulatorOptions {
   policy?: PolicyType;
   /** Storage policy `relay`: uploads go through Cloudreve (the local flow, `chunk_size` 0). */
   relay?: boolean;
+  /**
+   * Reads of objects at the storage origin answer 307 to a second origin that serves them, as
+   * a bucket's regional endpoint or a CDN does. Default off.
+   */
+  storageRedirect?: boolean;
   /** Storage policy `chunk_concurrency`. Default 1. */
   chunkConcurrency?: number;
   /** Site URL written into signed content URLs. Default: the URL the emulator listens on. */

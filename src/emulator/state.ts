@@ -47,6 +47,7 @@ export function resolveSettings(o: EmulatorOptions): Settings {
     policyMaxSize: o.policyMaxSize ?? 0,
     policy: o.policy ?? "local",
     relay: o.relay ?? false,
+    storageRedirect: o.storageRedirect ?? false,
     chunkConcurrency: o.chunkConcurrency ?? 1,
     utcOffsetMinutes: o.utcOffsetMinutes ?? 480,
   };

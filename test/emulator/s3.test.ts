@@ -1,4 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { randomUUID } from "node:crypto";
+import { readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import type { Api } from "../helpers/emulator.js";
 import {
   advance,
@@ -271,6 +275,36 @@ describe("s3 policy", () => {
         "GET /api/v4/callback/s3/:sessionId/:key"
       ],
     ).toBe(1);
+  });
+});
+
+describe("s3 policy: the sentinel", () => {
+  const dataDir = join(tmpdir(), `cloudreve-sentinel-${randomUUID()}`);
+  const ctx = useEmulator({ policy: "s3", chunkSize: CHUNK, uploadSessionTtl: 600, dataDir });
+  afterAll(() => rm(dataDir, { recursive: true, force: true }));
+  const objects = () => readdir(join(dataDir, "storage", "objects"));
+
+  it("an upload completed at the storage but never called back is removed 5 min after expiry", async () => {
+    const body = bytes(CHUNK + 10, 4);
+    const s = await session(ctx.api, "sentinel/f.bin", body.length);
+    const done = await completeUpload(s, completeBody(await putParts(s, body)));
+    expect(done.status).toBe(200);
+    // No callback: the object sits in the storage, the session waits.
+    expect(await objects()).toHaveLength(1);
+    const pending = async () =>
+      ((await (await fetch(`${ctx.emu.url}/__emulator/locks`)).json()) as { uploads: unknown[] })
+        .uploads.length;
+    expect(await pending()).toBe(1);
+
+    await advance(ctx.api, 600 + 299);
+    expect(code(await ctx.api.call("GET", "/user/capacity"))).toBe(0);
+    expect(await pending()).toBe(1);
+    await advance(ctx.api, 2);
+    expect(code(await ctx.api.call("GET", "/user/capacity"))).toBe(0);
+    expect(await pending()).toBe(0);
+    expect(await objects()).toHaveLength(0);
+    // A late callback finds no session.
+    expect((await callback(ctx.api, s)).status).toBe(401);
   });
 });
 

@@ -330,6 +330,8 @@ describe("qiniu policy through the gateway", () => {
     expect([502, 503]).toContain(fresh.status);
     const s = await stats();
     expect(s.requests[CALLBACK]).toBe(2);
+    // A 579 is Qiniu's answer, not an outage: each completion is sent once.
+    expect(s.storage.requests["POST complete"]).toBe(2);
     expect(s.requests[R.cancel]).toBe(2);
     await expectStored(api, "qiniu-refused.bin", old);
     expect(await upstreamInfo(api, "qiniu-refused-new.bin")).toBeUndefined();

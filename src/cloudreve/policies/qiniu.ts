@@ -12,6 +12,12 @@ export function jsonField(text: string, name: string): unknown {
   }
 }
 
+/**
+ * Qiniu's own statuses above 599 and its 579 are answers, not outages: a callback that failed,
+ * an upload id that is gone, a token refused. Repeating them changes nothing.
+ */
+const qiniuRetryable = (status: number) => status >= 500 && status <= 599 && status !== 579;
+
 /** Qiniu answers a completion with its callback's answer: Cloudreve's success envelope. */
 function calledBack(reply: StorageReply): void {
   if (jsonField(reply.text, "code") !== 0)
@@ -27,9 +33,9 @@ function calledBack(reply: StorageReply): void {
  * before it answers the completion, and answers with the callback's answer (579 when the
  * callback failed; the object then stays stored until the cancel removes it).
  *
- * A completion sent again (its answer lost, or a 579, which counts as a 5xx) meets 612: the
- * upload id went with the first try. That is taken as done here; whether Cloudreve completed
- * is what uploadBySession checks next, and a session still pending is cancelled.
+ * A completion sent again after its answer was lost meets 612: the upload id went with the
+ * first try. That is taken as done here; whether Cloudreve completed is what uploadBySession
+ * checks next, and a session still pending is cancelled. A 579 fails the upload at once.
  */
 export const qiniuUploader: PolicyUploader = {
   async send(api, session, upload) {
@@ -43,6 +49,7 @@ export const qiniuUploader: PolicyUploader = {
         length,
         headers: { authorization, "content-type": "application/octet-stream" },
         signal,
+        retryable: qiniuRetryable,
       });
       const etag = jsonField(reply.text, "etag");
       if (typeof etag !== "string" || etag === "")
@@ -62,6 +69,7 @@ export const qiniuUploader: PolicyUploader = {
       signal: upload.signal,
       doneWhen: (status) => status === 612,
       accept: calledBack,
+      retryable: qiniuRetryable,
     });
   },
 };

@@ -13,9 +13,10 @@ export interface StorageReply {
 
 /**
  * One call to a storage provider's URL (no Cloudreve token), through the account's request
- * queue: retried on 5xx and lost connections, failing on any other status. `accept` may
- * refuse a 2xx answer whose body reports a failure (throwing an UpstreamError, retryable or
- * not); `doneWhen` takes a status seen on a repeat as the first try's success.
+ * queue: retried on 5xx (or what `retryable` says) and lost connections, failing on any
+ * other status. `accept` may refuse a 2xx answer whose body reports a failure (throwing an
+ * UpstreamError, retryable or not); `doneWhen` takes a status seen on a repeat as the first
+ * try's success.
  */
 export async function storageCall(
   api: CloudreveApi,
@@ -28,6 +29,7 @@ export async function storageCall(
     signal?: AbortSignal;
     doneWhen?: (status: number) => boolean;
     accept?: (reply: StorageReply) => void;
+    retryable?: (status: number) => boolean;
   },
 ): Promise<StorageReply> {
   const attempt = async (n: number) => {
@@ -55,7 +57,7 @@ export async function storageCall(
     const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
     throw new UpstreamError(
       `the storage answered HTTP ${res.statusCode}${code ? ` (${code})` : ""} for ${method}`,
-      { retryable: res.statusCode >= 500, httpStatus: res.statusCode },
+      { retryable: (call.retryable ?? serverError)(res.statusCode), httpStatus: res.statusCode },
     );
   };
   return api.transport.queue.run(attempt, {
@@ -64,3 +66,5 @@ export async function storageCall(
     signal: call.signal,
   });
 }
+
+const serverError = (status: number) => status >= 500;

@@ -27,6 +27,27 @@ export function callbackUrl(siteUrl: string, type: string, session: UploadSessio
 /** Policy types whose client calls Cloudreve back with GET; the other types POST (§6.6). */
 const GET_CALLBACKS = new Set(["s3", "ks3", "cos"]);
 
+/** Types whose uploads a sentinel cleans when no callback came (§6.3 UploadSentinelCheckTask). */
+const SENTINEL_TYPES = new Set(["s3", "ks3", "cos", "onedrive"]);
+const SENTINEL_GRACE_MS = 5 * 60_000;
+
+/**
+ * The sentinel: a session of those types still without its callback 5 minutes after it
+ * expired is dropped, with whatever reached the storage (the parts, or an object completed
+ * but never reported). Its placeholder stays, as on the real server.
+ */
+export async function sweepAbandonedUploads(state: EmulatorState): Promise<void> {
+  const storage = state.storage;
+  if (!storage || !SENTINEL_TYPES.has(storage.type)) return;
+  const now = state.clock.now();
+  for (const session of [...state.uploads.values()]) {
+    if (!session.object || session.expiresAt + SENTINEL_GRACE_MS > now) continue;
+    state.uploads.delete(session.id);
+    await storage.provider.abort(session);
+    await storage.objects.deleteObject(session.object.key);
+  }
+}
+
 /**
  * Upload sessions (§6): the local policy's (and relay's) chunks are POSTed to the server
  * itself; a storage provider's go to its own origin, and the upload completes with a callback

@@ -16,7 +16,11 @@ export class StorageOrigin {
     private readonly faults: Faults,
   ) {}
 
-  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Set when reads are redirected: the origin that serves them (see `storageRedirect`). */
+  readsAt: string | undefined;
+
+  /** `serveReads` false: object reads answer 307 to `readsAt`, the other requests as usual. */
+  async handle(req: IncomingMessage, res: ServerResponse, serveReads = true): Promise<void> {
     const url = new URL(req.url ?? "/", "http://storage");
     const method = req.method ?? "GET";
     const operation =
@@ -29,8 +33,14 @@ export class StorageOrigin {
     }
     try {
       if (!operation) throw new StorageError(405, "MethodNotAllowed", "Not supported here.");
-      if (operation === "GET object" || operation === "HEAD object")
+      if (operation === "GET object" || operation === "HEAD object") {
+        if (!serveReads && this.readsAt) {
+          const location = `${this.readsAt}${url.pathname}${url.search}`;
+          res.writeHead(307, { location, "content-length": 0 }).end();
+          return;
+        }
         return await this.objects.read(req, res, url);
+      }
       return await this.provider!.handle(req, res, url, operation);
     } catch (err) {
       if (res.headersSent) return void res.destroy();
