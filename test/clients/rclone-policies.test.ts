@@ -11,11 +11,11 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EMULATED_POLICIES, type PolicyType } from "../../src/emulator/storage/index.js";
 import { R } from "../helpers/control.js";
 import { Api } from "../helpers/emulator.js";
 import { content, expectNothingLeft } from "../helpers/faults.js";
 import { useGateway } from "../helpers/gateway.js";
+import { countOf, partRequest, partsFor, SITES } from "../helpers/policies.js";
 import {
   rclone,
   rcloneEnv,
@@ -30,20 +30,6 @@ import {
 const CHUNK = 327_680;
 /** Files up to this size go up in one `PUT /file/content`; larger ones by upload session. */
 const DIRECT_MAX = 100_000;
-
-interface Site {
-  name: string;
-  policy: PolicyType;
-  relay: boolean;
-}
-
-const only = process.env.POLICIES?.split(",").map((s) => s.trim());
-const SITES = (
-  [
-    ...EMULATED_POLICIES.map((policy) => ({ name: policy, policy, relay: false })),
-    { name: "s3 with relay", policy: "s3", relay: true },
-  ] as Site[]
-).filter((s) => !only || only.includes(s.policy));
 
 /**
  * Every vendor on every policy. `nextcloud` and `owncloud` send X-OC-Mtime on every PUT, so they
@@ -126,29 +112,6 @@ async function readTree(root: string): Promise<Map<string, Buffer>> {
 const sorted = (xs: Iterable<string>) => [...xs].sort();
 const whole = (s: number) => Math.floor(s);
 
-interface Stats {
-  requests: Record<string, number>;
-  bytesOut: number;
-  storage?: { requests: Record<string, number>; bytesIn: number; bytesOut: number };
-}
-
-/** The request that carries an upload session's bytes: where it goes, what it is counted as. */
-function partRequest(site: Site): { origin: "api" | "storage"; key: string } {
-  if (site.policy === "local" || site.relay) return { origin: "api", key: R.chunk };
-  if (site.policy === "remote") return { origin: "storage", key: "POST chunk" };
-  if (site.policy === "upyun") return { origin: "storage", key: "POST form" };
-  return { origin: "storage", key: "PUT part" };
-}
-
-/** How many such requests an upload session of `size` bytes makes. */
-function partsFor(site: Site, size: number): number {
-  if (site.relay || site.policy === "upyun") return 1;
-  return Math.max(1, Math.ceil(size / CHUNK));
-}
-
-const countOf = (s: Stats, part: { origin: "api" | "storage"; key: string }) =>
-  (part.origin === "api" ? s.requests[part.key] : s.storage?.requests[part.key]) ?? 0;
-
 /** One `rclone lsl` line: size, time (UTC with TZ=UTC), path. */
 function parseLsl(out: string): Map<string, { size: number; mtime: number }> {
   const items = new Map<string, { size: number; mtime: number }>();
@@ -181,7 +144,7 @@ describe.each(SITES)("rclone through the gateway, $name policy", (site) => {
     { directUploadMaxBytes: DIRECT_MAX },
   );
   const part = partRequest(site);
-  const stats = async () => (await (await fetch(`${fx.emu.url}/__emulator/stats`)).json()) as Stats;
+  const stats = () => fx.stats();
   let api: Api;
 
   beforeAll(async () => {
@@ -212,7 +175,7 @@ describe.each(SITES)("rclone through the gateway, $name policy", (site) => {
       expect(s.requests[R.putContent] ?? 0, detail).toBe(small.length);
       expect(s.requests[R.createSession] ?? 0, detail).toBe(large.length);
       expect(s.requests[R.cancel] ?? 0, detail).toBe(0);
-      const parts = large.reduce((n, f) => n + partsFor(site, f.data.length), 0);
+      const parts = large.reduce((n, f) => n + partsFor(site, f.data.length, CHUNK), 0);
       expect(countOf(s, part), detail).toBe(parts);
       if (part.origin === "storage") {
         // The sessions' bytes went straight to the storage's origin, none through Cloudreve.

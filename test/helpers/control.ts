@@ -13,10 +13,21 @@ async function control(base: string, method: string, path: string, body?: unknow
   return (await res.json()) as Record<string, unknown>;
 }
 
-export interface EmulatorStats {
+/** Requests by route or operation, and body bytes. */
+export interface Counts {
   requests: Record<string, number>;
   bytesIn: number;
   bytesOut: number;
+}
+
+/** Cloudreve's API counts, and the storage origin's on a site with a storage policy. */
+export interface EmulatorStats extends Counts {
+  storage?: Counts;
+}
+
+/** The stats of an emulator whose policy has a storage origin. */
+export interface StorageSiteStats extends Counts {
+  storage: Counts;
 }
 
 /** The emulator's upstream call counts since the last reset. */

@@ -7,53 +7,17 @@
  */
 import { Readable } from "node:stream";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { EMULATED_POLICIES, type PolicyType } from "../../src/emulator/storage/index.js";
 import { advanceClock, R, resetStats, setFaults } from "../helpers/control.js";
 import { Api, expectStored, upstreamInfo } from "../helpers/emulator.js";
 import { content, dav, expectNothingLeft, leftovers } from "../helpers/faults.js";
 import { useGateway } from "../helpers/gateway.js";
+import { countOf, partRequest, partsFor, SITES } from "../helpers/policies.js";
 import { settled } from "../helpers/wait.js";
 
 /** A multiple of 320 KiB, as OneDrive requires of every fragment but the last. */
 const CHUNK = 327_680;
 const MTIME_S = 1_700_000_000;
 const MTIME = { "x-oc-mtime": String(MTIME_S) };
-
-interface Site {
-  name: string;
-  policy: PolicyType;
-  relay: boolean;
-}
-
-const only = process.env.POLICIES?.split(",").map((s) => s.trim());
-const SITES = (
-  [
-    ...EMULATED_POLICIES.map((policy) => ({ name: policy, policy, relay: false })),
-    { name: "s3 with relay", policy: "s3", relay: true },
-  ] as Site[]
-).filter((s) => !only || only.includes(s.policy));
-
-interface Stats {
-  requests: Record<string, number>;
-  storage?: { requests: Record<string, number>; bytesIn: number; bytesOut: number };
-}
-
-/** The request that carries an upload's bytes: where it goes, what it is counted as. */
-function partRequest(site: Site): { origin: "api" | "storage"; key: string } {
-  if (site.policy === "local" || site.relay) return { origin: "api", key: R.chunk };
-  if (site.policy === "remote") return { origin: "storage", key: "POST chunk" };
-  if (site.policy === "upyun") return { origin: "storage", key: "POST form" };
-  return { origin: "storage", key: "PUT part" };
-}
-
-/** How many such requests an upload of `size` bytes makes. */
-function partsFor(site: Site, size: number): number {
-  if (site.relay || site.policy === "upyun") return 1;
-  return Math.max(1, Math.ceil(size / CHUNK));
-}
-
-const countOf = (s: Stats, part: { origin: "api" | "storage"; key: string }) =>
-  (part.origin === "api" ? s.requests[part.key] : s.storage?.requests[part.key]) ?? 0;
 
 describe.each(SITES)("$name policy through the gateway", (site) => {
   const concurrency = 2;
@@ -66,7 +30,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
   let api: Api;
   let seq = 0;
   const fresh = (label: string) => `${site.name.replace(/\W+/g, "-")}-${label}-${++seq}.bin`;
-  const stats = async () => (await (await fetch(`${fx.emu.url}/__emulator/stats`)).json()) as Stats;
+  const stats = () => fx.stats();
   beforeAll(async () => {
     api = new Api(fx.emu.url);
     await api.login();
@@ -90,7 +54,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
         // An empty file is written in one call whatever the threshold (OneDrive cannot take
         // one by session); everything else goes part by part to where the policy says.
         if (size === 0) expect(s.requests[R.putContent]).toBe(1);
-        else expect(countOf(s, part)).toBe(partsFor(site, size));
+        else expect(countOf(s, part)).toBe(partsFor(site, size, CHUNK));
         if (part.origin === "storage" && size > 0) {
           expect(s.requests[R.chunk] ?? 0).toBe(0);
           expect(s.storage!.bytesIn).toBeGreaterThanOrEqual(size);
@@ -165,7 +129,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
     await setFaults(fx.emu.url, [{ route: part.key, failWith: 503, times: 2 }]);
     const r = await dav(`${fx.url}/${path}`, "PUT", { body, headers: MTIME });
     expect(r.status).toBe(201);
-    expect(countOf(await stats(), part)).toBe(partsFor(site, body.length) + 2);
+    expect(countOf(await stats(), part)).toBe(partsFor(site, body.length, CHUNK) + 2);
     await expectStored(api, path, body);
     await expectNothingLeft(fx.emu.url);
   });

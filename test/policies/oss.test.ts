@@ -16,7 +16,7 @@ import { readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { R, resetStats, setFaults } from "../helpers/control.js";
+import { R, resetStats, setFaults, type StorageSiteStats } from "../helpers/control.js";
 import {
   advance,
   Api,
@@ -89,10 +89,7 @@ const STORES: Store[] = [
 
 const callbackRoute = (type: string) => `POST /api/v4/callback/${type}/:sessionId/:key`;
 
-interface Stats {
-  requests: Record<string, number>;
-  storage: { requests: Record<string, number>; bytesIn: number; bytesOut: number };
-}
+type Stats = StorageSiteStats;
 
 async function emulatorStats(base: string): Promise<Stats> {
   return (await (await fetch(`${base}/__emulator/stats`)).json()) as Stats;

@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { request } from "undici";
-import { R, resetStats, setFaults } from "../helpers/control.js";
+import { R, resetStats, setFaults, type StorageSiteStats } from "../helpers/control.js";
 import {
   advance,
   Api,
@@ -49,10 +49,7 @@ interface PutPolicy {
   fsizeLimit?: number;
 }
 
-interface Stats {
-  requests: Record<string, number>;
-  storage: { requests: Record<string, number>; bytesIn: number; bytesOut: number };
-}
+type Stats = StorageSiteStats;
 
 const policyOf = (s: QiniuSession) =>
   JSON.parse(Buffer.from(s.credential.split(":")[2]!, "base64").toString()) as PutPolicy;

@@ -11,7 +11,13 @@ import { readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { R, resetStats, setFaults, type FaultRule } from "../helpers/control.js";
+import {
+  R,
+  resetStats,
+  setFaults,
+  type FaultRule,
+  type StorageSiteStats,
+} from "../helpers/control.js";
 import {
   advance,
   Api,
@@ -43,10 +49,7 @@ interface RemoteSession {
   storage_policy: { type: string; relay: boolean; chunk_concurrency: number };
 }
 
-interface Stats {
-  requests: Record<string, number>;
-  storage: { requests: Record<string, number>; bytesIn: number; bytesOut: number };
-}
+type Stats = StorageSiteStats;
 
 interface SlaveEnvelope {
   code: number;

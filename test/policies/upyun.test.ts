@@ -8,7 +8,7 @@
 import { Readable } from "node:stream";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { request } from "undici";
-import { R, resetStats, setFaults } from "../helpers/control.js";
+import { R, resetStats, setFaults, type StorageSiteStats } from "../helpers/control.js";
 import {
   advance,
   Api,
@@ -41,10 +41,7 @@ interface UpyunSession {
   mime_type: string;
 }
 
-interface Stats {
-  requests: Record<string, number>;
-  storage: { requests: Record<string, number>; bytesIn: number; bytesOut: number };
-}
+type Stats = StorageSiteStats;
 
 const decode = (policy: string) =>
   JSON.parse(Buffer.from(policy, "base64").toString()) as Record<string, unknown>;
