@@ -1,4 +1,4 @@
-import type { DeadProp, Entry, Quota } from "../drive/types.js";
+import type { DeadProp, Entry, Member, Quota } from "../drive/types.js";
 import { header, readSmallBody, sendXml, type DavContext } from "./context.js";
 import { parseDepth } from "./headers.js";
 import { checkWrite } from "./lock.js";
@@ -59,7 +59,6 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   }
   const request = parsePropfind(await readSmallBody(ctx.req));
   const root = await ctx.fs.stat(ctx.path);
-  const entries = depth === 1 && root.isDir ? [root, ...(await ctx.fs.list(root.path))] : [root];
 
   const names =
     request.kind === "prop"
@@ -73,6 +72,12 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
     !quotaHiddenFor(header(ctx, "user-agent"));
   const quota: Quota | undefined = wantsQuota ? await ctx.fs.quota() : undefined;
   const needsDead = request.kind !== "prop" || wanted.some((w) => !w.row);
+  const members =
+    depth === 1 && root.isDir ? await ctx.fs.list(root.path, { withDeadProps: needsDead }) : [];
+  const entries: Member[] = [
+    { ...root, deadProps: needsDead ? (await ctx.fs.getDeadProps([root.path]))[0] : undefined },
+    ...members,
+  ];
   const now = Date.now();
 
   // The live rows depend only on the request and on file-or-folder: worked out once for each.
@@ -86,7 +91,6 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   // Members' hrefs extend the folder's: only their own name is encoded.
   const rootHref = hrefOf(root.path, true);
   const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
-  const deadProps = needsDead ? await ctx.fs.getDeadProps(entries.map((e) => e.path)) : undefined;
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
     const propCtx: PropContext = {
@@ -101,7 +105,10 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       entry !== root && entry.name !== "" && entry.path === `${memberPrefix}${entry.name}`
         ? `${rootHref}${encodeSegment(entry.name)}${entry.isDir ? "/" : ""}`
         : hrefOf(entry.path, entry.isDir);
-    writer.propstats(href, propstatsFor(request.kind, propCtx, deadProps?.[i] ?? [], wanted, rows));
+    writer.propstats(
+      href,
+      propstatsFor(request.kind, propCtx, entry.deadProps ?? [], wanted, rows),
+    );
   }
   const body = writer.endBytes();
   ctx.res.writeHead(207, {

@@ -10,6 +10,8 @@ import type {
   DeadProp,
   Entry,
   FileSystem,
+  ListOptions,
+  Member,
   PropPatch,
   Quota,
   ReadOptions,
@@ -77,8 +79,8 @@ export class AppleDoubleOverlay implements FileSystem {
     return isAppleDouble(path) ? this.localEntry(path) : this.drive.stat(path);
   }
 
-  async list(path: string): Promise<Entry[]> {
-    const members = await this.drive.list(path);
+  async list(path: string, options: ListOptions = {}): Promise<Member[]> {
+    const members = await this.drive.list(path, options);
     let names: string[] = [];
     try {
       names = (await readdir(this.local(path))).filter((n) => n.startsWith("._"));
@@ -88,7 +90,12 @@ export class AppleDoubleOverlay implements FileSystem {
     const base = path === "/" ? "" : path;
     for (const name of names) {
       const s = await statOrUndefined(this.local(`${base}/${name}`));
-      if (s?.isFile()) members.push(entryOf(`${base}/${name}`, s));
+      // Ours hold no properties.
+      if (s?.isFile())
+        members.push({
+          ...entryOf(`${base}/${name}`, s),
+          ...(options.withDeadProps && { deadProps: [] }),
+        });
     }
     return members;
   }

@@ -38,6 +38,8 @@ import type {
   DeadProp,
   Entry,
   FileSystem,
+  ListOptions,
+  Member,
   PropPatch,
   Quota,
   ReadOptions,
@@ -161,18 +163,26 @@ export class Drive implements FileSystem {
     return (await this.nodeAt(this.target(path))).entry;
   }
 
-  async list(path: string): Promise<Entry[]> {
-    const target = this.target(path);
+  async list(path: string, options: ListOptions = {}): Promise<Member[]> {
+    const nodes = await this.listNodes(this.target(path));
+    // The listing's own metadata serves the properties: no call per member, whatever is cached.
+    if (options.withDeadProps)
+      return nodes.map((n) => ({ ...n.entry, deadProps: decodeDeadProps(n.dav) }));
+    return nodes.map((n) => n.entry);
+  }
+
+  private async listNodes(target: Target): Promise<Node[]> {
     const known = this.cache.lookup(target.path);
     if (known === null) throw new NotFound(`${target.path} does not exist`);
     if (known && !known.entry.isDir) throw new WrongType(`${target.path} is not a folder`);
     const cached = this.cache.listing(target.path);
-    if (cached) return [...cached.values()].map((n) => n.entry);
+    if (cached) return [...cached.values()];
     try {
-      const children = await this.cache.singleFlight(`listing:${target.path}`, () =>
-        this.loadListing(target),
+      return await this.cache.singleFlight(
+        `listing:${target.path}`,
+        () => this.loadListing(target),
+        { kind: "listing", path: target.path },
       );
-      return children.map((n) => n.entry);
     } catch (err) {
       // Listing a file is "not found" upstream (§4.3); WebDAV wants the two told apart.
       if (err instanceof NotFound && !(await this.nodeAt(target)).entry.isDir) {
@@ -440,6 +450,21 @@ export class Drive implements FileSystem {
     return { ...node, entry: { ...node.entry, mtimeMs }, dav: applyPatches(node.dav, patches) };
   }
 
+  /** Something changed upstream at `path`: it, its subtree and its parent's listing are looked up again. */
+  forget(path: string): void {
+    this.cache.invalidate(this.target(path).path);
+  }
+
+  /** The upstream may have changed anywhere: everything is looked up again. */
+  forgetAll(): void {
+    this.cache.clear();
+  }
+
+  /** How long what is looked up from now on is trusted (shorter without change events). */
+  setCacheTtl(ms: number): void {
+    this.cache.setTtl(ms);
+  }
+
   /** Records a file's modification time without touching its content. */
   async setModTime(path: string, mtimeMs: number): Promise<Entry> {
     const target = this.target(path);
@@ -495,8 +520,10 @@ export class Drive implements FileSystem {
     if (known) return known;
     // Cloudreve cannot hold such a name, so nothing is there to ask about.
     if (!target.segments.every(nameAllowed)) throw new NotFound(`${target.path} does not exist`);
-    return this.cache.singleFlight(`entry:${target.path}`, () =>
-      target.segments.length === 0 ? this.loadRoot(target) : this.loadNode(target),
+    return this.cache.singleFlight(
+      `entry:${target.path}`,
+      () => (target.segments.length === 0 ? this.loadRoot(target) : this.loadNode(target)),
+      { kind: "entry", path: target.path },
     );
   }
 

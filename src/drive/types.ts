@@ -79,11 +79,23 @@ export interface Quota {
   available: number;
 }
 
+export interface ListOptions {
+  withDeadProps?: boolean;
+}
+
+/** A folder member as listed: its dead properties are there when they were asked for. */
+export interface Member extends Entry {
+  deadProps?: DeadProp[];
+}
+
 export interface FileSystem {
   /** NotFound when the path does not exist. */
   stat(path: string): Promise<Entry>;
-  /** The children of a folder; NotFound when it does not exist, WrongType for a file. */
-  list(path: string): Promise<Entry[]>;
+  /**
+   * The children of a folder; NotFound when it does not exist, WrongType for a file. With
+   * `withDeadProps`, each member carries its dead properties, from the listing itself.
+   */
+  list(path: string, options?: ListOptions): Promise<Member[]>;
   read(path: string, options?: ReadOptions): Promise<ReadResult>;
   /**
    * Creates or replaces a file. MissingParent when the parent folder does not exist,
