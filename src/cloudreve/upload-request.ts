@@ -52,3 +52,12 @@ export function stored(file: File, upload: UploadRequest): File {
   }
   return file;
 }
+
+/**
+ * Whether Cloudreve shows the upload complete after all: a completion whose answer was lost.
+ * When that cannot be checked either, the answer is no.
+ */
+export async function storedAfterAll(api: CloudreveApi, upload: UploadRequest): Promise<boolean> {
+  const file = await api.info(upload.uri).catch(() => undefined);
+  return file !== undefined && isStored(file, upload);
+}

@@ -1,6 +1,6 @@
 import type { CloudreveApi } from "../api.js";
 import type { UploadSession } from "../types.js";
-import { isStored, type UploadRequest } from "../upload-request.js";
+import { storedAfterAll, type UploadRequest } from "../upload-request.js";
 
 /**
  * The client callback of the policies whose storage does not call Cloudreve itself (§6.2,
@@ -15,9 +15,8 @@ export async function clientCallback(
   try {
     await api.uploadCallback(type, session.session_id, session.callback_secret);
   } catch (err) {
-    // A callback that completed but whose answer was lost shows as the stored file; when
-    // that cannot be checked either, the callback's own error stands (and cancels).
-    const file = await api.info(upload.uri).catch(() => undefined);
-    if (!file || !isStored(file, upload)) throw err;
+    // A callback that completed but whose answer was lost shows as the stored file; else the
+    // callback's own error stands (and cancels).
+    if (!(await storedAfterAll(api, upload))) throw err;
   }
 }

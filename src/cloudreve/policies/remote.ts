@@ -1,6 +1,6 @@
 import { UpstreamError } from "../../errors.js";
 import { sendParts } from "../parts.js";
-import { isStored, type PolicyUploader } from "../upload-request.js";
+import { storedAfterAll, type PolicyUploader } from "../upload-request.js";
 import { storageCall, type StorageReply } from "./storage-call.js";
 
 /** CodeIOFailed (`[S] pkg/serializer/error.go`): a chunk's bytes did not all arrive or land. */
@@ -58,8 +58,7 @@ export const remoteUploader: PolicyUploader = {
       // The slave may have completed anyway: a chunk re-sent after its answer was lost finds
       // the session gone (40011), a callback whose answer the slave lost is relayed as 50007.
       // Cloudreve's view of the file decides.
-      const file = await api.info(upload.uri).catch(() => undefined);
-      if (!file || !isStored(file, upload)) throw err;
+      if (!(await storedAfterAll(api, upload))) throw err;
     }
   },
 };
