@@ -114,7 +114,7 @@ export class MetadataCache {
 
   storeNode(path: string, node: Node | null, ticket: Ticket): void {
     if (!this.counts("entry", path, ticket)) return;
-    const ttl = node ? this.ttlMs : this.options.negativeTtlMs;
+    const ttl = node ? this.ttlMs : this.negativeTtl();
     this.set("entry", path, { kind: "entry", node, expiresAt: this.expiry(ttl), storedAt: ticket });
   }
 
@@ -152,7 +152,7 @@ export class MetadataCache {
     this.set("entry", path, {
       kind: "entry",
       node: null,
-      expiresAt: this.expiry(this.options.negativeTtlMs),
+      expiresAt: this.expiry(this.negativeTtl()),
       storedAt: at,
     });
     this.patchListing(parentOf(path), (c) => c.delete(nameOf(path)));
@@ -226,6 +226,11 @@ export class MetadataCache {
 
   private set(kind: Slot["kind"], path: string, slot: Slot): void {
     this.lru.set(this.key(kind, path), slot);
+  }
+
+  /** "Absent" is trusted no longer than anything else (a TTL of 0 caches nothing). */
+  private negativeTtl(): number {
+    return Math.min(this.options.negativeTtlMs, this.ttlMs);
   }
 
   private expiry(ttlMs: number): number {

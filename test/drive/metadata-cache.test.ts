@@ -24,9 +24,9 @@ function node(path: string, isDir = false): Node {
   };
 }
 
-function cache(maxEntries = 10_000) {
+function cache(maxEntries = 10_000, ttlMs = 60_000) {
   return new MetadataCache({
-    ttlMs: 60_000,
+    ttlMs,
     negativeTtlMs: 5_000,
     maxEntries,
     account: "a",
@@ -126,5 +126,13 @@ describe("MetadataCache", () => {
     // What is stored now counts.
     c.storeNode("/new", node("/new"), c.ticket());
     expect(c.lookup("/new")).toBeDefined();
+  });
+
+  it("with a TTL of 0 not even 'absent' is kept", () => {
+    const c = cache(10_000, 0);
+    c.storeNode("/gone", null, c.ticket());
+    c.remove("/gone2");
+    expect(c.lookup("/gone")).toBeUndefined();
+    expect(c.lookup("/gone2")).toBeUndefined();
   });
 });
