@@ -4,9 +4,10 @@
  * clients and statistics.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { openSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { existsSync, openSync } from "node:fs";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { request } from "undici";
 
@@ -18,6 +19,14 @@ export function median(values: readonly number[]): number {
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
+
+/** The median of each named series. */
+export function medians(series: Record<string, readonly number[]>): Record<string, number> {
+  return Object.fromEntries(Object.entries(series).map(([k, v]) => [k, median(v)]));
+}
+
+/** Seconds since `started` (a `process.hrtime.bigint()`). */
+export const secondsSince = (started: bigint) => Number(process.hrtime.bigint() - started) / 1e9;
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -173,6 +182,31 @@ export async function curl(args: readonly string[]): Promise<CurlResult> {
   };
 }
 
+/**
+ * Many transfers in one curl, `parallel` at a time (one after another on one connection when
+ * 1); each transfer is its own options and URL (`["-T", file, url]`). Answers each transfer's
+ * URL, HTTP status and the value of the answer's `header`, in the order they finished.
+ */
+export async function curlEach(
+  transfers: readonly (readonly string[])[],
+  parallel: number,
+  header: string,
+): Promise<{ url: string; status: number; header: string }[]> {
+  const args = ["-s", "-H", "Expect:", "-w", `%{url}\t%{http_code}\t%header{${header}}\n`];
+  if (parallel > 1) args.push("--parallel", "--parallel-max", String(parallel));
+  const { stdout } = await run("curl", [
+    ...args,
+    ...transfers.flatMap((t) => ["-o", "/dev/null", ...t]),
+  ]);
+  return stdout
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => {
+      const [url = "", status, value = ""] = line.split("\t");
+      return { url, status: Number(status), header: value };
+    });
+}
+
 export function expectStatus(r: CurlResult, wanted: number[], what: string): CurlResult {
   if (!wanted.includes(r.status)) throw new Error(`${what}: HTTP ${r.status}`);
   return r;
@@ -208,4 +242,62 @@ export function missingTools(needs: Record<string, string>): string | undefined 
     `npm run bench needs ${missing.map(([command]) => command).join(", ")}: ` +
     `install them with apt-get install -y ${packages}`
   );
+}
+
+/** Disk space the files below `dir` take (allocated blocks: a sparse file counts what it holds). */
+export async function diskBytes(dir: string): Promise<number> {
+  const names = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  let total = 0;
+  for (const name of names) {
+    // Files come and go while an upload runs.
+    const s = await stat(join(dir, name)).catch(() => undefined);
+    if (s?.isFile()) total += s.blocks * 512;
+  }
+  return total;
+}
+
+/** Calls `measure` every `everyMs` until `stop()`, which answers the largest of each number seen. */
+export function sampleMax(measure: () => Promise<number[]>, everyMs = 250) {
+  let max: number[] = [];
+  let last = Promise.resolve();
+  const tick = async () => {
+    const values = await measure();
+    max = values.map((v, i) => Math.max(v, max[i] ?? -Infinity));
+  };
+  const timer = setInterval(() => (last = last.then(tick)), everyMs);
+  // A measurement that throws before `stop()` must not keep the process alive.
+  timer.unref();
+  return {
+    async stop(): Promise<number[]> {
+      clearInterval(timer);
+      await last;
+      await tick();
+      return max;
+    },
+  };
+}
+
+/**
+ * Replaces the section of RESULTS.md between `begin` and `end` (both included in `section`), or
+ * puts it just below the kept-marker line, so runs of the numbered scenarios (which rewrite
+ * everything above that line) keep it.
+ */
+export async function writeSection(
+  file: string,
+  keptMarker: string,
+  markers: { begin: string; end: string },
+  section: string,
+): Promise<void> {
+  const previous = existsSync(file) ? await readFile(file, "utf8") : "";
+  const begin = previous.indexOf(markers.begin);
+  const end = previous.indexOf(markers.end);
+  let next: string;
+  if (begin >= 0 && end > begin) {
+    next = previous.slice(0, begin) + section + previous.slice(end + markers.end.length);
+  } else if (previous.includes(keptMarker)) {
+    next = previous.replace(keptMarker, `${keptMarker}\n\n${section}`);
+  } else {
+    next = `${previous}\n${keptMarker}\n\n${section}\n`;
+  }
+  await writeFile(file, next);
 }

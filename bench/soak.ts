@@ -9,8 +9,7 @@
  * failed write widens it to "before or after", a GET narrows it to what was read. Contents are
  * regenerated from a seed and a size, so no client keeps the bytes it wrote.
  */
-import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -18,7 +17,16 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, request } from "undici";
 import { CloudreveApi } from "../src/cloudreve/api.js";
 import { FILE_TYPE_FOLDER } from "../src/cloudreve/types.js";
-import { answers, freePort, GiB, MiB, PeakRss, startChild, type Child } from "./lib.js";
+import {
+  answers,
+  freePort,
+  GiB,
+  MiB,
+  PeakRss,
+  startChild,
+  writeSection,
+  type Child,
+} from "./lib.js";
 
 /** The soak's flags, spread into run.ts's parseArgs options. */
 export const SOAK_OPTIONS = {
@@ -854,7 +862,12 @@ export async function runSoak(settings: SoakSettings): Promise<void> {
     });
     process.stdout.write(`${section}\n`);
     if (settings.resultsFile) {
-      await writeSection(settings.resultsFile, settings.keptMarker, section);
+      await writeSection(
+        settings.resultsFile,
+        settings.keptMarker,
+        { begin: SECTION_BEGIN, end: SECTION_END },
+        section,
+      );
       log(`wrote the soak section of ${settings.resultsFile}`);
     }
   } finally {
@@ -931,23 +944,4 @@ function report(r: {
   }
   lines.push("", SECTION_END);
   return lines.join("\n");
-}
-
-/**
- * Replaces the soak section of RESULTS.md, or puts it just below the kept-marker line, so the
- * other scenarios' runs (which rewrite everything above that line) keep it.
- */
-async function writeSection(file: string, keptMarker: string, section: string): Promise<void> {
-  const previous = existsSync(file) ? await readFile(file, "utf8") : "";
-  const begin = previous.indexOf(SECTION_BEGIN);
-  const end = previous.indexOf(SECTION_END);
-  let next: string;
-  if (begin >= 0 && end > begin) {
-    next = previous.slice(0, begin) + section + previous.slice(end + SECTION_END.length);
-  } else if (previous.includes(keptMarker)) {
-    next = previous.replace(keptMarker, `${keptMarker}\n\n${section}`);
-  } else {
-    next = `${previous}\n${keptMarker}\n\n${section}\n`;
-  }
-  await writeFile(file, next);
 }
