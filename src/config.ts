@@ -25,6 +25,8 @@ export interface Config {
   port: number;
   rootUri: string;
   cacheTtlSeconds: number;
+  /** The cache lifetime while Cloudreve's change events flow (they tell what changed). */
+  cacheTtlWithEventsSeconds: number;
   cacheMaxEntries: number;
   /** Files up to this size are written with one `PUT /file/content`, larger ones by session. */
   directUploadMaxBytes: number;
@@ -91,6 +93,13 @@ const SETTINGS: readonly Setting[] = [
     shape: "a cloudreve:// URI",
   },
   { key: "cacheTtlSeconds", kind: "int", example: "30", help: "metadata cache lifetime", min: 0 },
+  {
+    key: "cacheTtlWithEventsSeconds",
+    kind: "int",
+    example: "600",
+    help: "metadata cache lifetime while Cloudreve's change events flow (4.11 and later; not when --cache-ttl-seconds is 0)",
+    min: 0,
+  },
   { key: "cacheMaxEntries", kind: "int", example: "50000", help: "metadata cache size", min: 1 },
   {
     key: "directUploadMaxBytes",
@@ -194,6 +203,7 @@ export function defaults(): Config {
     port: 8080,
     rootUri: "cloudreve://my/",
     cacheTtlSeconds: 30,
+    cacheTtlWithEventsSeconds: 600,
     cacheMaxEntries: 50_000,
     directUploadMaxBytes: 4 * 1024 * 1024,
     concurrency: 8,

@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { CloudreveApi } from "./cloudreve/api.js";
+import { ChangeFeed, loadClientId } from "./cloudreve/events.js";
 import { upstreamCalls } from "./cloudreve/transport.js";
 import type { Config } from "./config.js";
 import { MemoryLockSystem } from "./dav/locks.js";
@@ -50,11 +51,71 @@ function accountOf(config: GatewayConfig): string {
   return `${site}-${who}`;
 }
 
+/**
+ * Keeps the drive's cache in step with Cloudreve's change events on the served folder (§5.12):
+ * each event forgets the paths it names, and while events flow what is cached is trusted for
+ * the longer lifetime. Whatever may have been missed (a reconnect, a full buffer) forgets
+ * everything; without events the shorter lifetime alone applies.
+ */
+function followChanges(api: CloudreveApi, drive: Drive, config: GatewayConfig, log: Logger) {
+  const ttl = { cacheTtlSeconds: config.cacheTtlSeconds };
+  // A cache turned off (TTL 0) stays off: events only lengthen a cache that is on.
+  const ttlWithEvents = config.cacheTtlSeconds === 0 ? 0 : config.cacheTtlWithEventsSeconds;
+  let openedBefore = false;
+  let up = false;
+  /** A stream that stopped (or never opened) is told once, until one opens again. */
+  let told = false;
+  return new ChangeFeed(api.transport, config.rootUri, {
+    opened() {
+      // Opened again, resumed or not: events may have been dropped while it was closed.
+      if (openedBefore) drive.forgetAll();
+      if (!openedBefore || told) {
+        const withEvents = { cacheTtlSeconds: ttlWithEvents };
+        log.info(withEvents, "following Cloudreve's change events");
+      }
+      openedBefore = up = true;
+      told = false;
+      drive.setCacheTtl(ttlWithEvents * 1000);
+    },
+    changed(events, complete) {
+      if (!complete) return drive.forgetAll();
+      try {
+        // Paths are relative to the subscribed folder, which is the gateway's "/".
+        for (const { from, to } of events)
+          for (const path of [from, to]) if (path) drive.forget(path);
+      } catch {
+        drive.forgetAll(); // a path the drive cannot take: the safe answer
+      }
+    },
+    down(err) {
+      if (up) {
+        drive.setCacheTtl(ttl.cacheTtlSeconds * 1000);
+        drive.forgetAll();
+      }
+      if (!told) {
+        log.warn(
+          { ...ttl, problem: err.message },
+          "Cloudreve's change events stopped: reconnecting, and trusting the cache for the shorter time meanwhile",
+        );
+      }
+      up = false;
+      told = true;
+    },
+    unavailable(err) {
+      log.info(
+        { ...ttl, problem: err.message },
+        "Cloudreve sends no change events (turned off, or older than 4.11): the cache is trusted for the shorter time",
+      );
+    },
+  });
+}
+
 /** Wires the layers (Cloudreve client → drive → WebDAV) and listens. */
 export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
   const account = accountOf(config);
   const api = new CloudreveApi({
     baseUrl: config.upstream,
+    clientId: await loadClientId(join(config.stateDir, "client-id", account)),
     email: config.email,
     password: config.password,
     refreshToken: config.refreshToken,
@@ -125,9 +186,12 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
 
   const url = `http://${host}:${port}/`;
   let closed: Promise<void> | undefined;
+  const changes = followChanges(api, drive, config, log);
 
   async function stop(): Promise<void> {
     closing = true;
+    // The stream never ends by itself: it would hold the upstream connections open.
+    await changes.close();
     const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
     if (!(await within(stopped, (config.shutdownTimeoutSeconds ?? 10) * 1000))) {

@@ -329,6 +329,9 @@ describe("against a separate upstream", () => {
         "0",
         "--shutdown-timeout-seconds",
         String(shutdownTimeoutSeconds),
+        // Every upload by session: these tests watch the session upstream.
+        "--direct-upload-max-bytes",
+        "0",
         "--log-level",
         "debug",
       ],

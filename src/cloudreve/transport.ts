@@ -2,7 +2,7 @@ import { AsyncLocalStorage, AsyncResource } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import { Agent, request, type Dispatcher } from "undici";
-import type { z } from "zod";
+import { z } from "zod";
 import { AuthRequired, Locked, UpstreamError, UpstreamTimeout } from "../errors.js";
 import { Authenticator, type AuthOptions, type Credentials } from "./auth.js";
 import { errorFromBatch, errorFromEnvelope } from "./errors.js";
@@ -18,6 +18,11 @@ export interface TransportOptions extends Credentials {
   connections?: number;
   timeouts?: UpstreamTimeouts;
   dispatcher?: Dispatcher;
+  /**
+   * Sent as `X-Cr-Client-Id` on every call: Cloudreve leaves the changes this client makes out
+   * of the change events it sends this client (§5.12).
+   */
+  clientId?: string;
 }
 
 /** Bounds on waiting for the upstream, so a hung server fails a request instead of holding it. */
@@ -78,6 +83,18 @@ export interface ApiCall<T> {
   signal?: AbortSignal;
 }
 
+/** A server-sent event stream to open: an authenticated GET that stays open. */
+export interface StreamCall {
+  path: string;
+  query?: Record<string, string>;
+  signal: AbortSignal;
+  /** A stream silent for longer than this is dead (Cloudreve's keep-alives come more often). */
+  idleMs: number;
+}
+
+/** Data that is never an acceptable answer: a route that streams answered with JSON. */
+const NotAStream = z.never();
+
 const RETRYABLE_STATUS = new Set([502, 503, 504]);
 
 /** Upstream calls made within a scope (e.g. one WebDAV request), for its log line. */
@@ -103,6 +120,7 @@ export class Transport {
   readonly dispatcher: Dispatcher;
   readonly origin: string;
   readonly timeouts: Required<UpstreamTimeouts>;
+  private readonly clientId: string | undefined;
   /**
    * Frees the locks of a 40073 that nothing alive holds (an upload session a crash left
    * behind); when it did, the call is made once more.
@@ -115,6 +133,7 @@ export class Transport {
     this.queue = new RequestQueue(options.queue);
     const concurrency = options.queue?.concurrency ?? 8;
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.clientId = options.clientId;
     this.dispatcher =
       options.dispatcher ??
       new Agent({
@@ -156,27 +175,76 @@ export class Transport {
     });
   }
 
-  /** One try; a 401 (the token died early) costs one renewal and one repeat. */
-  private async attempt<T>(spec: ApiCall<T>, n: number): Promise<T> {
+  /** One try. */
+  private attempt<T>(spec: ApiCall<T>, n: number): Promise<T> {
     if (spec.anonymous) return this.exchange(spec, undefined, n);
+    // A streamed body is gone once sent; only one that can be given again can be repeated.
+    const repeatable = !(spec.raw && spec.raw.body instanceof Readable);
+    return this.authorized(
+      (token, renewed) => this.exchange(spec, token, renewed ? n + 1 : n),
+      repeatable,
+    );
+  }
+
+  /** Runs `send` with the access token; a 401 (the token died early) costs one renewal and one repeat. */
+  private async authorized<T>(
+    send: (token: string, renewed: boolean) => Promise<T>,
+    repeatable = true,
+  ): Promise<T> {
     const token = await this.auth.accessToken();
     try {
-      return await this.exchange(spec, token, n);
+      return await send(token, false);
     } catch (err) {
-      if (!(err instanceof AuthRequired)) throw err;
-      // A streamed body is gone once sent; only one that can be given again can be repeated.
-      if (spec.raw && spec.raw.body instanceof Readable) throw err;
-      return this.exchange(spec, await this.auth.rejected(token), n + 1);
+      if (!(err instanceof AuthRequired) || !repeatable) throw err;
+      return send(await this.auth.rejected(token), true);
     }
   }
 
-  private async exchange<T>(spec: ApiCall<T>, token: string | undefined, n = 0): Promise<T> {
-    const url = new URL(`${this.origin}/api/v4${spec.path}`);
-    for (const [k, v] of Object.entries(spec.query ?? {})) {
+  /**
+   * Opens a server-sent event stream and resolves with its body once Cloudreve answered with
+   * events; an error envelope or status rejects as a call does. Outside the queue: the stream
+   * would hold a slot for as long as it runs.
+   */
+  stream(spec: StreamCall): Promise<Readable> {
+    return this.authorized(async (token) => {
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(this.url(spec.path, spec.query), {
+          method: "GET",
+          headers: { ...this.headers(token), accept: "text/event-stream" },
+          dispatcher: this.dispatcher,
+          signal: spec.signal,
+          bodyTimeout: spec.idleMs,
+        });
+      } catch (err) {
+        if (spec.signal.aborted) throw err;
+        throw unreachable(`Cloudreve unreachable for GET ${spec.path}`, err);
+      }
+      const type = String(res.headers["content-type"] ?? "");
+      if (res.statusCode === 200 && type.startsWith("text/event-stream")) return res.body;
+      const text = await res.body.text().catch(() => "");
+      return this.decode({ method: "GET", path: spec.path, schema: NotAStream }, res, text);
+    });
+  }
+
+  private url(path: string, query: ApiCall<unknown>["query"] = {}): URL {
+    const url = new URL(`${this.origin}/api/v4${path}`);
+    for (const [k, v] of Object.entries(query)) {
       if (v !== undefined) url.searchParams.set(k, String(v));
     }
+    return url;
+  }
+
+  private headers(token: string | undefined): Record<string, string> {
     const headers: Record<string, string> = { "x-cr-correlation-id": randomUUID() };
     if (token) headers.authorization = `Bearer ${token}`;
+    if (this.clientId) headers["x-cr-client-id"] = this.clientId;
+    return headers;
+  }
+
+  private async exchange<T>(spec: ApiCall<T>, token: string | undefined, n = 0): Promise<T> {
+    const url = this.url(spec.path, spec.query);
+    const headers = this.headers(token);
     let body: string | Buffer | Readable | undefined;
     if (spec.json !== undefined) {
       headers["content-type"] = "application/json";
@@ -204,6 +272,15 @@ export class Transport {
       if (spec.signal?.aborted) throw err;
       throw unreachable(`Cloudreve unreachable for ${spec.method} ${spec.path}`, err);
     }
+    return this.decode(spec, res, text);
+  }
+
+  /** Cloudreve's answer as data, or as the typed error its status or envelope says. */
+  private decode<T>(
+    spec: Pick<ApiCall<T>, "method" | "path" | "schema" | "uris">,
+    res: Dispatcher.ResponseData,
+    text: string,
+  ): T {
     if (res.statusCode !== 200) {
       throw new UpstreamError(
         `Cloudreve answered HTTP ${res.statusCode} for ${spec.method} ${spec.path}`,

@@ -6,7 +6,8 @@ import { EMULATED_POLICIES, type PolicyType } from "./storage/index.js";
 const usage = `usage: cloudreve-emulator --port N --email E --password P [--host H] [--chunk-size BYTES]
   [--max-page-size N] [--pagination cursor|offset] [--access-ttl S] [--refresh-ttl S]
   [--latency-ms MS] [--captcha] [--otp-secret BASE32] [--capacity BYTES] [--policy TYPE] [--relay] [--chunk-concurrency N]
-  [--version-retention N]
+  [--version-retention N] [--no-events | --version-before-events] [--event-debounce-ms MS]
+  [--event-keep-alive-ms MS]
   TYPE: ${EMULATED_POLICIES.join("|")}`;
 
 function int(name: string, value: string | undefined): number | undefined {
@@ -40,6 +41,10 @@ try {
       relay: { type: "boolean" },
       "version-retention": { type: "string" },
       "chunk-concurrency": { type: "string" },
+      "no-events": { type: "boolean" },
+      "version-before-events": { type: "boolean" },
+      "event-debounce-ms": { type: "string" },
+      "event-keep-alive-ms": { type: "string" },
       help: { type: "boolean" },
     },
   }).values;
@@ -82,6 +87,9 @@ const emulator = await startEmulator({
   relay: args.relay,
   versionRetention: int("version-retention", args["version-retention"]),
   chunkConcurrency: int("chunk-concurrency", args["chunk-concurrency"]),
+  events: args["version-before-events"] ? "absent" : args["no-events"] ? "disabled" : "on",
+  eventDebounceMs: int("event-debounce-ms", args["event-debounce-ms"]),
+  eventKeepAliveMs: int("event-keep-alive-ms", args["event-keep-alive-ms"]),
 });
 process.stdout.write(`listening on ${emulator.url}\n`);
 if (emulator.storageUrl) process.stdout.write(`storage on ${emulator.storageUrl}\n`);

@@ -15,6 +15,7 @@ export const Code = {
   InvalidChunkIndex: 40012,
   InvalidContentLength: 40013,
   ParentNotExist: 40016,
+  FeatureNotEnabled: 40019,
   CredentialInvalid: 40020,
   TwoFACodeErr: 40022,
   CaptchaError: 40026,

@@ -18,6 +18,7 @@ import {
 import type { EmulatorOptions, RunningEmulator } from "./options.js";
 import { registerAccountRoutes } from "./routes/account.js";
 import { registerContentRoutes } from "./routes/content.js";
+import { registerEventRoute } from "./routes/events.js";
 import { registerListingRoute } from "./routes/listing.js";
 import { registerLockRoutes } from "./routes/lock.js";
 import { registerManageRoutes } from "./routes/manage.js";
@@ -41,8 +42,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   const storage =
     settings.policy === "local"
       ? undefined
-      : await createStorage(settings.policy, dataDir, clock, faults, (session): string =>
-          callbackUrl(state.siteUrl, settings.policy, session),
+      : await createStorage(
+          settings.policy,
+          dataDir,
+          clock,
+          faults,
+          (session): string => callbackUrl(state.siteUrl, settings.policy, session),
+          options.s3Backend,
         );
   const state: EmulatorState = new EmulatorState(settings, dataDir, clock, storage);
   state.addUser(settings.email, settings.password, settings.capacity, settings.otpSecret);
@@ -58,6 +64,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   registerLockRoutes(router, state);
   registerContentRoutes(router, state);
   registerUploadRoutes(router, state);
+  registerEventRoute(router, state);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://emulator");

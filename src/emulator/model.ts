@@ -1,15 +1,16 @@
 import { randomUUID } from "node:crypto";
-import { unlink } from "node:fs/promises";
 import { errors } from "./errors.js";
 
 /** A stored blob version (Cloudreve's entity). Copies share entities; the blob goes with the last. */
 export interface Entity {
   id: number;
   size: number;
-  /** Blob path on disk. */
-  blob: string;
+  /** Blob path on disk, for a version the server keeps itself (the local policy). */
+  blob?: string;
   /** The object key when the blob is an object of the storage provider's. */
   storageKey?: string;
+  /** Removes the blob, wherever it is; called when the last reference goes. */
+  remove(): Promise<void>;
   createdAt: number;
   refs: number;
 }
@@ -120,7 +121,7 @@ export function retain(entity: Entity | null): Entity | null {
 /** Drops one reference; the blob is removed with the last one. */
 export function release(entity: Entity | null): void {
   if (!entity || --entity.refs > 0) return;
-  unlink(entity.blob).catch(() => undefined);
+  entity.remove().catch(() => undefined);
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { S3Backend } from "./storage/backend.js";
 import type { PolicyType } from "./storage/provider.js";
 
 /** Settings of one emulated Cloudreve v4 server. Every limit mirrors a real server setting. */
@@ -62,6 +63,12 @@ export interface EmulatorOptions {
    * provider's storage origin that clients upload to and download from.
    */
   policy?: PolicyType;
+  /**
+   * The bucket of the s3, ks3 and cos policies, instead of the storage origin's: the session's
+   * multipart upload and presigned URLs, the callback's size check, presigned downloads, the
+   * server's own writes and deletions all go to it (e.g. an independent S3 server in a test).
+   */
+  s3Backend?: S3Backend;
   /** Storage policy `relay`: uploads go through Cloudreve (the local flow, `chunk_size` 0). */
   relay?: boolean;
   /**
@@ -77,6 +84,15 @@ export interface EmulatorOptions {
   utcOffsetMinutes?: number;
   /** Where blobs live. Default: a fresh temporary directory, removed on close. */
   dataDir?: string;
+  /**
+   * Change events (`GET /file/events`, §5.12): `on` (default), `disabled` (setting
+   * `fs_event_push_enabled` off: 40019), `absent` (a server before 4.11: the route is a 404).
+   */
+  events?: "on" | "disabled" | "absent";
+  /** Setting `fs_event_push_debounce` in milliseconds. Default 5000. */
+  eventDebounceMs?: number;
+  /** How often an event stream sends `keep-alive`, in milliseconds. Default 30 000. */
+  eventKeepAliveMs?: number;
 }
 
 export interface RunningEmulator {

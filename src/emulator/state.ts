@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { rename } from "node:fs/promises";
+import { rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { Clock, formatTime } from "./clock.js";
 import { ApiError, Code, errors } from "./errors.js";
+import { EventHub } from "./events.js";
 import { decodeId, encodeId, IdType } from "./hashid.js";
 import { LockTable } from "./locks.js";
 import {
@@ -20,7 +21,7 @@ import type { Storage } from "./storage/index.js";
 import { formatUri, parseUri, type CloudreveUri } from "./uri.js";
 
 export type Settings = Required<
-  Omit<EmulatorOptions, "otpSecret" | "siteUrl" | "dataDir" | "extraUsers">
+  Omit<EmulatorOptions, "otpSecret" | "siteUrl" | "dataDir" | "extraUsers" | "s3Backend">
 > & { otpSecret: string | undefined };
 
 export function resolveSettings(o: EmulatorOptions): Settings {
@@ -50,6 +51,9 @@ export function resolveSettings(o: EmulatorOptions): Settings {
     storageRedirect: o.storageRedirect ?? false,
     chunkConcurrency: o.chunkConcurrency ?? 1,
     utcOffsetMinutes: o.utcOffsetMinutes ?? 480,
+    events: o.events ?? "on",
+    eventDebounceMs: o.eventDebounceMs ?? 5000,
+    eventKeepAliveMs: o.eventKeepAliveMs ?? 30_000,
   };
 }
 
@@ -101,6 +105,8 @@ export class EmulatorState {
   /** Signed URLs reused per entity until TTL − 600 s, as the server's URL cache does. */
   readonly urlCache = new Map<string, { url: string; expiresAt: number }>();
   siteUrl = "";
+  /** Change event subscriptions, and what each operation emits to them (§5.12). */
+  readonly events: EventHub;
 
   constructor(
     readonly settings: Settings,
@@ -108,7 +114,9 @@ export class EmulatorState {
     readonly clock = new Clock(),
     /** The storage provider's; undefined for the local policy. */
     readonly storage?: Storage,
-  ) {}
+  ) {
+    this.events = new EventHub(settings.eventDebounceMs, clock);
+  }
 
   addUser(email: string, password: string, capacity: number, otpSecret?: string): User {
     const now = this.clock.now();
@@ -249,20 +257,22 @@ export class EmulatorState {
   async createEntity(tmp: string, size: number, owner: User): Promise<Entity> {
     if (this.storage) {
       const key = this.storage.objects.newKey(owner.id);
-      await this.storage.objects.putObject(key, tmp);
+      await this.storage.backend.putObject(key, tmp);
       return this.objectEntity(key, size);
     }
     const id = this.ids.entity();
     const blob = join(this.dataDir, "blobs", String(id));
     await rename(tmp, blob);
-    return this.addEntity({ id, size, blob, createdAt: this.clock.now(), refs: 1 });
+    const remove = () => unlink(blob);
+    return this.addEntity({ id, size, blob, remove, createdAt: this.clock.now(), refs: 1 });
   }
 
   /** An entity for an object already in the provider's storage (a completed upload). */
   objectEntity(key: string, size: number): Entity {
-    const blob = this.storage!.objects.objectPath(key);
-    const entity = { id: this.ids.entity(), size, blob, storageKey: key };
-    return this.addEntity({ ...entity, createdAt: this.clock.now(), refs: 1 });
+    const { backend } = this.storage!;
+    const entity = { id: this.ids.entity(), size, storageKey: key };
+    const remove = () => backend.deleteObject(key);
+    return this.addEntity({ ...entity, remove, createdAt: this.clock.now(), refs: 1 });
   }
 
   private addEntity(entity: Entity): Entity {

@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
+import { until } from "./wait.js";
 
 const run = promisify(execFile);
 
@@ -24,18 +24,6 @@ async function freePort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise((resolve) => server.close(resolve));
   return port;
-}
-
-/** Retries `attempt` until it resolves, for daemons that take a moment to come up. */
-async function until<T>(what: string, attempt: () => Promise<T>, tries = 150): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (i >= tries) throw new Error(`${what}: ${String(err)}`);
-      await sleep(200);
-    }
-  }
 }
 
 /**
@@ -60,6 +48,7 @@ ms bind ipv6 = false
 auth cluster required = none
 auth service required = none
 auth client required = none
+# Without cephx, radosgw has no connection mode to offer unless told (EACCES at the monitor).
 ms mon client mode = crc
 ms client mode = crc
 run dir = ${dir}/run
@@ -67,8 +56,10 @@ admin socket = ${dir}/run/$name.asok
 pid file = ${dir}/run/$name.pid
 log file = ${dir}/$name.log
 mon data = ${dir}/mon
+# A nearly full disk must not stop the monitor.
 mon data avail crit = 0
 mon allow pool size one = true
+# Each of RGW's pools otherwise waits a second of Paxos batching.
 paxos propose interval = 0.05
 paxos min wait = 0.01
 osd data = ${dir}/osd
@@ -98,7 +89,9 @@ rgw data = ${dir}/rgw
       if (child.exitCode !== null || child.signalCode !== null) continue;
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGTERM");
-      await Promise.race([exited, sleep(10_000).then(() => child.kill("SIGKILL"))]);
+      const stuck = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(stuck);
     }
     await rm(dir, { recursive: true, force: true });
   };
@@ -115,9 +108,8 @@ rgw data = ${dir}/rgw
     ]);
     await run("ceph-mon", [...c, "--mkfs", "-i", "a", "--monmap", monmap]);
     daemon("ceph-mon", ["-i", "a"]);
-    const id = await until("ceph osd create", async () =>
-      (await run("ceph", [...c, "--connect-timeout", "5", "osd", "create"])).stdout.trim(),
-    );
+    const osd = await run("ceph", [...c, "--connect-timeout", "30", "osd", "create"]);
+    const id = osd.stdout.trim();
     await run("ceph-osd", [...c, "-i", id, "--mkfs"]);
     daemon("ceph-osd", ["-i", id]);
     const user = { uid: "cloudreve", key: "CLOUDREVEDAVTEST", secret: randomUUID() };
@@ -133,12 +125,16 @@ rgw data = ${dir}/rgw
     ]);
     daemon("radosgw", ["-n", "client.rgw"]);
     const endpoint = `http://127.0.0.1:${rgwPort}`;
-    await until("radosgw", async () => {
-      if (!(await fetch(endpoint)).ok) throw new Error("not ready");
-    });
+    await until(
+      "radosgw to answer",
+      async () => (await fetch(endpoint).catch(() => null))?.ok === true,
+      30_000,
+    );
     return { endpoint, accessKeyId: user.key, secretAccessKey: user.secret, stop };
   } catch (err) {
     await stop();
-    throw err;
+    throw new Error(
+      `Ceph's S3 server did not start (Debian packages ceph-mon, ceph-osd, radosgw): ${String(err)}`,
+    );
   }
 }

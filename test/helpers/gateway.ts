@@ -9,6 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EMAIL, PASSWORD } from "./emulator.js";
 import { resetStats, stats, type EmulatorStats } from "./control.js";
+import { until } from "./wait.js";
+
+const EVENTS = "GET /api/v4/file/events";
 
 export interface GatewayFixture {
   emu: RunningEmulator;
@@ -44,6 +47,15 @@ export function useGateway(
     fx.url = fx.gw.url.replace(/\/$/, "");
     fx.stats = () => stats(fx.emu.url);
     fx.resetStats = () => resetStats(fx.emu.url);
+    // The gateway subscribes to change events once it listens (signing in first): the suite
+    // starts once it has, so that its counts and faults meet a quiet upstream.
+    if ((emulatorOptions.events ?? "on") !== "absent") {
+      await until(
+        "the gateway to subscribe to change events",
+        async () => ((await fx.stats()).requests[EVENTS] ?? 0) > 0,
+        10_000,
+      );
+    }
   });
   afterAll(async () => {
     await fx.gw?.close();

@@ -33,11 +33,11 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
   const signature = (path: string, expires: number) =>
     createHmac("sha256", secret).update(`${path}:${expires}`).digest("base64url");
 
-  function signedUrl(
+  async function signedUrl(
     entityId: number,
     name: string,
     download: boolean,
-  ): { url: string; expiresAt: number } {
+  ): Promise<{ url: string; expiresAt: number }> {
     const cacheKey = `${entityId}|${download}|${name}`;
     const cached = state.urlCache.get(cacheKey);
     if (cached && cached.expiresAt - URL_CACHE_MARGIN_S * 1000 > now()) return cached;
@@ -48,7 +48,7 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
     const sign = `${signature(`/api/v4/file/content/${hash}/0/${name}`, expires)}:${expires}`;
     const url =
       state.storage && storageKey
-        ? state.storage.objects.presign("GET", storageKey, expires)
+        ? await state.storage.backend.presignGet(storageKey, state.settings.entityUrlTtl)
         : `${state.siteUrl}/api/v4/file/content/${hash}/0/${encodeURIComponent(name)}?` +
           `${download ? "download=true&" : ""}sign=${encodeURIComponent(sign)}`;
     const fresh = { url, expiresAt: expires * 1000 };
@@ -87,8 +87,9 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
       throw new ApiError(Code.IOFailed, "Failed to upload file");
     }
     const entity = await state.createEntity(tmp, length, user);
-    const node = existing ?? createFileAt(state, user, target.uri.elements);
+    const node = existing ?? createFileAt(ctx, state, user, target.uri.elements);
     state.setVersion(node, entity, now());
+    state.events.modified(ctx, node);
     return state.fileJson(node);
   });
 
@@ -120,7 +121,7 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
             throw errors.entityNotExist();
           entityId = id!;
         }
-        const signed = signedUrl(entityId, state.displayName(node), download);
+        const signed = await signedUrl(entityId, state.displayName(node), download);
         urls.push({ url: signed.url });
         earliest = Math.min(earliest ?? Infinity, signed.expiresAt);
       } catch (err) {
@@ -166,14 +167,23 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
 }
 
 /** A new file at `elements` under the user's root, creating missing parent folders. */
-export function createFileAt(state: EmulatorState, user: User, elements: string[]): FileNode {
+export function createFileAt(
+  ctx: Ctx,
+  state: EmulatorState,
+  user: User,
+  elements: string[],
+): FileNode {
   let folder = user.root;
+  let existing = folder;
   for (const name of elements.slice(0, -1)) {
     const child = folder.children!.get(name);
     if (child && child.type !== 1) throw errors.notSupported();
     folder = child ?? newNode(state.ids, user, folder, name, 1, state.clock.now());
+    if (child) existing = child;
   }
-  return newNode(state.ids, user, folder, elements.at(-1)!, 0, state.clock.now());
+  const node = newNode(state.ids, user, folder, elements.at(-1)!, 0, state.clock.now());
+  state.events.created(ctx, node, existing);
+  return node;
 }
 
 const etagMatches = (header: string, etag: string, weak: boolean) =>
@@ -242,7 +252,7 @@ function serveEntity(
   }
 
   const stream = (start: number, end: number) => {
-    const rs = createReadStream(entity!.blob, { start, end, highWaterMark: 1024 * 1024 });
+    const rs = createReadStream(entity!.blob!, { start, end, highWaterMark: 1024 * 1024 });
     rs.on("data", (chunk) => ctx.countOut(chunk.length));
     return rs;
   };

@@ -64,6 +64,7 @@ async function createFile(state: EmulatorState, ctx: Ctx) {
       parent = newNode(state.ids, user, parent, n, 1, state.clock.now());
     const created = newNode(state.ids, user, parent, names.at(-1)!, type, state.clock.now());
     applyPatches(created, metadata, created.updatedAt);
+    state.events.created(ctx, created, folder);
     return state.fileJson(created);
   }
   throw errors.notSupported();
@@ -89,6 +90,7 @@ async function renameFile(state: EmulatorState, ctx: Ctx) {
   if (node.type === 0 && extension(node.name) !== extension(newName)) {
     node.metadata.delete("thumb:disabled");
   }
+  state.events.renamed(ctx, node, newName);
   detach(node);
   attach(node, parent, newName);
   node.updatedAt = state.clock.now();
@@ -136,9 +138,10 @@ async function moveFiles(state: EmulatorState, ctx: Ctx) {
   }
   for (const { node, name } of valid) {
     if (copy) {
-      copyTree(state.ids, node, dst, state.clock.now());
+      state.events.created(ctx, copyTree(state.ids, node, dst, state.clock.now()));
       continue;
     }
+    state.events.moved(ctx, node, dst);
     if (node.trashKey) {
       // Restore by move: the original name comes back and the trash metadata goes.
       user.trash.delete(node.trashKey);
@@ -175,6 +178,7 @@ async function deleteFiles(state: EmulatorState, ctx: Ctx) {
     else valid.push(target.node);
   }
   for (const node of valid) if (!node.trashKey) state.locks.check(user, elementsOf(node), true);
+  state.events.deleted(ctx, valid);
   for (const node of valid) {
     if (hard) {
       if (node.trashKey) user.trash.delete(node.trashKey);
@@ -215,6 +219,8 @@ async function restoreFiles(state: EmulatorState, ctx: Ctx) {
       ).node;
       if (!parent || parent.type !== 1) throw errors.pathNotExist();
       if (parent.children!.has(name)) throw errors.exists();
+      // A restore is a move from the trash (manage.go Restore).
+      state.events.moved(ctx, node, parent);
       user.trash.delete(node.trashKey);
       delete node.trashKey;
       node.metadata.delete("sys:restore_uri");

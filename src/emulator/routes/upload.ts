@@ -9,6 +9,7 @@ import {
   readJson,
   receiveBody,
   sendJson,
+  type Ctx,
   type Router,
 } from "../http.js";
 import { optInt, optObject, optString, reqString } from "../bind.js";
@@ -44,7 +45,7 @@ export async function sweepAbandonedUploads(state: EmulatorState): Promise<void>
     if (!session.object || session.expiresAt + SENTINEL_GRACE_MS > now) continue;
     state.uploads.delete(session.id);
     await storage.provider.abort(session);
-    await storage.objects.deleteObject(session.object.key);
+    await storage.backend.deleteObject(session.object.key);
   }
 }
 
@@ -90,7 +91,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     }
     if (size > 0 && state.used(user) + size > user.capacity) throw errors.insufficientCapacity();
 
-    const node = existing ?? createFileAt(state, user, target.uri.elements);
+    const node = existing ?? createFileAt(ctx, state, user, target.uri.elements);
     const id = randomUUID();
     if (!existing) node.metadata.set("sys:upload_session_id", id);
     // Relay forces a single chunk through Cloudreve (manager/upload.go CreateUploadSession).
@@ -157,7 +158,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     // Completion runs inline in the request that carries the last missing chunk.
     if (session.received.size === session.chunks && state.uploads.get(session.id) === session) {
       state.uploads.delete(session.id);
-      complete(state, session, await state.createEntity(session.tmpPath, size, user));
+      complete(ctx, state, session, await state.createEntity(session.tmpPath, size, user));
     }
     return undefined;
   });
@@ -185,7 +186,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       );
       if (denied) return fail(401, denied);
       const { key } = session.object;
-      const size = await storage.objects.objectSize(key);
+      const size = await storage.backend.objectSize(key);
       if (size !== session.size)
         return fail(
           type === "onedrive" || type === "remote" ? 200 : 400,
@@ -193,7 +194,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
         );
       if (state.uploads.get(session.id) !== session) return fail(401, errors.sessionExpired());
       state.uploads.delete(session.id);
-      complete(state, session, state.objectEntity(key, size));
+      complete(ctx, state, session, state.objectEntity(key, size));
       return undefined;
     });
   }
@@ -213,17 +214,21 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     // A session whose file was never written has none to remove.
     else await unlink(session.tmpPath).catch(() => undefined);
     // A brand-new file goes with its placeholder; an existing file keeps its current version.
-    if (session.placeholder && !session.node.entity) detach(session.node);
+    if (session.placeholder && !session.node.entity) {
+      state.events.deleted(ctx, [session.node]);
+      detach(session.node);
+    } else state.events.modified(ctx, session.node);
     return undefined;
   });
 }
 
 /** CompleteUpload: the pending version becomes current, placeholder metadata goes. */
-function complete(state: EmulatorState, session: UploadSession, entity: Entity): void {
+function complete(ctx: Ctx, state: EmulatorState, session: UploadSession, entity: Entity): void {
   const node = session.node;
   node.metadata.delete("sys:upload_session_id");
   node.metadata.delete("thumb:disabled");
   for (const [k, v] of session.metadata) node.metadata.set(k, v);
   state.setVersion(node, entity, session.lastModified ?? state.clock.now());
   state.locks.release(session.lockToken);
+  state.events.modified(ctx, node);
 }

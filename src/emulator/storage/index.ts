@@ -2,6 +2,7 @@ import { join } from "node:path";
 import type { Clock } from "../clock.js";
 import { Stats, type Faults } from "../control.js";
 import type { UploadSession } from "../state.js";
+import type { ObjectBackend, S3Backend } from "./backend.js";
 import { ObjectStore } from "./objects.js";
 import { StorageOrigin } from "./origin.js";
 import type { PolicyType, StorageContext, UploadProvider } from "./provider.js";
@@ -37,6 +38,8 @@ export const EMULATED_POLICIES: PolicyType[] = [
 export interface Storage {
   readonly type: PolicyType;
   readonly objects: ObjectStore;
+  /** Where the policy's objects live for the server's own calls: `objects`, or the S3 backend. */
+  readonly backend: ObjectBackend;
   readonly provider: UploadProvider;
   readonly origin: StorageOrigin;
 }
@@ -47,11 +50,15 @@ export async function createStorage(
   clock: Clock,
   faults: Faults,
   callbackUrl: (session: UploadSession) => string,
+  s3Backend?: S3Backend,
 ): Promise<Storage> {
   const factory = PROVIDERS[type];
   if (!factory) throw new Error(`storage policy "${type}" is not emulated`);
+  if (s3Backend && factory !== s3Provider)
+    throw new Error(`an S3 backend serves the s3, ks3 and cos policies, not "${type}"`);
   const objects = new ObjectStore(join(dataDir, "storage"), clock, new Stats());
   await objects.init();
-  const provider = factory({ type, objects, stats: objects.stats, clock, callbackUrl });
-  return { type, objects, provider, origin: new StorageOrigin(objects, provider, faults) };
+  const provider = factory({ type, objects, s3Backend, stats: objects.stats, clock, callbackUrl });
+  const origin = new StorageOrigin(objects, provider, faults);
+  return { type, objects, backend: s3Backend ?? objects, provider, origin };
 }

@@ -7,6 +7,7 @@ import { pipeline } from "node:stream/promises";
 import parseRange from "range-parser";
 import type { Clock } from "../clock.js";
 import type { Stats } from "../control.js";
+import type { ObjectBackend } from "./backend.js";
 
 /** The bucket every object of the emulated storage lives in; objects are read at /BUCKET/key. */
 export const BUCKET = "cloudreve";
@@ -46,7 +47,7 @@ function parseAmzDate(value: string): number | undefined {
  * with an HMAC over method, path and the other query parameters (not SigV4, which nothing
  * here needs).
  */
-export class ObjectStore {
+export class ObjectStore implements ObjectBackend {
   /** The storage origin, set once it listens. */
   url = "";
   private readonly secret = randomBytes(32);
@@ -118,6 +119,11 @@ export class ObjectStore {
   /** A presigned URL for `method` on the object `key`. */
   presign(method: string, key: string, expiresAt: number, params: Record<string, string> = {}) {
     return this.presignPath(method, objectUrlPath(key), expiresAt, params);
+  }
+
+  /** A presigned GET of the object `key`, valid `expiresIn` seconds from now. */
+  async presignGet(key: string, expiresIn: number): Promise<string> {
+    return this.presign("GET", key, this.clock.nowSeconds() + expiresIn);
   }
 
   /** Checks a presigned request: 403 SignatureDoesNotMatch or AccessDenied (expired). */

@@ -3,6 +3,7 @@ import type { Clock } from "../clock.js";
 import type { ApiError } from "../errors.js";
 import type { Stats } from "../control.js";
 import type { UploadSession } from "../state.js";
+import type { S3Backend } from "./backend.js";
 import type { ObjectStore } from "./objects.js";
 
 /** Storage policy types (`[S] inventory/types/types.go`). */
@@ -24,6 +25,8 @@ export type PolicyType = (typeof POLICY_TYPES)[number];
 export interface StorageContext {
   readonly type: PolicyType;
   readonly objects: ObjectStore;
+  /** The bucket the S3-protocol policies use instead of the storage origin's, if any. */
+  readonly s3Backend?: S3Backend;
   readonly stats: Stats;
   readonly clock: Clock;
   /**
@@ -36,7 +39,7 @@ export interface StorageContext {
 /**
  * The upload side of one storage provider: what an upload session tells the client, the
  * requests the client then sends to the storage origin, and how an upload is aborted. Reads
- * of stored objects are the object store's, whatever the provider.
+ * of stored objects are the object store's (or the S3 backend's), whatever the provider.
  */
 export interface UploadProvider {
   /**

@@ -7,6 +7,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Stats } from "../control.js";
 import type { UploadSession } from "../state.js";
+import type { MultipartUploads } from "./backend.js";
 import { quoted, StorageError, xmlEscape, type ObjectStore } from "./objects.js";
 import { sendXml } from "./origin.js";
 import type { StorageContext, UploadProvider } from "./provider.js";
@@ -43,25 +44,36 @@ export class Multipart {
     private readonly minPartSize = 0,
   ) {}
 
-  /**
-   * InitiateMultipartUpload for the session's object: the session reply's upload id, one
-   * presigned part URL per chunk and the presigned completion URL (with `completeParams`).
-   */
-  open(session: UploadSession, expires: number, completeParams: Record<string, string> = {}) {
-    const { key } = session.object!;
+  /** InitiateMultipartUpload of `key`: its upload id. */
+  create(key: string): string {
     const uploadId = randomBytes(24).toString("base64url");
-    session.object!.uploadId = uploadId;
     this.uploads.set(uploadId, {
       id: uploadId,
       key,
       dir: this.objects.partsDir(uploadId),
       parts: new Map(),
     });
-    const partUrl = (i: number) =>
-      this.objects.presign("PUT", key, expires, { partNumber: String(i + 1), uploadId });
+    return uploadId;
+  }
+
+  /** The presigned PUT of part `partNumber` (from 1) of an upload. */
+  partUrl(key: string, uploadId: string, partNumber: number, expires: number): string {
+    return this.objects.presign("PUT", key, expires, { partNumber: String(partNumber), uploadId });
+  }
+
+  /**
+   * InitiateMultipartUpload for the session's object: the session reply's upload id, one
+   * presigned part URL per chunk and the presigned completion URL (with `completeParams`).
+   */
+  open(session: UploadSession, expires: number, completeParams: Record<string, string> = {}) {
+    const { key } = session.object!;
+    const uploadId = this.create(key);
+    session.object!.uploadId = uploadId;
     return {
       upload_id: uploadId,
-      upload_urls: Array.from({ length: session.chunks }, (_, i) => partUrl(i)),
+      upload_urls: Array.from({ length: session.chunks }, (_, i) =>
+        this.partUrl(key, uploadId, i + 1, expires),
+      ),
       completeURL: this.objects.presign("POST", key, expires, { ...completeParams, uploadId }),
     };
   }
@@ -175,8 +187,13 @@ export class Multipart {
   }
 
   /** AbortMultipartUpload of the session's upload, if it is still open: its parts go. */
-  async abort(session: UploadSession): Promise<void> {
-    const upload = this.uploads.get(session.object?.uploadId ?? "");
+  abort(session: UploadSession): Promise<void> {
+    return this.cancel(session.object?.uploadId ?? "");
+  }
+
+  /** AbortMultipartUpload by upload id. */
+  async cancel(uploadId: string): Promise<void> {
+    const upload = this.uploads.get(uploadId);
     if (!upload) return;
     this.uploads.delete(upload.id);
     await rm(upload.dir, { recursive: true, force: true });
@@ -201,15 +218,29 @@ export async function receive(req: IncomingMessage, stats: Stats): Promise<strin
   return Buffer.concat(chunks).toString("utf8");
 }
 
+/** The multipart uploads of the emulator's own storage origin, as an S3 bucket has them. */
+function ownUploads(objects: ObjectStore, multipart: Multipart): MultipartUploads {
+  const at = (expiresIn: number) => objects.clock.nowSeconds() + expiresIn;
+  return {
+    createMultipartUpload: async (key) => multipart.create(key),
+    presignPart: async (key, uploadId, partNumber, _length, expiresIn) =>
+      multipart.partUrl(key, uploadId, partNumber, at(expiresIn)),
+    presignComplete: async (key, uploadId, expiresIn) =>
+      objects.presign("POST", key, at(expiresIn), { uploadId }),
+    abortMultipartUpload: (_key, uploadId) => multipart.cancel(uploadId),
+  };
+}
+
 /**
  * S3 multipart uploads, as the s3, ks3 and cos drivers use them (`[S] driver/s3/s3.go` Token):
- * the session creates the multipart upload and presigns one PUT per part and the completion
- * POST; the client sends the parts, completes with the XML list of their ETags, then calls
- * Cloudreve back itself.
+ * the session creates the multipart upload and presigns one PUT per part (of its length) and
+ * the completion POST; the client sends the parts, completes with the XML list of their ETags,
+ * then calls Cloudreve back itself. The bucket is the storage origin's, or `ctx.s3Backend`.
  */
 export function s3Provider(ctx: StorageContext): UploadProvider {
   const { objects } = ctx;
   const multipart = new Multipart(objects);
+  const uploads = ctx.s3Backend ?? ownUploads(objects, multipart);
 
   async function complete(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const xml = await receive(req, objects.stats);
@@ -226,8 +257,28 @@ export function s3Provider(ctx: StorageContext): UploadProvider {
   }
 
   return {
-    open: async (session, expires) => multipart.open(session, expires),
-    abort: (session) => multipart.abort(session),
+    async open(session, expires) {
+      const { key } = session.object!;
+      const expiresIn = expires - ctx.clock.nowSeconds();
+      const uploadId = await uploads.createMultipartUpload(key);
+      session.object!.uploadId = uploadId;
+      const { size, chunkSize } = session;
+      const length = (i: number) =>
+        chunkSize === 0 ? size : Math.min(chunkSize, size - i * chunkSize);
+      return {
+        upload_id: uploadId,
+        upload_urls: await Promise.all(
+          Array.from({ length: session.chunks }, (_, i) =>
+            uploads.presignPart(key, uploadId, i + 1, length(i), expiresIn),
+          ),
+        ),
+        completeURL: await uploads.presignComplete(key, uploadId, expiresIn),
+      };
+    },
+    async abort(session) {
+      if (session.object?.uploadId)
+        await uploads.abortMultipartUpload(session.object.key, session.object.uploadId);
+    },
     operation: multipartOperation,
     async handle(req, res, url, operation) {
       objects.authenticate(req.method ?? "", url.pathname, url.searchParams);
