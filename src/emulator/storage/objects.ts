@@ -1,8 +1,9 @@
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import parseRange from "range-parser";
 import type { Clock } from "../clock.js";
@@ -213,4 +214,37 @@ export async function md5Of(file: string): Promise<string> {
   const md5 = createHash("md5");
   for await (const chunk of createReadStream(file)) md5.update(chunk as Buffer);
   return md5.digest("hex");
+}
+
+/**
+ * Receives one part's body into a new file of `dir`, feeding each piece to `digests` and to the
+ * storage's bytes in. Undefined (and no file kept) when the body broke off or was not
+ * `length` bytes.
+ */
+export async function receivePart(
+  req: IncomingMessage,
+  dir: string,
+  name: string,
+  length: number,
+  stats: Stats,
+  digests: { update(piece: Buffer): unknown }[],
+): Promise<{ path: string; size: number } | undefined> {
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, `${name}.${randomUUID()}`);
+  let size = 0;
+  const tap = new Transform({
+    transform: (piece: Buffer, _enc, done) => {
+      size += piece.length;
+      stats.bytesIn += piece.length;
+      for (const digest of digests) digest.update(piece);
+      done(null, piece);
+    },
+  });
+  const whole = await pipeline(req, tap, createWriteStream(path)).then(
+    () => size === length,
+    () => false,
+  );
+  if (whole) return { path, size };
+  await rm(path, { force: true });
+  return undefined;
 }

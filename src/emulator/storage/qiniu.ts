@@ -1,13 +1,12 @@
-import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
-import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import mime from "mime";
 import type { UploadSession } from "../state.js";
-import { BUCKET, type ObjectStore } from "./objects.js";
+import { BUCKET, receivePart, type ObjectStore } from "./objects.js";
 import type { StorageContext, UploadProvider } from "./provider.js";
 
 /** Qiniu's refusal: its HTTP status (its own codes above 599 included) and `{"error": …}`. */
@@ -168,28 +167,14 @@ export function qiniuProvider(ctx: StorageContext): UploadProvider {
     const length = Number(req.headers["content-length"]);
     if (req.headers["content-length"] === undefined || !Number.isSafeInteger(length))
       throw new QiniuError(411, "Content-Length required");
-    await mkdir(upload.dir, { recursive: true });
-    const path = join(upload.dir, `${partNumber}.${randomUUID()}`);
     const md5 = createHash("md5");
     const qetag = new Qetag();
-    let size = 0;
-    const tap = new Transform({
-      transform: (chunk: Buffer, _enc, done) => {
-        size += chunk.length;
-        stats.bytesIn += chunk.length;
-        md5.update(chunk);
-        qetag.update(chunk);
-        done(null, chunk);
-      },
-    });
-    const received = await pipeline(req, tap, createWriteStream(path)).then(
-      () => size === length,
-      () => false,
-    );
+    const received = await receivePart(req, upload.dir, number, length, stats, [md5, qetag]);
     // A part whose body broke off is not stored; nor one for an upload aborted meanwhile.
-    if (!received || uploads.get(upload.id) !== upload) {
+    if (!received) return void res.destroy();
+    const { path, size } = received;
+    if (uploads.get(upload.id) !== upload) {
       await rm(path, { force: true });
-      if (!received) return void res.destroy();
       throw noSuchUpload();
     }
     const etag = qetag.digest();

@@ -1,14 +1,13 @@
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
-import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Stats } from "../control.js";
 import type { UploadSession } from "../state.js";
 import type { MultipartUploads } from "./backend.js";
-import { quoted, StorageError, xmlEscape, type ObjectStore } from "./objects.js";
+import { quoted, receivePart, StorageError, xmlEscape, type ObjectStore } from "./objects.js";
 import { sendXml } from "./origin.js";
 import type { StorageContext, UploadProvider } from "./provider.js";
 
@@ -102,27 +101,20 @@ export class Multipart {
         "MissingContentLength",
         "You must provide the Content-Length HTTP header.",
       );
-    await mkdir(upload.dir, { recursive: true });
-    const path = join(upload.dir, `${partNumber}.${randomUUID()}`);
     const md5 = createHash("md5");
-    const stats = this.objects.stats;
-    let size = 0;
-    const tap = new Transform({
-      transform: (chunk: Buffer, _enc, done) => {
-        size += chunk.length;
-        stats.bytesIn += chunk.length;
-        md5.update(chunk);
-        done(null, chunk);
-      },
-    });
-    const received = await pipeline(req, tap, createWriteStream(path)).then(
-      () => size === length,
-      () => false,
+    const received = await receivePart(
+      req,
+      upload.dir,
+      String(partNumber),
+      length,
+      this.objects.stats,
+      [md5],
     );
     // A part whose body broke off is not stored; nor one for an upload aborted meanwhile.
-    if (!received || this.uploads.get(upload.id) !== upload) {
+    if (!received) return void res.destroy();
+    const { path, size } = received;
+    if (this.uploads.get(upload.id) !== upload) {
       await rm(path, { force: true });
-      if (!received) return void res.destroy();
       throw noSuchUpload();
     }
     const etag = md5.digest("hex");
