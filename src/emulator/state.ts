@@ -217,7 +217,8 @@ export class EmulatorState {
       node.metadata.size > 0 || opts.metadataObject ? Object.fromEntries(node.metadata) : null;
     return {
       type: node.type,
-      id: encodeId(node.id, node.type === 1 ? IdType.folder : IdType.file),
+      // BuildFileResponse encodes folders' ids with the file tag too (§0).
+      id: encodeId(node.id, IdType.file),
       name: this.displayName(node),
       created_at: this.time(node.createdAt),
       updated_at: this.time(node.updatedAt),

@@ -1,4 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
+import { decodeId, IdType } from "../../src/emulator/hashid.js";
 import { Api, myUri, useEmulator, type CrFile } from "../helpers/emulator.js";
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
@@ -292,6 +293,9 @@ describe("§4.3 list response", () => {
     const folder = await mustCreate(ctx.api, myUri("lr/sub dir"));
     const d = await mustList(ctx.api, myUri("lr/sub dir"));
     expect(d.parent.id).toBe(folder.id);
+    // §0: file responses encode a folder's id with the file tag too.
+    expect(decodeId(folder.id, IdType.file)).toBeDefined();
+    expect(decodeId(folder.id, IdType.folder)).toBeUndefined();
     expect(d.parent.name).toBe("sub dir");
     expect(d.parent.type).toBe(1);
     expect(d.parent.path).toBe("cloudreve://my/lr/sub%20dir");
