@@ -1,4 +1,5 @@
 import type { DeadProp, Entry, Member, Quota } from "../drive/types.js";
+import { NotFound, WrongType } from "../errors.js";
 import { header, readSmallBody, sendXml, type DavContext } from "./context.js";
 import { parseDepth } from "./headers.js";
 import { checkWrite } from "./lock.js";
@@ -47,6 +48,29 @@ interface Wanted {
 }
 
 /** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
+/**
+ * The resource and, for Depth 1, its members. A folder is listed first: the listing brings the
+ * folder's own entry too, so a folder whose cache entry has expired costs one call, not two.
+ */
+async function rootAndMembers(
+  ctx: DavContext,
+  depth: number,
+  withDeadProps: boolean,
+): Promise<{ root: Entry; members: Member[] }> {
+  let members: Member[] | undefined;
+  if (depth === 1) {
+    try {
+      members = await ctx.fs.list(ctx.path, { withDeadProps });
+    } catch (err) {
+      // A file, or nothing: the stat below says which.
+      if (!(err instanceof WrongType || err instanceof NotFound)) throw err;
+    }
+  }
+  const root = await ctx.fs.stat(ctx.path);
+  if (!root.isDir || depth !== 1) return { root, members: [] };
+  return { root, members: members ?? (await ctx.fs.list(ctx.path, { withDeadProps })) };
+}
+
 export async function handlePropfind(ctx: DavContext): Promise<void> {
   // Absent means infinity (RFC 4918 §10.2).
   const depth = parseDepth(header(ctx, "depth")) ?? "infinity";
@@ -58,7 +82,6 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
     );
   }
   const request = parsePropfind(await readSmallBody(ctx.req));
-  const root = await ctx.fs.stat(ctx.path);
 
   const names =
     request.kind === "prop"
@@ -72,8 +95,7 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
     !quotaHiddenFor(header(ctx, "user-agent"));
   const quota: Quota | undefined = wantsQuota ? await ctx.fs.quota() : undefined;
   const needsDead = request.kind !== "prop" || wanted.some((w) => !w.row);
-  const members =
-    depth === 1 && root.isDir ? await ctx.fs.list(root.path, { withDeadProps: needsDead }) : [];
+  const { root, members } = await rootAndMembers(ctx, depth, needsDead);
   const entries: Member[] = [
     { ...root, deadProps: needsDead ? (await ctx.fs.getDeadProps([root.path]))[0] : undefined },
     ...members,

@@ -3,6 +3,7 @@
  * dead properties come from the listing's own metadata, with the cache off (TTL 0) and with
  * a listing larger than the cache.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { R, resetStats, seed, stats } from "../helpers/control.js";
 import { myUri } from "../helpers/emulator.js";
@@ -40,5 +41,29 @@ describe.each([
     expect(calls[R.list]).toBe(1);
     // The folder itself is looked up (stat, then its own properties); no member is.
     expect(calls[R.info] ?? 0).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("PROPFIND Depth 1 of a folder whose cached entry has expired", () => {
+  // Without change events, the one-second lifetime is the one that applies.
+  const fx = useGateway({ events: "disabled" }, { cacheTtlSeconds: 1 });
+
+  it("costs the listing call alone: the listing brings the folder's own entry", async () => {
+    await seed(fx.emu.url, { uri: myUri("polled"), files: 20, size: 3 });
+    const propfind = () =>
+      dav(`${fx.url}/polled/`, "PROPFIND", {
+        headers: { depth: "1" },
+        body: Buffer.from(PROPFIND_ALL),
+      });
+    expect((await propfind()).status).toBe(207);
+    // Past the one-second lifetime, as a Finder window polling every 2 s finds it.
+    await sleep(1_200);
+    await resetStats(fx.emu.url);
+    const r = await propfind();
+    expect(r.status).toBe(207);
+    expect(r.body.toString().match(/<D:response>/g)).toHaveLength(21);
+    const calls = (await stats(fx.emu.url)).requests;
+    expect(calls[R.list]).toBe(1);
+    expect(calls[R.info] ?? 0).toBe(0);
   });
 });
