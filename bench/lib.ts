@@ -301,3 +301,15 @@ export async function writeSection(
   }
   await writeFile(file, next);
 }
+
+/** Waits until a line of `file` matches `pattern` (a child's log); answers that line. */
+export async function waitForLine(file: string, pattern: RegExp, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const text = await readFile(file, "utf8").catch(() => "");
+    const line = text.split("\n").find((l) => pattern.test(l));
+    if (line !== undefined) return line;
+    if (Date.now() > deadline) throw new Error(`no line matching ${pattern} in ${file}`);
+    await sleep(100);
+  }
+}

@@ -5,12 +5,18 @@
  * peak RSS is its own. Prints the tables and writes bench/RESULTS.md.
  *
  *   npm run bench -- [--only 1,3] [--latency 0,20] [--reps 3] [--reps-copy 1] [--wrk-seconds 10]
- *                    [--relay-gib 5] [--profile] [--keep] [--no-write] [--log-level info]
+ *                    [--relay-gib 5] [--poll-seconds 120] [--profile] [--keep] [--no-write]
+ *                    [--log-level info]
  *
  * Scenarios 7–9 (storage policies: S3 PUT and GET of 1 GiB, relay PUT of 5 GiB) are not part of
  * the default run (`--only 7,8,9`; scenario 9 needs twice its file's size of free disk, for the
  * gateway's spool and the emulator's copy). They need curl only, and write their own section
  * of RESULTS.md, which the other scenarios' runs keep.
+ *
+ * Scenario 10 (polling staleness: a Finder-like client polling 20 folders every 2 s while another
+ * client writes through the API; change events vs a 30 s and a 5 s TTL, the three side by side
+ * at the same time) is not part of the default run either (`--only 10 [--poll-seconds 120]`,
+ * at the highest `--latency`); it needs curl only and writes its own section of RESULTS.md.
  *
  * `--only soak` (alone or with numbers: `--only 1,soak`) runs the soak of bench/soak.ts, which
  * is never part of the default run; its own options are there.
@@ -25,9 +31,10 @@ import { mkdir, mkdtemp, open, readdir, rm, writeFile } from "node:fs/promises";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { request } from "undici";
+import { Pool, request } from "undici";
 import { CloudreveApi } from "../src/cloudreve/api.js";
 import {
   answers,
@@ -46,6 +53,7 @@ import {
   sampleMax,
   secondsSince,
   startChild,
+  waitForLine,
   wrk,
   writeSection,
   type Child,
@@ -73,6 +81,7 @@ const { values: opts } = parseArgs({
     keep: { type: "boolean", default: false },
     "reps-copy": { type: "string", default: "1" },
     "relay-gib": { type: "string", default: "5" },
+    "poll-seconds": { type: "string", default: "120" },
     ...SOAK_OPTIONS,
   },
 });
@@ -207,19 +216,21 @@ interface Stats {
   bytesIn: number;
   bytesOut: number;
 }
-const stats = (s: Setting) => emulatorCall(s.emulator.url, "/__emulator/stats") as Promise<Stats>;
-const resetStats = (s: Setting) => emulatorCall(s.emulator.url, "/__emulator/stats/reset", {});
+const stats = (s: Stack) => emulatorCall(s.emulator.url, "/__emulator/stats") as Promise<Stats>;
+const resetStats = (s: Stack) => emulatorCall(s.emulator.url, "/__emulator/stats/reset", {});
 const totalCalls = (st: Stats) => Object.values(st.requests).reduce((a, b) => a + b, 0);
 
 /**
  * The emulator with `flags` (a storage policy, …), seeded by `prepare` before the gateway starts
- * (its first listing is then cached with the seeded folders), and the gateway, logged in.
+ * (its first listing is then cached with the seeded folders), and the gateway (with
+ * `gatewayFlags`: cache settings, …), logged in.
  */
 async function startStack(
   latency: number,
   work: string,
   flags: readonly string[],
   prepare: (emulatorUrl: string) => Promise<void>,
+  gatewayFlags: readonly string[] = [],
 ): Promise<Stack> {
   const tmp = { emulator: join(work, "emulator-tmp"), gateway: join(work, "gateway-tmp") };
   for (const dir of Object.values(tmp)) await mkdir(dir, { recursive: true });
@@ -256,6 +267,7 @@ async function startStack(
         ...["--upstream", emuUrl, "--email", EMAIL, "--password", PASSWORD],
         ...["--port", String(gwPort), "--state-dir", join(work, "state")],
         ...["--log-level", opts["log-level"]!],
+        ...gatewayFlags,
       ],
       join(work, "gateway.log"),
       () => answers(gwUrl),
@@ -957,6 +969,376 @@ const STORAGE_SCENARIOS: Record<number, (r: StorageRun) => Promise<Row[]>> = {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Scenario 10: a Finder-like poller while another client writes through the API
+
+/** The folders the poller lists, three files each. */
+const POLL_FOLDERS = Array.from({ length: 20 }, (_, i) => `poll-${String(i).padStart(2, "0")}`);
+/** Finder asks again for each open folder every 2 s. */
+const POLL_EVERY_MS = 2000;
+/** The writer's pause before each change, drawn from this range. */
+const WRITE_PAUSE_MS = [8000, 12_000] as const;
+/** Cloudreve's `fs_event_push_debounce` default, which the emulator keeps here. */
+const DEBOUNCE_S = 5;
+/**
+ * With events, a probe lists each changed folder this often from the write until the change
+ * shows: the moment the gateway first lists it, to 0.1 s. Before the event the probe is answered
+ * from the cache (TTL 600 s) and after it makes the one listing call the poller would have made,
+ * so it adds no upstream call; with a TTL alone it would move the refetches, so it runs only there.
+ */
+const PROBE_EVERY_MS = 100;
+const PROBE_LIMIT_MS = 30_000;
+/** Polling goes on after the window until every change is seen, at most this long (TTL 30 s + 2 polls). */
+const DRAIN_MS = 40_000;
+/** The routes the gateway calls while it only lists; the writer calls `POST /api/v4/file/create`. */
+const GATEWAY_ROUTES = {
+  list: "GET /api/v4/file",
+  info: "GET /api/v4/file/info",
+  events: "GET /api/v4/file/events",
+};
+const WRITER_ROUTE = "POST /api/v4/file/create";
+
+interface PollConfig {
+  name: string;
+  emulatorFlags: string[];
+  gatewayFlags: string[];
+  /** How the gateway's log says whether it follows change events. */
+  logLine: RegExp;
+  /** Probes each change (see PROBE_EVERY_MS). */
+  probe: boolean;
+}
+const POLL_CONFIGS: PollConfig[] = [
+  {
+    name: "events on",
+    emulatorFlags: [],
+    gatewayFlags: ["--cache-ttl-seconds", "30", "--cache-ttl-with-events-seconds", "600"],
+    logLine: /following Cloudreve's change events/,
+    probe: true,
+  },
+  {
+    name: "TTL 30 s",
+    emulatorFlags: ["--no-events"],
+    gatewayFlags: ["--cache-ttl-seconds", "30"],
+    logLine: /Cloudreve sends no change events/,
+    probe: false,
+  },
+  {
+    name: "TTL 5 s",
+    emulatorFlags: ["--no-events"],
+    gatewayFlags: ["--cache-ttl-seconds", "5"],
+    logLine: /Cloudreve sends no change events/,
+    probe: false,
+  },
+];
+
+/** One change by the writer, as one configuration saw it; times in ms (`performance.now()`). */
+interface Change {
+  folder: string;
+  name: string;
+  /** When the writer's call answered; undefined while it runs. */
+  written?: number;
+  /** The latest PROPFIND sent after `written` whose answer did not list it. */
+  lastMiss?: number;
+  /** When the first PROPFIND answer listing it arrived. */
+  seen?: number;
+  /** When the probe's first answer listing it arrived. */
+  probed?: number;
+}
+
+interface Polled {
+  config: PollConfig;
+  stack: Stack;
+  changes: Change[];
+  /** The probe's connection, with `config.probe`. */
+  probe?: Pool;
+  propfinds: number;
+  failed: number;
+  /** Upstream calls by route over the window. */
+  calls: Record<string, number>;
+  peakRss: number;
+}
+
+/** A small seeded generator (mulberry32): every run writes the same changes at the same times. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+/** The answer of a PROPFIND Depth 1 (allprop) of `folder`; undefined when it failed. */
+async function listFolder(pool: Pool, folder: string): Promise<string | undefined> {
+  try {
+    const res = await pool.request({
+      path: `/${folder}/`,
+      method: "PROPFIND",
+      headers: { depth: "1" },
+    });
+    const body = await res.body.text();
+    return res.statusCode === 207 ? body : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const lists = (body: string, c: Change) => body.includes(`/${c.folder}/${c.name}`);
+
+/** One poll of `folder`; notes which pending changes it lists. */
+async function pollFolder(p: Polled, pool: Pool, folder: string): Promise<void> {
+  const sent = performance.now();
+  const body = await listFolder(pool, folder);
+  const answered = performance.now();
+  p.propfinds++;
+  if (body === undefined) {
+    p.failed++;
+    return;
+  }
+  for (const c of p.changes) {
+    if (c.folder !== folder || c.written === undefined || c.seen !== undefined) continue;
+    if (lists(body, c)) c.seen = answered;
+    else if (sent >= c.written) c.lastMiss = Math.max(c.lastMiss ?? 0, sent);
+  }
+}
+
+/** Lists the changed folder every PROBE_EVERY_MS from the write until the change shows. */
+async function probeChange(pool: Pool, c: Change): Promise<void> {
+  while (performance.now() < c.written! + PROBE_LIMIT_MS) {
+    const body = await listFolder(pool, c.folder);
+    if (body !== undefined && lists(body, c)) {
+      c.probed = performance.now();
+      return;
+    }
+    await sleep(PROBE_EVERY_MS);
+  }
+}
+
+/**
+ * Lists every folder every 2 s (all 20 at once on 4 connections, as a file manager with the
+ * folders open does) from `start` until `done()`.
+ */
+async function poller(p: Polled, start: number, done: () => boolean, onTick?: () => void) {
+  const pool = new Pool(new URL(p.stack.gateway.url).origin, { connections: 4 });
+  try {
+    for (let tick = 0; !done(); tick++) {
+      await sleep(Math.max(0, start + tick * POLL_EVERY_MS - performance.now()));
+      onTick?.();
+      await Promise.all(POLL_FOLDERS.map((folder) => pollFolder(p, pool, folder)));
+    }
+  } finally {
+    await pool.close();
+  }
+}
+
+/**
+ * Every 8–12 s until the window ends, a new file or folder with a unique name in a random one of
+ * the folders, made at the same moment in every configuration's emulator, straight through the
+ * API (the bench's own session, as the web UI would).
+ */
+async function writer(polled: Polled[], start: number, windowMs: number): Promise<void> {
+  const random = seededRandom(10);
+  const probes: Promise<void>[] = [];
+  for (let i = 0; ; i++) {
+    const [low, high] = WRITE_PAUSE_MS;
+    const pause = low + random() * (high - low);
+    const folder = POLL_FOLDERS[Math.floor(random() * POLL_FOLDERS.length)]!;
+    const folderKind = random() < 0.5;
+    const name = `w-${String(i).padStart(3, "0")}-${folderKind ? "dir" : "file.txt"}`;
+    if (performance.now() + pause > start + windowMs) break;
+    await sleep(pause);
+    await Promise.all(
+      polled.map(async (p) => {
+        const change: Change = { folder, name };
+        p.changes.push(change);
+        await p.stack.api.create(
+          `cloudreve://my/${folder}/${name}`,
+          folderKind ? "folder" : "file",
+          true,
+        );
+        change.written = performance.now();
+        if (p.probe) probes.push(probeChange(p.probe, change));
+      }),
+    );
+  }
+  await Promise.all(probes);
+}
+
+/**
+ * 10. The three configurations side by side, concurrently: each its own emulator and gateway,
+ * its own poller, one writer making the same changes in all three.
+ */
+async function pollingStaleness(latency: number, work: string, seconds: number) {
+  const polled: Polled[] = [];
+  try {
+    for (const [i, config] of POLL_CONFIGS.entries()) {
+      log(`  starting ${config.name}`);
+      const dir = join(work, `config-${i}`);
+      const stack = await startStack(
+        latency,
+        dir,
+        config.emulatorFlags,
+        async (url) => {
+          for (const folder of POLL_FOLDERS) await seed(url, `cloudreve://my/${folder}`, 3, 6);
+        },
+        config.gatewayFlags,
+      );
+      polled.push({ config, stack, changes: [], propfinds: 0, failed: 0, calls: {}, peakRss: 0 });
+      if (config.probe) polled.at(-1)!.probe = new Pool(new URL(stack.gateway.url).origin);
+      await waitForLine(join(dir, "gateway.log"), config.logLine);
+    }
+    // Everything listed once (cached), the writer logged in; then the counts start at zero.
+    for (const p of polled) {
+      const pool = new Pool(new URL(p.stack.gateway.url).origin, { connections: 4 });
+      await Promise.all(POLL_FOLDERS.map((folder) => pollFolder(p, pool, folder)));
+      await pool.close();
+      if (p.failed > 0) throw new Error(`${p.config.name}: the first listings failed`);
+      await p.stack.api.me();
+      p.propfinds = 0;
+      await p.stack.rss.reset();
+      await resetStats(p.stack);
+    }
+    const windowMs = seconds * 1000;
+    const loads: number[] = [];
+    const start = performance.now();
+    log(`  polling for ${seconds} s while the writer writes`);
+    let writing = true;
+    // A failed write ends the pollers at once (the error is thrown below).
+    let broken = false;
+    const write = writer(polled, start, windowMs)
+      .catch((err: unknown) => {
+        broken = true;
+        throw err;
+      })
+      .finally(() => (writing = false));
+    const counted = (async () => {
+      await sleep(windowMs);
+      for (const p of polled) p.calls = (await stats(p.stack)).requests;
+    })();
+    const done = (p: Polled) => () => {
+      const elapsed = performance.now() - start;
+      if (broken) return true;
+      if (elapsed < windowMs || writing) return false;
+      return elapsed >= windowMs + DRAIN_MS || p.changes.every((c) => c.seen !== undefined);
+    };
+    await Promise.all([
+      write,
+      counted,
+      ...polled.map((p, i) =>
+        poller(p, start, done(p), i === 0 ? () => loads.push(loadavg()[0]!) : undefined),
+      ),
+    ]);
+    for (const p of polled) {
+      p.peakRss = await p.stack.rss.peakMB();
+      const each = p.changes.map((c) =>
+        c.seen === undefined
+          ? `${c.name}: unseen`
+          : `${fmt(((c.lastMiss ?? c.written!) - c.written!) / 1000, 1)}–${fmt((c.seen - c.written!) / 1000, 1)}${c.probed === undefined ? "" : ` (probe ${fmt((c.probed - c.written!) / 1000, 1)})`}`,
+      );
+      log(`    ${p.config.name}, staleness per change (lower bound–seen, s): ${each.join(", ")}`);
+    }
+    return { rows: pollingRows(polled, seconds), loads };
+  } finally {
+    for (const p of polled) {
+      await p.probe?.close();
+      await stopStack(p.stack).catch(() => undefined);
+    }
+  }
+}
+
+function pollingRows(polled: readonly Polled[], seconds: number): Row[] {
+  const minutes = seconds / 60;
+  const perMinute = (p: Polled, route: string) => (p.calls[route] ?? 0) / minutes;
+  const gatewayCalls = (p: Polled) =>
+    Object.values(GATEWAY_ROUTES).reduce((sum, route) => sum + perMinute(p, route), 0);
+  const other = (p: Polled) =>
+    Object.entries(p.calls)
+      .filter(([route]) => route !== WRITER_ROUTE && !Object.values(GATEWAY_ROUTES).includes(route))
+      .reduce((sum, [, n]) => sum + n, 0);
+  const staleness = (p: Polled) => {
+    const seen = p.changes.flatMap((c) =>
+      c.seen === undefined ? [] : [(c.seen - c.written!) / 1000],
+    );
+    const lower = p.changes.flatMap((c) =>
+      c.seen === undefined ? [] : [((c.lastMiss ?? c.written!) - c.written!) / 1000],
+    );
+    const probed = p.changes.flatMap((c) =>
+      c.probed === undefined ? [] : [(c.probed - c.written!) / 1000],
+    );
+    return { seen, lower, probed, unseen: p.changes.length - seen.length };
+  };
+  const cols = (value: (p: Polled) => string) =>
+    Object.fromEntries(polled.map((p) => [p.config.name, value(p)]));
+  const s = (v: number) => fmt(v, 1);
+  const spread = (values: number[]) =>
+    values.length ? `${s(median(values))} / ${s(Math.max(...values))}` : "n/a";
+  const [events, ttl30] = polled;
+  const goalS = DEBOUNCE_S + 1;
+  const eventStale = staleness(events!);
+  const fewer = gatewayCalls(events!) < gatewayCalls(ttl30!);
+  const scenario = `10 poll 20 folders every 2 s, ${fmt(seconds)} s`;
+  return [
+    {
+      scenario,
+      metric: "upstream calls/min: list + info + events (list / info / events)",
+      cols: cols(
+        (p) =>
+          `${fmt(gatewayCalls(p), 1)} (${Object.values(GATEWAY_ROUTES)
+            .map((route) => fmt(perMinute(p, route), 1))
+            .join(" / ")})`,
+      ),
+      ratio: `events/TTL 30 s ${fmt(gatewayCalls(events!) / gatewayCalls(ttl30!), 2)}`,
+      goal: "events < TTL 30 s",
+      met: yes(fewer),
+      rss: "",
+    },
+    {
+      scenario,
+      metric: "staleness seen by the poller, s: median / max (first answer listing it − write)",
+      cols: cols((p) => spread(staleness(p).seen)),
+      ratio: "",
+      goal: `events ≤ debounce + 1 s = ${goalS} s`,
+      met: yes(eventStale.unseen === 0 && Math.max(...eventStale.seen) <= goalS),
+      rss: "",
+    },
+    {
+      scenario,
+      metric: "staleness, lower bound, s: median / max (last PROPFIND sent without it − write)",
+      cols: cols((p) => spread(staleness(p).lower)),
+      ratio: "",
+      goal: `events ≤ ${goalS} s`,
+      met: yes(eventStale.unseen === 0 && Math.max(...eventStale.lower) <= goalS),
+      rss: "",
+    },
+    {
+      scenario,
+      metric: `events on: first listed by a probe PROPFIND every ${PROBE_EVERY_MS} ms from the write, s: median / max`,
+      cols: cols((p) => (p.config.probe ? spread(staleness(p).probed) : "not probed")),
+      ratio: "",
+      goal: `events ≤ ${goalS} s`,
+      met: yes(
+        eventStale.probed.length === events!.changes.length &&
+          Math.max(...eventStale.probed) <= goalS,
+      ),
+      rss: "",
+    },
+    {
+      scenario,
+      metric:
+        "changes seen / written; PROPFINDs (failed); other upstream calls; gateway peak RSS, MB",
+      cols: cols(
+        (p) =>
+          `${p.changes.length - staleness(p).unseen} / ${p.changes.length}; ${fmt(p.propfinds)} (${p.failed}); ${other(p)}; ${fmt(p.peakRss)}`,
+      ),
+      ratio: "",
+      goal: "all seen, none failed",
+      met: yes(polled.every((p) => staleness(p).unseen === 0 && p.failed === 0)),
+      rss: "",
+    },
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 function machine(load: readonly number[]): string[] {
@@ -974,8 +1356,9 @@ function machine(load: readonly number[]): string[] {
   ];
 }
 
-function table(rows: readonly Row[], columns: readonly string[] = COLUMNS): string {
-  const head = ["scenario", "metric", ...columns, "ratio", "goal", "met", "gateway peak RSS"];
+function table(rows: readonly Row[], columns: readonly string[] = COLUMNS, rss = true): string {
+  const head = ["scenario", "metric", ...columns, "ratio", "goal", "met"];
+  if (rss) head.push("gateway peak RSS");
   const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
   for (const r of rows) {
     const cells = [
@@ -985,7 +1368,7 @@ function table(rows: readonly Row[], columns: readonly string[] = COLUMNS): stri
       r.ratio,
       r.goal,
       r.met,
-      r.rss,
+      ...(rss ? [r.rss] : []),
     ];
     lines.push(`| ${cells.join(" | ")} |`);
   }
@@ -1054,6 +1437,72 @@ function storageReport(results: Results[], load: number[], minutes: number) {
     ]),
     STORAGE_SECTION.end,
   ].join("\n");
+}
+
+const POLLING_SECTION = {
+  begin: "<!-- polling staleness: replaced by `npm run bench -- --only 10` -->",
+  end: "<!-- polling staleness end -->",
+};
+
+/** Scenario 10: its own section below the kept-marker line, kept by the other runs. */
+function pollingReport(
+  rows: Row[],
+  load: number[],
+  loads: number[],
+  minutes: number,
+  latency: number,
+  seconds: number,
+) {
+  const columns = POLL_CONFIGS.map((c) => c.name);
+  const during = loads.length
+    ? `${fmt(Math.min(...loads), 2)}–${fmt(Math.max(...loads), 2)}`
+    : "n/a";
+  return [
+    POLLING_SECTION.begin,
+    "",
+    "## Polling staleness (scenario 10)",
+    "",
+    `Written by \`npm run bench\` (${commandLine()}); one run of ${fmt(seconds)} s, the three configurations side by side at the same time; the run took ${fmt(minutes, 1)} min.`,
+    "",
+    ...machine(load),
+    `- load average (1 min) sampled every 2 s during the window: ${during}`,
+    `- Upstream: one emulator per configuration (upstream latency ${latency} ms; \`fs_event_push_debounce\` at Cloudreve's default, ${DEBOUNCE_S} s), each seeded with ${POLL_FOLDERS.length} folders of 3 files; one gateway in front of each (\`node dist/cli.js --log-level ${opts["log-level"]}\`): ${POLL_CONFIGS.map((c) => `${c.name}: \`${[...c.emulatorFlags.map((f) => `emulator ${f}`), ...c.gatewayFlags].join(" ")}\``).join("; ")}.`,
+    `- Poller (one per gateway, a Finder-like client): PROPFIND Depth 1 (allprop) of each of the ${POLL_FOLDERS.length} folders every ${POLL_EVERY_MS / 1000} s, the ${POLL_FOLDERS.length} at once on 4 keep-alive connections; all listings were cached once before the window.`,
+    `- Writer (the bench's own API session, no client id, as the web UI): every ${WRITE_PAUSE_MS[0] / 1000}–${WRITE_PAUSE_MS[1] / 1000} s (seeded, the same in every run) a new file or folder with a unique name in a random one of the folders, made in the three emulators at the same moment (\`POST /api/v4/file/create\`).`,
+    `- Upstream calls: the emulator's \`/__emulator/stats\` over the ${fmt(seconds)} s window, the gateway's routes only (list \`GET /api/v4/file\`, info, events stream; the stream opened before the window, so it counts only if it reconnected); "other" is everything else but the writer's create calls. After the window the pollers go on (up to ${DRAIN_MS / 1000} s) until every change is seen; the PROPFIND count includes that.`,
+    `- Staleness: from the writer's answer to the first PROPFIND answer listing the change (what the client sees: includes up to ${POLL_EVERY_MS / 1000} s of polling interval); lower bound: to the last PROPFIND sent after the write whose answer did not list it. The moment the gateway would first have listed the change lies between the two.`,
+    `- Probe (events on only): from the writer's answer, PROPFIND Depth 1 of the changed folder every ${PROBE_EVERY_MS} ms on a connection of its own until the change is listed: when the gateway first lists it, to ${PROBE_EVERY_MS / 1000} s. Before the event it is answered from the cache; afterwards it makes the one listing call the poller would have made, so it adds no upstream call. With a TTL alone it would move the refetches, so those two are not probed.`,
+    "- Everything (clients, gateways, emulators) shares this machine's cores.",
+    "",
+    table(rows, columns, false),
+    "",
+    POLLING_SECTION.end,
+  ].join("\n");
+}
+
+/** Scenario 10 on its own: a work directory, the run, its section of RESULTS.md. */
+async function runPolling(): Promise<void> {
+  const started = Date.now();
+  const load = [loadavg()[0]!];
+  const latency = Math.max(...latencies);
+  const seconds = Number(opts["poll-seconds"]);
+  const work = await mkdtemp(join(tmpdir(), "cloudreve-dav-bench-poll-"));
+  log(`scenario 10 (latency ${latency} ms), work directory ${work}`);
+  try {
+    const { rows, loads } = await pollingStaleness(latency, work, seconds);
+    load.push(loadavg()[0]!);
+    const minutes = (Date.now() - started) / 60_000;
+    const section = pollingReport(rows, load, loads, minutes, latency, seconds);
+    process.stdout.write(`${section}\n`);
+    if (!opts["no-write"]) {
+      const file = join(ROOT, "bench", "RESULTS.md");
+      await writeSection(file, HAND_WRITTEN, POLLING_SECTION, section);
+      log(`wrote the polling-staleness section of ${file}`);
+    }
+  } finally {
+    if (!opts.keep) await rm(work, { recursive: true, force: true });
+    else log(`kept ${work}`);
+  }
 }
 
 async function main(classic: number[], storage: number[]): Promise<void> {
@@ -1153,9 +1602,11 @@ const classic = Object.keys(SCENARIOS)
 const storage = Object.keys(STORAGE_SCENARIOS)
   .map(Number)
   .filter((n) => only.has(n));
-if (classic.length + storage.length > 0) {
-  // Scenarios 1–6 start nginx and rclone serve; wrk drives scenario 5; split cuts the chunks.
-  const needs: Record<string, string> = { curl: "curl", split: "coreutils" };
+if (classic.length + storage.length > 0 || only.has(10)) {
+  // Scenarios 1–6 start nginx and rclone serve; wrk drives scenario 5; split cuts the chunks;
+  // every gateway's warm-up is a curl.
+  const needs: Record<string, string> = { curl: "curl" };
+  if (classic.length + storage.length > 0) needs.split = "coreutils";
   if (classic.length > 0) Object.assign(needs, { nginx: "nginx", rclone: "rclone" });
   if (only.has(5)) needs.wrk = "wrk";
   const missing = missingTools(needs);
@@ -1163,7 +1614,8 @@ if (classic.length + storage.length > 0) {
     log(missing);
     process.exit(1);
   }
-  await main(classic, storage);
+  if (classic.length + storage.length > 0) await main(classic, storage);
+  if (only.has(10)) await runPolling();
 }
 if (onlyNames.includes("soak")) {
   await runSoak({
