@@ -161,6 +161,7 @@ export class ChangeFeed {
       }
       if (openedAt !== undefined && Date.now() - openedAt >= STABLE_MS) failures = 0;
       const delay = backoffMs(failures++, RETRY_BASE_MS, RETRY_MAX_MS);
+      // close() ends the wait early (an AbortError): the loop then sees the signal and returns.
       await sleep(delay, undefined, { signal }).catch(() => undefined);
     }
   }

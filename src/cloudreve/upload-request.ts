@@ -58,6 +58,8 @@ export function stored(file: File, upload: UploadRequest): File {
  * When that cannot be checked either, the answer is no.
  */
 export async function storedAfterAll(api: CloudreveApi, upload: UploadRequest): Promise<boolean> {
+  // Not answered either: not known to be stored, so the caller's own error stands and the
+  // session is cancelled (nothing is claimed that Cloudreve did not show).
   const file = await api.info(upload.uri).catch(() => undefined);
   return file !== undefined && isStored(file, upload);
 }

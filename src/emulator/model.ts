@@ -121,7 +121,12 @@ export function retain(entity: Entity | null): Entity | null {
 /** Drops one reference; the blob is removed with the last one. */
 export function release(entity: Entity | null): void {
   if (!entity || --entity.refs > 0) return;
-  entity.remove().catch(() => undefined);
+  // Nobody can reach the blob any more: a failure to remove it only wastes the emulator's disk.
+  entity
+    .remove()
+    .catch((err: unknown) =>
+      process.stderr.write(`emulator: a released blob was not removed: ${String(err)}\n`),
+    );
 }
 
 /**

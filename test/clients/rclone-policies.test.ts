@@ -7,9 +7,9 @@
  * a client that sends its files concurrently. Where the bytes went is read from the emulator's
  * stats, and nothing may be left upstream. `POLICIES=a,b` runs some policies only.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { R } from "../helpers/control.js";
 import { Api } from "../helpers/emulator.js";
@@ -24,6 +24,9 @@ import {
   upstreamMtime,
   upstreamTree,
   type RcloneVendor,
+  readTree,
+  type Spec,
+  writeTree,
 } from "./tools.js";
 
 /** The policy's chunk size: a multiple of 320 KiB, as OneDrive requires of every fragment. */
@@ -44,12 +47,6 @@ const VENDORS: readonly RcloneVendor[] = ["nextcloud", "owncloud", "other"];
 
 /** Vendors whose PUTs carry X-OC-Mtime, so the remote keeps the local modification time. */
 const keepsMtime = (vendor: RcloneVendor) => vendor !== "other";
-
-/** A local file: content and modification time (Unix seconds, maybe fractional). */
-interface Spec {
-  data: Buffer;
-  mtime: number;
-}
 
 /**
  * Nested folders, spaces and non-ASCII in file and folder names, an empty file and sizes on
@@ -85,28 +82,6 @@ function makeTree(): Map<string, Spec> {
       { data: content(CHUNK, 5), mtime: t("2024-07-08T09:10:11Z") },
     ],
   ]);
-}
-
-async function writeTree(root: string, tree: Map<string, Spec>): Promise<void> {
-  for (const [rel, spec] of tree) {
-    const file = join(root, rel);
-    await mkdir(dirname(file), { recursive: true });
-    await writeFile(file, spec.data);
-    await utimes(file, spec.mtime, spec.mtime);
-  }
-}
-
-/** Every file under `root`: relative path → bytes. */
-async function readTree(root: string): Promise<Map<string, Buffer>> {
-  const out = new Map<string, Buffer>();
-  const walk = async (dir: string, rel: string) => {
-    for (const e of await readdir(dir, { withFileTypes: true })) {
-      if (e.isDirectory()) await walk(join(dir, e.name), `${rel}${e.name}/`);
-      else out.set(`${rel}${e.name}`, await readFile(join(dir, e.name)));
-    }
-  };
-  await walk(root, "");
-  return out;
 }
 
 const sorted = (xs: Iterable<string>) => [...xs].sort();

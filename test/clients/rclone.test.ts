@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Api } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";
@@ -15,6 +15,9 @@ import {
   upstreamTree,
   type RcloneVendor,
   type UpstreamItem,
+  readTree,
+  type Spec,
+  writeTree,
 } from "./tools.js";
 
 /**
@@ -23,12 +26,6 @@ import {
  * `other` (no modification times at all). Every change is checked on the Cloudreve side through
  * the emulator's API as well as through rclone.
  */
-
-/** A local file of the test tree: relative path → content and modification time (Unix s). */
-interface Spec {
-  data: Buffer;
-  mtime: number;
-}
 
 /**
  * Names exercise URL encoding: space, `+`, `%`, `#`, `&` and non-ASCII, in files and folders.
@@ -66,28 +63,6 @@ function makeTree(): Map<string, Spec> {
     // 3 MB of random bytes, deliberately not a multiple of any power of two.
     ["blob.bin", { data: randomBytes(3 * 1000 * 1000 + 7), mtime: t("2024-07-08T09:10:11Z") }],
   ]);
-}
-
-async function writeTree(root: string, tree: Map<string, Spec>): Promise<void> {
-  for (const [rel, spec] of tree) {
-    const file = join(root, rel);
-    await mkdir(dirname(file), { recursive: true });
-    await writeFile(file, spec.data);
-    await utimes(file, spec.mtime, spec.mtime);
-  }
-}
-
-/** Every file under `root`: relative path → bytes. */
-async function readTree(root: string): Promise<Map<string, Buffer>> {
-  const out = new Map<string, Buffer>();
-  const walk = async (dir: string, rel: string) => {
-    for (const e of await readdir(dir, { withFileTypes: true })) {
-      if (e.isDirectory()) await walk(join(dir, e.name), `${rel}${e.name}/`);
-      else out.set(`${rel}${e.name}`, await readFile(join(dir, e.name)));
-    }
-  };
-  await walk(root, "");
-  return out;
 }
 
 /** The folders implied by a set of file paths, each ending in `/`. */

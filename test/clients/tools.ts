@@ -1,6 +1,8 @@
 import { execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
+import { mkdir, readdir, readFile, utimes, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { expect } from "vitest";
 import { myUri, type Api } from "../helpers/emulator.js";
 
@@ -182,4 +184,33 @@ export async function sha256File(path: string): Promise<string> {
     hash.update(chunk as Buffer);
   }
   return hash.digest("hex");
+}
+
+/** A local file of a test tree: content and modification time (Unix seconds, maybe fractional). */
+export interface Spec {
+  data: Buffer;
+  mtime: number;
+}
+
+/** Writes a tree (relative path → file) under `root`, with each file's modification time. */
+export async function writeTree(root: string, tree: Map<string, Spec>): Promise<void> {
+  for (const [rel, spec] of tree) {
+    const file = join(root, rel);
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(file, spec.data);
+    await utimes(file, spec.mtime, spec.mtime);
+  }
+}
+
+/** Every file under `root`: relative path → bytes. */
+export async function readTree(root: string): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  const walk = async (dir: string, rel: string) => {
+    for (const e of await readdir(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) await walk(join(dir, e.name), `${rel}${e.name}/`);
+      else out.set(`${rel}${e.name}`, await readFile(join(dir, e.name)));
+    }
+  };
+  await walk(root, "");
+  return out;
 }

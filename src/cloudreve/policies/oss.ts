@@ -1,7 +1,7 @@
 import { UpstreamError } from "../../errors.js";
 import type { PolicyUploader } from "../upload-request.js";
-import { completeMultipart, completeXml, OCTET, putParts } from "./s3.js";
-import type { StorageReply } from "./storage-call.js";
+import { completeMultipart, completeXml, putParts } from "./s3.js";
+import { OCTET, relayedSuccess, type StorageReply } from "./storage-call.js";
 
 /**
  * The completion's answer carries the outcome of the storage's callback to Cloudreve: 200 with
@@ -17,18 +17,7 @@ function calledBack(reply: StorageReply): void {
       { httpStatus: 203 },
     );
   }
-  let code: unknown;
-  try {
-    code = (JSON.parse(reply.text) as { code?: unknown }).code;
-  } catch {
-    // Not Cloudreve's answer: nothing says the upload completed.
-  }
-  if (code !== 0) {
-    throw new UpstreamError(
-      `the storage completed the upload, but relayed no success from Cloudreve (HTTP ` +
-        `${reply.status}: ${reply.text.slice(0, 200)})`,
-    );
-  }
+  relayedSuccess(reply, "the storage");
 }
 
 /**

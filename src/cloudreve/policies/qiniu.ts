@@ -1,30 +1,13 @@
 import { UpstreamError } from "../../errors.js";
 import { sendParts } from "../parts.js";
 import type { PolicyUploader } from "../upload-request.js";
-import { storageCall, type StorageReply } from "./storage-call.js";
-
-/** One field of a storage's JSON answer; undefined when the answer is no JSON object. */
-export function jsonField(text: string, name: string): unknown {
-  try {
-    return (JSON.parse(text) as Record<string, unknown> | null)?.[name];
-  } catch {
-    return undefined;
-  }
-}
+import { jsonField, OCTET, relayedSuccess, storageCall } from "./storage-call.js";
 
 /**
  * Qiniu's own statuses above 599 and its 579 are answers, not outages: a callback that failed,
  * an upload id that is gone, a token refused. Repeating them changes nothing.
  */
 const qiniuRetryable = (status: number) => status >= 500 && status <= 599 && status !== 579;
-
-/** Qiniu answers a completion with its callback's answer: Cloudreve's success envelope. */
-function calledBack(reply: StorageReply): void {
-  if (jsonField(reply.text, "code") !== 0)
-    throw new UpstreamError(
-      `Qiniu completed the upload but relayed no success from Cloudreve: ${reply.text.slice(0, 200)}`,
-    );
-}
 
 /**
  * Qiniu's multipart upload v2 (§6.2): each part PUT to `{upload_urls[0]}/{n}` with the session's
@@ -47,7 +30,7 @@ export const qiniuUploader: PolicyUploader = {
       const reply = await storageCall(api, `${base}/${index + 1}`, "PUT", {
         body,
         length,
-        headers: { authorization, "content-type": "application/octet-stream" },
+        headers: { authorization, "content-type": OCTET },
         signal,
         retryable: qiniuRetryable,
       });
@@ -68,7 +51,7 @@ export const qiniuUploader: PolicyUploader = {
       headers: { authorization, "content-type": "application/json" },
       signal: upload.signal,
       doneWhen: (status) => status === 612,
-      accept: calledBack,
+      accept: (reply) => relayedSuccess(reply, "Qiniu"),
       retryable: qiniuRetryable,
     });
   },

@@ -1,7 +1,7 @@
 import { UpstreamError } from "../../errors.js";
 import { sendParts } from "../parts.js";
 import { storedAfterAll, type PolicyUploader } from "../upload-request.js";
-import { storageCall, type StorageReply } from "./storage-call.js";
+import { OCTET, storageCall, type StorageReply } from "./storage-call.js";
 
 /** CodeIOFailed (`[S] pkg/serializer/error.go`): a chunk's bytes did not all arrive or land. */
 const IO_FAILED = 50004;
@@ -48,7 +48,7 @@ export const remoteUploader: PolicyUploader = {
         await storageCall(api, `${url}?chunk=${index}`, "POST", {
           body,
           length,
-          headers: { authorization: credential, "content-type": "application/octet-stream" },
+          headers: { authorization: credential, "content-type": OCTET },
           signal,
           accept: checkEnvelope,
         });

@@ -4,9 +4,7 @@ import { sendParts } from "../parts.js";
 import type { UploadSession } from "../types.js";
 import type { PolicyUploader, UploadRequest } from "../upload-request.js";
 import { clientCallback } from "./callback.js";
-import { storageCall, type StorageReply } from "./storage-call.js";
-
-export const OCTET = "application/octet-stream";
+import { OCTET, storageCall, type StorageReply } from "./storage-call.js";
 
 /**
  * Every part PUT to its presigned URL straight to the storage (each retried on its own, up to

@@ -68,3 +68,26 @@ export async function storageCall(
 }
 
 const serverError = (status: number) => status >= 500;
+
+export const OCTET = "application/octet-stream";
+
+/** One field of a storage's JSON answer; undefined when the answer is no JSON object. */
+export function jsonField(text: string, name: string): unknown {
+  try {
+    return (JSON.parse(text) as Record<string, unknown> | null)?.[name];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A storage that calls Cloudreve back before it answers the completion relays Cloudreve's
+ * answer: only its success envelope says the upload completed.
+ */
+export function relayedSuccess(reply: StorageReply, storage: string): void {
+  if (jsonField(reply.text, "code") !== 0)
+    throw new UpstreamError(
+      `${storage} completed the upload but relayed no success from Cloudreve (HTTP ` +
+        `${reply.status}: ${reply.text.slice(0, 200)})`,
+    );
+}

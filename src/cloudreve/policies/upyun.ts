@@ -5,8 +5,7 @@ import { UpstreamError } from "../../errors.js";
 import type { CloudreveApi } from "../api.js";
 import { sendParts } from "../parts.js";
 import { isStored, type PolicyUploader, type UploadRequest } from "../upload-request.js";
-import { jsonField } from "./qiniu.js";
-import { storageCall, type StorageReply } from "./storage-call.js";
+import { jsonField, storageCall, type StorageReply } from "./storage-call.js";
 
 /** The form around the file: its fields first, the file's part header, and the closing line. */
 function formFrame(fields: [string, string][], boundary: string): { head: Buffer; tail: Buffer } {

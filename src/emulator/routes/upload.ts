@@ -211,7 +211,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     state.uploads.delete(id);
     state.locks.release(session.lockToken);
     if (session.object) await state.storage!.provider.abort(session);
-    // A session whose file was never written has none to remove.
+    // A session whose file was never written (or already completed) has none to remove.
     else await unlink(session.tmpPath).catch(() => undefined);
     // A brand-new file goes with its placeholder; an existing file keeps its current version.
     if (session.placeholder && !session.node.entity) {

@@ -217,6 +217,8 @@ export function upyunProvider(ctx: StorageContext): UploadProvider {
       const result = { code: 200, message: "ok", url: policy.key, time: clock.nowSeconds() };
       sendBody(res, 200, JSON.stringify(result), "application/json", objects);
       // After the answer, and whatever becomes of it: Cloudreve hears of the upload on its own.
+      // A notify that fails is lost, as Upyun's is; Cloudreve then never completes the upload,
+      // which the gateway must notice (upyun.test.ts injects it and reads the old bytes back).
       if (policy.notifyUrl) void notify(policy.notifyUrl, result).catch(() => undefined);
     } finally {
       await rm(dir, { recursive: true, force: true });
