@@ -198,9 +198,16 @@ export async function handleControl(
   res: ServerResponse,
   path: string,
   query: URLSearchParams,
-  env: { state: EmulatorState; auth: Auth; stats: Stats; faults: Faults },
+  env: {
+    state: EmulatorState;
+    auth: Auth;
+    stats: Stats;
+    faults: Faults;
+    /** Every storage origin's, together; undefined when every policy in use is `local`. */
+    storageStats: Stats | undefined;
+  },
 ): Promise<void> {
-  const { state, stats, faults } = env;
+  const { state, stats, faults, storageStats } = env;
   const route = `${req.method} ${path}`;
   let body: Record<string, unknown>;
   try {
@@ -212,7 +219,7 @@ export async function handleControl(
     case "GET /__emulator/stats":
       return reply(res, 200, {
         ...countsOf(stats),
-        ...(state.storage && { storage: countsOf(state.storage.objects.stats) }),
+        ...(storageStats && { storage: countsOf(storageStats) }),
       });
     case "GET /__emulator/locks":
       return reply(res, 200, {
@@ -227,7 +234,7 @@ export async function handleControl(
       });
     case "POST /__emulator/stats/reset":
       stats.reset();
-      state.storage?.objects.stats.reset();
+      storageStats?.reset();
       return reply(res, 200, {});
     case "POST /__emulator/clock":
       state.clock.advance(Number(body.advanceSeconds ?? 0));

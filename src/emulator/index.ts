@@ -15,6 +15,7 @@ import {
   sendJson,
   type Ctx,
 } from "./http.js";
+import type { Policy } from "./model.js";
 import type { EmulatorOptions, RunningEmulator } from "./options.js";
 import { registerAccountRoutes } from "./routes/account.js";
 import { registerContentRoutes } from "./routes/content.js";
@@ -39,21 +40,38 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
 
   const clock = new Clock();
   const faults = new Faults();
-  const storage =
-    settings.policy === "local"
-      ? undefined
-      : await createStorage(
-          settings.policy,
-          dataDir,
-          clock,
-          faults,
-          (session): string => callbackUrl(state.siteUrl, settings.policy, session),
-          options.s3Backend,
-        );
-  const state: EmulatorState = new EmulatorState(settings, dataDir, clock, storage);
-  state.addUser(settings.email, settings.password, settings.capacity, settings.otpSecret);
-  for (const u of options.extraUsers ?? [])
-    state.addUser(u.email, u.password, u.capacity ?? settings.capacity);
+  const storageStats = new Stats();
+  const extraUsers = options.extraUsers ?? [];
+  // One policy per type in use, the primary account's first (the default policy, id 1).
+  const types = [
+    ...new Set([settings.policy, ...extraUsers.map((u) => u.policy ?? settings.policy)]),
+  ];
+  const policies: Policy[] = [];
+  for (const [i, type] of types.entries()) {
+    const storage =
+      type === "local"
+        ? undefined
+        : await createStorage(type, {
+            // The primary policy's objects stay where tests of a single policy look for them.
+            dir: join(dataDir, type === settings.policy ? "storage" : `storage-${type}`),
+            clock,
+            faults,
+            stats: storageStats,
+            callbackUrl: (session): string => callbackUrl(state.siteUrl, type, session),
+            s3Backend: options.s3Backend,
+          });
+    policies.push({ type, id: i + 1, storage });
+  }
+  const policyOf = (type = settings.policy) => policies.find((p) => p.type === type)!;
+  const storages = policies.flatMap((p) => p.storage ?? []);
+  if (options.s3Backend && !storages.some((s) => s.backend === options.s3Backend))
+    throw new Error("an S3 backend serves the s3, ks3 and cos policies, and none is in use");
+
+  const state: EmulatorState = new EmulatorState(settings, dataDir, clock);
+  const { email, password, capacity, otpSecret } = settings;
+  state.addUser(email, password, capacity, policyOf(), otpSecret);
+  for (const u of extraUsers)
+    state.addUser(u.email, u.password, u.capacity ?? capacity, policyOf(u.policy));
   const auth = new Auth(state);
   const stats = new Stats();
   const router = new Router();
@@ -63,14 +81,20 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   registerMetadataRoutes(router, state);
   registerLockRoutes(router, state);
   registerContentRoutes(router, state);
-  registerUploadRoutes(router, state);
+  registerUploadRoutes(router, state, storages);
   registerEventRoute(router, state);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://emulator");
     const path = url.pathname;
     if (path.startsWith("/__emulator/"))
-      return handleControl(req, res, path, url.searchParams, { state, auth, stats, faults });
+      return handleControl(req, res, path, url.searchParams, {
+        state,
+        auth,
+        stats,
+        faults,
+        storageStats: storages.length > 0 ? storageStats : undefined,
+      });
 
     const method = req.method ?? "GET";
     const match = router.match(method, path);
@@ -80,7 +104,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     }
     const key = `${method} ${match.route.pattern}`;
     stats.count(key);
-    await sweepAbandonedUploads(state);
+    await sweepAbandonedUploads(state, storages);
     if (await answerFault(req, res, faults.decide(key, "api"), settings.latencyMs)) return;
 
     const ctx: Ctx = {
@@ -116,22 +140,30 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
 
   const server = await listen(handle, settings.host, settings.port);
   state.siteUrl = options.siteUrl ?? server.url;
+  const servers = [server];
+  const storageUrls: RunningEmulator["storageUrls"] = {};
   const redirect = settings.storageRedirect;
-  const storageServer =
-    storage &&
-    (await listen((req, res) => storage.origin.handle(req, res, !redirect), "127.0.0.1", 0));
-  const readsServer =
-    storage && redirect
-      ? await listen((req, res) => storage.origin.handle(req, res), "127.0.0.1", 0)
-      : undefined;
-  if (storage && storageServer) storage.objects.url = storageServer.url;
-  if (storage) storage.origin.readsAt = readsServer?.url;
+  for (const { type, objects, origin } of storages) {
+    const storageServer = await listen(
+      (req, res) => origin.handle(req, res, !redirect),
+      "127.0.0.1",
+      0,
+    );
+    servers.push(storageServer);
+    objects.url = storageUrls[type] = storageServer.url;
+    if (redirect) {
+      const readsServer = await listen((req, res) => origin.handle(req, res), "127.0.0.1", 0);
+      servers.push(readsServer);
+      origin.readsAt = readsServer.url;
+    }
+  }
 
   return {
     url: server.url,
-    storageUrl: storageServer?.url,
+    storageUrl: storageUrls[settings.policy],
+    storageUrls,
     async close() {
-      await Promise.all([server.close(), storageServer?.close(), readsServer?.close()]);
+      await Promise.all(servers.map((s) => s.close()));
       if (ownDir) await rm(dataDir, { recursive: true, force: true });
     },
   };

@@ -1,5 +1,18 @@
 import { randomUUID } from "node:crypto";
 import { errors } from "./errors.js";
+import type { PolicyType, Storage } from "./storage/index.js";
+
+/**
+ * A storage policy of the site. Each account uses its group's policy, as on a real server: the
+ * primary account's is the default policy (id 1) of the default User group, any other type in
+ * use is a policy of its own with a group of its own.
+ */
+export interface Policy {
+  readonly type: PolicyType;
+  readonly id: number;
+  /** The provider's objects, upload protocol and origin; undefined for `local`. */
+  readonly storage?: Storage;
+}
 
 /** A stored blob version (Cloudreve's entity). Copies share entities; the blob goes with the last. */
 export interface Entity {
@@ -9,6 +22,8 @@ export interface Entity {
   blob?: string;
   /** The object key when the blob is an object of the storage provider's. */
   storageKey?: string;
+  /** The policy the version was stored with. */
+  policy: Policy;
   /** Removes the blob, wherever it is; called when the last reference goes. */
   remove(): Promise<void>;
   createdAt: number;
@@ -40,6 +55,7 @@ export interface User {
   password: string;
   nickname: string;
   capacity: number;
+  policy: Policy;
   createdAt: number;
   otpSecret: string | undefined;
   root: FileNode;

@@ -7,6 +7,12 @@ export interface EmulatorUser {
   password: string;
   /** Group `max_storage` in bytes. Default: the emulator's `capacity`. */
   capacity?: number;
+  /**
+   * The storage policy of the account's group. Default: the emulator's `policy`. Each type in
+   * use is a policy of its own, with its own storage origin; the other policy settings are
+   * shared.
+   */
+  policy?: PolicyType;
 }
 
 export interface EmulatorOptions {
@@ -17,10 +23,10 @@ export interface EmulatorOptions {
   /** The primary account. Default admin@example.com / cloudreve-dav. */
   email?: string;
   password?: string;
-  /** More accounts, e.g. to check that one user cannot touch another's sessions. */
+  /** More accounts, e.g. to check that one user cannot touch another's sessions or files. */
   extraUsers?: EmulatorUser[];
   /**
-   * The policy's chunk size in bytes (`chunk_size` of upload sessions). Default 25 MiB, 50 MiB
+   * The policies' chunk size in bytes (`chunk_size` of upload sessions). Default 25 MiB, 50 MiB
    * for onedrive; relay sessions answer 0 whatever it is.
    */
   chunkSize?: number;
@@ -59,14 +65,16 @@ export interface EmulatorOptions {
   /** Storage policy `max_size` in bytes; 0 (default) = unlimited. */
   policyMaxSize?: number;
   /**
-   * Storage policy type: `local` (default), or a provider's (`s3`, …), which also starts that
-   * provider's storage origin that clients upload to and download from.
+   * Storage policy type of the primary account (and of `extraUsers` without one): `local`
+   * (default), or a provider's (`s3`, …), which also starts that provider's storage origin that
+   * clients upload to and download from.
    */
   policy?: PolicyType;
   /**
    * The bucket of the s3, ks3 and cos policies, instead of the storage origin's: the session's
    * multipart upload and presigned URLs, the callback's size check, presigned downloads, the
    * server's own writes and deletions all go to it (e.g. an independent S3 server in a test).
+   * One of those policies must be in use.
    */
   s3Backend?: S3Backend;
   /** Storage policy `relay`: uploads go through Cloudreve (the local flow, `chunk_size` 0). */
@@ -98,7 +106,9 @@ export interface EmulatorOptions {
 export interface RunningEmulator {
   /** Base URL without trailing slash, e.g. http://127.0.0.1:5212 */
   url: string;
-  /** The storage provider's origin, e.g. http://127.0.0.1:41234; undefined for `local`. */
+  /** The primary policy's storage origin, e.g. http://127.0.0.1:41234; undefined for `local`. */
   storageUrl?: string;
+  /** The storage origin of every policy in use but `local`, by type. */
+  storageUrls: Partial<Record<PolicyType, string>>;
   close(): Promise<void>;
 }

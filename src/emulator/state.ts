@@ -14,15 +14,19 @@ import {
   storedBytes,
   type Entity,
   type FileNode,
+  type Policy,
   type User,
 } from "./model.js";
 import type { EmulatorOptions } from "./options.js";
-import type { Storage } from "./storage/index.js";
+import type { PolicyType } from "./storage/index.js";
 import { formatUri, parseUri, type CloudreveUri } from "./uri.js";
 
 export type Settings = Required<
-  Omit<EmulatorOptions, "otpSecret" | "siteUrl" | "dataDir" | "extraUsers" | "s3Backend">
-> & { otpSecret: string | undefined };
+  Omit<
+    EmulatorOptions,
+    "otpSecret" | "siteUrl" | "dataDir" | "extraUsers" | "s3Backend" | "chunkSize"
+  >
+> & { otpSecret: string | undefined; chunkSize: number | undefined };
 
 export function resolveSettings(o: EmulatorOptions): Settings {
   return {
@@ -30,7 +34,7 @@ export function resolveSettings(o: EmulatorOptions): Settings {
     host: o.host ?? "127.0.0.1",
     email: o.email ?? "admin@example.com",
     password: o.password ?? "cloudreve-dav",
-    chunkSize: o.chunkSize ?? (o.policy === "onedrive" ? 50 : 25) * 1024 * 1024,
+    chunkSize: o.chunkSize,
     maxPageSize: o.maxPageSize ?? 2000,
     pagination: o.pagination ?? "cursor",
     accessTtl: o.accessTtl ?? 3600,
@@ -112,13 +116,17 @@ export class EmulatorState {
     readonly settings: Settings,
     readonly dataDir: string,
     readonly clock = new Clock(),
-    /** The storage provider's; undefined for the local policy. */
-    readonly storage?: Storage,
   ) {
     this.events = new EventHub(settings.eventDebounceMs, clock);
   }
 
-  addUser(email: string, password: string, capacity: number, otpSecret?: string): User {
+  addUser(
+    email: string,
+    password: string,
+    capacity: number,
+    policy: Policy,
+    otpSecret?: string,
+  ): User {
     const now = this.clock.now();
     const user = {
       id: this.users.length + 1,
@@ -126,6 +134,7 @@ export class EmulatorState {
       password,
       nickname: email.split("@")[0]!,
       capacity,
+      policy,
       createdAt: now,
       otpSecret,
       trash: new Map(),
@@ -231,19 +240,25 @@ export class EmulatorState {
     };
   }
 
-  policyJson(): Record<string, unknown> {
+  /** StoragePolicy (BuildStoragePolicy); every policy shares the emulator's limits. */
+  policyJson({ id, type }: Policy): Record<string, unknown> {
     const s = this.settings;
     const policy: Record<string, unknown> = {
-      id: encodeId(1, IdType.policy),
-      name: "Default storage policy",
-      type: s.policy,
+      id: encodeId(id, IdType.policy),
+      name: id === 1 ? "Default storage policy" : `${type} storage policy`,
+      type,
       max_size: s.policyMaxSize,
     };
-    if (s.policy !== "local") {
+    if (type !== "local") {
       policy.relay = s.relay;
       policy.chunk_concurrency = s.chunkConcurrency;
     }
     return policy;
+  }
+
+  /** The policy's `chunk_size`: the option, else the default of policies of that type (§6.1). */
+  chunkSize(type: PolicyType): number {
+    return this.settings.chunkSize ?? (type === "onedrive" ? 50 : 25) * 1024 * 1024;
   }
 
   /** A temporary path under the data directory, for an upload or a body being received. */
@@ -256,22 +271,23 @@ export class EmulatorState {
    * provider the server writes it into the storage as an object, as it does for its own writes.
    */
   async createEntity(tmp: string, size: number, owner: User): Promise<Entity> {
-    if (this.storage) {
-      const key = this.storage.objects.newKey(owner.id);
-      await this.storage.backend.putObject(key, tmp);
-      return this.objectEntity(key, size);
+    const { policy } = owner;
+    if (policy.storage) {
+      const key = policy.storage.objects.newKey(owner.id);
+      await policy.storage.backend.putObject(key, tmp);
+      return this.objectEntity(key, size, policy);
     }
     const id = this.ids.entity();
     const blob = join(this.dataDir, "blobs", String(id));
     await rename(tmp, blob);
     const remove = () => unlink(blob);
-    return this.addEntity({ id, size, blob, remove, createdAt: this.clock.now(), refs: 1 });
+    return this.addEntity({ id, size, blob, policy, remove, createdAt: this.clock.now(), refs: 1 });
   }
 
-  /** An entity for an object already in the provider's storage (a completed upload). */
-  objectEntity(key: string, size: number): Entity {
-    const { backend } = this.storage!;
-    const entity = { id: this.ids.entity(), size, storageKey: key };
+  /** An entity for an object already in a provider's storage (a completed upload). */
+  objectEntity(key: string, size: number, policy: Policy): Entity {
+    const { backend } = policy.storage!;
+    const entity = { id: this.ids.entity(), size, storageKey: key, policy };
     const remove = () => backend.deleteObject(key);
     return this.addEntity({ ...entity, remove, createdAt: this.clock.now(), refs: 1 });
   }
@@ -319,9 +335,10 @@ export function userJson(state: EmulatorState, user: User): Record<string, unkno
     nickname: user.nickname,
     status: "active",
     created_at: state.time(user.createdAt),
+    // Policy 1's is the default User group; another policy's group comes after Anonymous (3).
     group: {
-      id: encodeId(2, IdType.group),
-      name: "User",
+      id: encodeId(user.policy.id === 1 ? 2 : user.policy.id + 2, IdType.group),
+      name: user.policy.id === 1 ? "User" : `User (${user.policy.type})`,
       permission: USER_GROUP_PERMISSIONS,
       direct_link_batch_size: 10,
       trash_retention: state.settings.trashRetention,

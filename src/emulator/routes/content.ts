@@ -43,12 +43,13 @@ export function registerContentRoutes(router: Router, state: EmulatorState): voi
     if (cached && cached.expiresAt - URL_CACHE_MARGIN_S * 1000 > now()) return cached;
     const expires = state.clock.nowSeconds() + state.settings.entityUrlTtl;
     // Objects in a provider's storage are fetched from it directly (entitysource.go Url).
-    const storageKey = state.entities.get(entityId)?.storageKey;
+    const entity = state.entities.get(entityId);
+    const storage = entity?.policy.storage;
     const hash = encodeId(entityId, IdType.entity);
     const sign = `${signature(`/api/v4/file/content/${hash}/0/${name}`, expires)}:${expires}`;
     const url =
-      state.storage && storageKey
-        ? await state.storage.backend.presignGet(storageKey, state.settings.entityUrlTtl)
+      storage && entity.storageKey
+        ? await storage.backend.presignGet(entity.storageKey, state.settings.entityUrlTtl)
         : `${state.siteUrl}/api/v4/file/content/${hash}/0/${encodeURIComponent(name)}?` +
           `${download ? "download=true&" : ""}sign=${encodeURIComponent(sign)}`;
     const fresh = { url, expiresAt: expires * 1000 };

@@ -170,7 +170,7 @@ export function registerListingRoute(router: Router, state: EmulatorState): void
       context_hint: randomUUID(),
       mixed_type: mixed,
     };
-    if (target.fs === "my") reply.storage_policy = state.policyJson();
+    if (target.fs === "my") reply.storage_policy = state.policyJson(target.owner.policy);
     return reply;
   });
 }

@@ -42,9 +42,8 @@ async function fileInfo(state: EmulatorState, ctx: Ctx) {
 }
 
 function extendedInfo(state: EmulatorState, node: FileNode): Record<string, unknown> {
-  const policy = state.policyJson();
   const info: Record<string, unknown> = {
-    storage_policy: policy,
+    storage_policy: state.policyJson(node.owner.policy),
     storage_used: node.versions.reduce((sum, e) => sum + e.size, node.entity?.size ?? 0),
   };
   // entities is omitempty: absent for folders and never-written files.
@@ -54,7 +53,7 @@ function extendedInfo(state: EmulatorState, node: FileNode): Record<string, unkn
       size: entity.size,
       type: 0,
       created_at: state.time(entity.createdAt),
-      storage_policy: policy,
+      storage_policy: state.policyJson(entity.policy),
     }));
   }
   return info;

@@ -15,6 +15,7 @@ import {
 import { optInt, optObject, optString, reqString } from "../bind.js";
 import { detach, validateName, type Entity } from "../model.js";
 import type { EmulatorState, UploadSession } from "../state.js";
+import type { Storage } from "../storage/index.js";
 import { formatUri } from "../uri.js";
 import { requireUser } from "./account.js";
 import { createFileAt } from "./content.js";
@@ -37,12 +38,16 @@ const SENTINEL_GRACE_MS = 5 * 60_000;
  * expired is dropped, with whatever reached the storage (the parts, or an object completed
  * but never reported). Its placeholder stays, as on the real server.
  */
-export async function sweepAbandonedUploads(state: EmulatorState): Promise<void> {
-  const storage = state.storage;
-  if (!storage || !SENTINEL_TYPES.has(storage.type)) return;
+export async function sweepAbandonedUploads(
+  state: EmulatorState,
+  storages: readonly Storage[],
+): Promise<void> {
+  if (!storages.some((s) => SENTINEL_TYPES.has(s.type))) return;
   const now = state.clock.now();
   for (const session of [...state.uploads.values()]) {
-    if (!session.object || session.expiresAt + SENTINEL_GRACE_MS > now) continue;
+    const storage = session.user.policy.storage;
+    if (!session.object || !storage || !SENTINEL_TYPES.has(storage.type)) continue;
+    if (session.expiresAt + SENTINEL_GRACE_MS > now) continue;
     state.uploads.delete(session.id);
     await storage.provider.abort(session);
     await storage.backend.deleteObject(session.object.key);
@@ -50,11 +55,15 @@ export async function sweepAbandonedUploads(state: EmulatorState): Promise<void>
 }
 
 /**
- * Upload sessions (§6): the local policy's (and relay's) chunks are POSTed to the server
- * itself; a storage provider's go to its own origin, and the upload completes with a callback
- * from the client or from the provider.
+ * Upload sessions (§6), each by its owner's policy: the local policy's (and relay's) chunks
+ * are POSTed to the server itself; a storage provider's go to its own origin, and the upload
+ * completes with a callback from the client or from the provider.
  */
-export function registerUploadRoutes(router: Router, state: EmulatorState): void {
+export function registerUploadRoutes(
+  router: Router,
+  state: EmulatorState,
+  storages: readonly Storage[],
+): void {
   const api = "/api/v4/file/upload";
   const now = () => state.clock.now();
 
@@ -96,9 +105,9 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     if (!existing) node.metadata.set("sys:upload_session_id", id);
     // Relay forces a single chunk through Cloudreve (manager/upload.go CreateUploadSession).
     const relay = state.settings.relay;
-    const chunkSize = relay ? 0 : state.settings.chunkSize;
+    const chunkSize = relay ? 0 : state.chunkSize(user.policy.type);
     const expiresAt = now() + state.settings.uploadSessionTtl * 1000;
-    const storage = relay ? undefined : state.storage;
+    const storage = relay ? undefined : user.policy.storage;
     const session: UploadSession = {
       id,
       user,
@@ -123,7 +132,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       upload_id: "",
       chunk_size: chunkSize,
       expires: Math.floor(expiresAt / 1000),
-      storage_policy: state.policyJson(),
+      storage_policy: state.policyJson(user.policy),
       uri: formatUri("my", target.uri.elements),
       callback_secret: session.callbackSecret,
     };
@@ -166,9 +175,8 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
   // A completed upload reported by the client or the storage (§6.2, §6.6): the server checks
   // the object's size, then completes as the local flow does. Errors carry HTTP 401, and 400
   // (200 for onedrive and remote) when processing fails.
-  const type = state.settings.policy;
-  const storage = state.storage;
-  if (storage && !state.settings.relay) {
+  for (const storage of state.settings.relay ? [] : storages) {
+    const { type } = storage;
     const method = GET_CALLBACKS.has(type) ? "GET" : "POST";
     router.add(method, `/api/v4/callback/${type}/:sessionId/:key`, async (ctx) => {
       const fail = (status: number, err: ApiError) => {
@@ -179,7 +187,8 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
       if (!session || session.expiresAt <= now()) return fail(401, errors.sessionExpired());
       if (session.callbackSecret !== ctx.params.key)
         return fail(401, new ApiError(Code.CredentialInvalid, "Invalid callback key"));
-      if (!session.object) return fail(401, errors.policyNotAllowed());
+      if (!session.object || session.user.policy.storage !== storage)
+        return fail(401, errors.policyNotAllowed());
       const denied = storage.provider.authorizeCallback?.(
         ctx.req,
         new URL(ctx.req.url!, "http://x"),
@@ -194,7 +203,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
         );
       if (state.uploads.get(session.id) !== session) return fail(401, errors.sessionExpired());
       state.uploads.delete(session.id);
-      complete(ctx, state, session, state.objectEntity(key, size));
+      complete(ctx, state, session, state.objectEntity(key, size, session.user.policy));
       return undefined;
     });
   }
@@ -210,7 +219,7 @@ export function registerUploadRoutes(router: Router, state: EmulatorState): void
     }
     state.uploads.delete(id);
     state.locks.release(session.lockToken);
-    if (session.object) await state.storage!.provider.abort(session);
+    if (session.object) await session.user.policy.storage!.provider.abort(session);
     // A session whose file was never written (or already completed) has none to remove.
     else await unlink(session.tmpPath).catch(() => undefined);
     // A brand-new file goes with its placeholder; an existing file keeps its current version.

@@ -1,6 +1,5 @@
-import { join } from "node:path";
 import type { Clock } from "../clock.js";
-import { Stats, type Faults } from "../control.js";
+import type { Faults, Stats } from "../control.js";
 import type { UploadSession } from "../state.js";
 import type { ObjectBackend, S3Backend } from "./backend.js";
 import { ObjectStore } from "./objects.js";
@@ -34,7 +33,7 @@ export const EMULATED_POLICIES: PolicyType[] = [
   ...(Object.keys(PROVIDERS) as PolicyType[]),
 ];
 
-/** The storage of a site whose policy is not `local`: its objects, its provider, its origin. */
+/** The storage of a policy other than `local`: its objects, its provider, its origin. */
 export interface Storage {
   readonly type: PolicyType;
   readonly objects: ObjectStore;
@@ -44,21 +43,26 @@ export interface Storage {
   readonly origin: StorageOrigin;
 }
 
-export async function createStorage(
-  type: PolicyType,
-  dataDir: string,
-  clock: Clock,
-  faults: Faults,
-  callbackUrl: (session: UploadSession) => string,
-  s3Backend?: S3Backend,
-): Promise<Storage> {
+export interface StorageSetup {
+  /** Where the objects and upload parts live on disk. */
+  dir: string;
+  clock: Clock;
+  faults: Faults;
+  /** The origins' requests and bytes; one for every policy's origin, as the stats show them. */
+  stats: Stats;
+  callbackUrl: (session: UploadSession) => string;
+  /** The bucket of the s3, ks3 and cos policies; the other types keep their origin's objects. */
+  s3Backend?: S3Backend;
+}
+
+export async function createStorage(type: PolicyType, setup: StorageSetup): Promise<Storage> {
   const factory = PROVIDERS[type];
   if (!factory) throw new Error(`storage policy "${type}" is not emulated`);
-  if (s3Backend && factory !== s3Provider)
-    throw new Error(`an S3 backend serves the s3, ks3 and cos policies, not "${type}"`);
-  const objects = new ObjectStore(join(dataDir, "storage"), clock, new Stats());
+  const s3Backend = factory === s3Provider ? setup.s3Backend : undefined;
+  const { clock, stats, callbackUrl } = setup;
+  const objects = new ObjectStore(setup.dir, clock, stats);
   await objects.init();
-  const provider = factory({ type, objects, s3Backend, stats: objects.stats, clock, callbackUrl });
-  const origin = new StorageOrigin(objects, provider, faults);
+  const provider = factory({ type, objects, s3Backend, stats, clock, callbackUrl });
+  const origin = new StorageOrigin(objects, provider, setup.faults);
   return { type, objects, backend: s3Backend ?? objects, provider, origin };
 }
