@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { Writable } from "node:stream";
-import { ConfigError, loadConfig, usage, type Config } from "./config.js";
-import { hashPassword } from "./dav/basic-auth.js";
+import { ConfigError, loadConfig, requiresSignIn, usage, type Config } from "./config.js";
+import { hashPassword } from "./passwords.js";
 import { createLogger } from "./log.js";
 import { startGateway, type Gateway, type GatewayConfig } from "./server.js";
 
@@ -121,6 +121,10 @@ async function main(): Promise<number> {
     gateway = await startGateway(config, log);
   } catch (err) {
     await demo?.close();
+    if (err instanceof ConfigError) {
+      process.stderr.write(`cloudreve-dav: ${err.message}\n`);
+      return 2;
+    }
     const problem = listenProblem(err as NodeJS.ErrnoException, config);
     if (!problem) throw err;
     process.stderr.write(`cloudreve-dav: ${problem}\n`);
@@ -139,13 +143,15 @@ async function main(): Promise<number> {
       url: gateway.url,
       upstream: config.upstream,
       demo: Boolean(demo),
-      auth: config.users.length > 0,
+      auth: requiresSignIn(config) ? config.auth : "none",
     },
     "serving WebDAV",
   );
+  process.on("SIGHUP", () => void gateway.reload());
   if (!demo) {
     gateway.checkUpstream().then(
-      ({ user }) => log.info({ user }, "logged in upstream"),
+      ({ user, version }) =>
+        log.info(user ? { user } : { version }, user ? "logged in upstream" : "upstream answers"),
       (err: unknown) =>
         log.error(
           { upstream: config.upstream, problem: (err as Error).message },

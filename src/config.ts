@@ -2,15 +2,33 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import proxyaddr from "proxy-addr";
 
 /**
  * Every setting, its flag, its environment variable and its JSON key. Precedence:
  * flags > environment (CLOUDREVE_DAV_…) > config file (--config) > defaults.
  */
 export interface GatewayUser {
+  /** The sign-in name; with `auth: "cloudreve"`, the Cloudreve email these settings apply to. */
   name: string;
-  /** From `cloudreve-dav hash-password`: scrypt$N$r$p$salt$hash. */
-  passwordHash: string;
+  /**
+   * From `cloudreve-dav hash-password`: scrypt$N$r$p$salt$hash. Absent when the htpasswd
+   * file holds the password (or Cloudreve checks it).
+   */
+  passwordHash?: string;
+  /** The Cloudreve account this user works in; absent: the gateway's own. */
+  account?: AccountCredentials;
+  /** The folder of the served root the user sees as "/" (a gateway path, default "/"). */
+  root?: string;
+  /** Every write answers 403. */
+  readOnly?: boolean;
+}
+
+/** One Cloudreve account's credentials: email and password, or a refresh token. */
+export interface AccountCredentials {
+  email?: string;
+  password?: string;
+  refreshToken?: string;
 }
 
 export interface Config {
@@ -43,10 +61,25 @@ export interface Config {
   upstreamResponseTimeoutSeconds: number;
   upstreamIdleTimeoutSeconds: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** Who checks passwords: the gateway (users, htpasswd) or Cloudreve (each user's own login). */
+  auth: "users" | "cloudreve";
   users: GatewayUser[];
+  /** An Apache htpasswd file (bcrypt, apr1 MD5, SHA-1 entries). */
+  htpasswd: string | undefined;
+  /** Every write method answers 403, for every user. */
+  readOnly: boolean;
+  /** Addresses (CIDR, or loopback/linklocal/uniquelocal) whose X-Forwarded-* headers are believed. */
+  trustedProxy: string[];
+  /** The URL path WebDAV is served under: "" (the root) or e.g. "/dav". */
+  baseUrl: string;
+  /** PEM certificate chain and key: HTTPS instead of HTTP. */
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  /** An account nobody used for this long lets go of its connections, cache and event stream. */
+  accountIdleSeconds: number;
 }
 
-type Kind = "string" | "url" | "int" | "bool" | "enum" | "users";
+type Kind = "string" | "url" | "int" | "bool" | "enum" | "users" | "list";
 
 interface Setting {
   key: keyof Config;
@@ -184,10 +217,57 @@ const SETTINGS: readonly Setting[] = [
     help: "log level",
   },
   {
+    key: "auth",
+    kind: "enum",
+    values: ["users", "cloudreve"],
+    example: "cloudreve",
+    help: "who checks passwords: the gateway's users and htpasswd file, or Cloudreve (each signs in with their own Cloudreve email and password and sees their own drive)",
+  },
+  {
     key: "users",
     kind: "users",
     example: '[{"name":"me","passwordHash":"scrypt$…"}]',
-    help: "gateway users (JSON); none: loopback only",
+    help: 'gateway users (JSON): name, passwordHash, and optionally account {email, password | refreshToken}, root "/folder", readOnly; none: loopback only',
+  },
+  {
+    key: "htpasswd",
+    kind: "string",
+    example: "/etc/cloudreve-dav.htpasswd",
+    help: "an Apache htpasswd file of gateway users (bcrypt, apr1 MD5 or SHA-1 entries; reread on SIGHUP)",
+  },
+  { key: "readOnly", kind: "bool", example: "true", help: "every write answers 403, for everyone" },
+  {
+    key: "trustedProxy",
+    kind: "list",
+    example: "10.0.0.0/8",
+    help: "a reverse proxy's address or CIDR (repeatable; also loopback, linklocal, uniquelocal) whose X-Forwarded-For, -Proto and -Host are believed",
+  },
+  {
+    key: "baseUrl",
+    kind: "string",
+    example: "/dav",
+    help: "the URL path WebDAV is served under",
+    pattern: /^\/[^?#]*$/,
+    shape: 'a path starting with "/"',
+  },
+  {
+    key: "tlsCert",
+    kind: "string",
+    example: "/etc/cloudreve-dav/cert.pem",
+    help: "PEM certificate (chain): serve HTTPS (reloaded on SIGHUP)",
+  },
+  {
+    key: "tlsKey",
+    kind: "string",
+    example: "/etc/cloudreve-dav/key.pem",
+    help: "PEM private key of --tls-cert",
+  },
+  {
+    key: "accountIdleSeconds",
+    kind: "int",
+    example: "900",
+    help: "an upstream account unused this long releases its connections, cache and event stream",
+    min: 1,
   },
 ];
 
@@ -216,7 +296,15 @@ export function defaults(): Config {
     upstreamResponseTimeoutSeconds: 60,
     upstreamIdleTimeoutSeconds: 60,
     logLevel: "info",
+    auth: "users",
     users: [],
+    htpasswd: undefined,
+    readOnly: false,
+    trustedProxy: [],
+    baseUrl: "",
+    tlsCert: undefined,
+    tlsKey: undefined,
+    accountIdleSeconds: 900,
   };
 }
 
@@ -251,6 +339,7 @@ function exampleOf(s: Setting, source: Source): string {
   const json = () => {
     if (s.kind === "int") return s.example;
     if (s.kind === "bool" || s.kind === "users") return s.example;
+    if (s.kind === "list") return JSON.stringify([s.example]);
     return JSON.stringify(s.example);
   };
   switch (source.kind) {
@@ -272,6 +361,55 @@ function fail(s: Setting, source: Source, problem: string): never {
 }
 
 const SCRYPT_HASH = /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/]+={0,2}\$[A-Za-z0-9+/]+={0,2}$/;
+
+const USER_FIELDS = new Set(["name", "passwordHash", "account", "root", "readOnly"]);
+const ACCOUNT_FIELDS = new Set(["email", "password", "refreshToken"]);
+
+/** One entry of `users`, checked field by field; `fail` gets the problem after the entry number. */
+function userOf(raw: unknown, fail: (problem: string) => never): GatewayUser {
+  const u = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+  const { name, passwordHash, account, root, readOnly } = u;
+  if (typeof name !== "string" || name === "" || name.includes(":"))
+    fail(': name must be a non-empty string without ":"');
+  const problem: (what: string) => never = (what) => fail(` (${name}): ${what}`);
+  const extra = Object.keys(u).find((k) => !USER_FIELDS.has(k));
+  if (extra) problem(`unknown field "${extra}"`);
+  const user: GatewayUser = { name };
+  if (passwordHash !== undefined) {
+    if (typeof passwordHash !== "string" || !SCRYPT_HASH.test(passwordHash))
+      problem(
+        "passwordHash must be a scrypt hash printed by `cloudreve-dav hash-password`, never the password itself",
+      );
+    user.passwordHash = passwordHash;
+  }
+  if (account !== undefined) {
+    const a = (typeof account === "object" && account !== null ? account : {}) as Record<
+      string,
+      unknown
+    >;
+    const odd = Object.keys(a).find((k) => !ACCOUNT_FIELDS.has(k) || typeof a[k] !== "string");
+    if (typeof account !== "object" || account === null || odd)
+      problem(`account must be {"email": …, "password": …} or {"refreshToken": …}`);
+    if (!a.refreshToken && !(a.email && a.password))
+      problem("account needs an email and a password, or a refresh token");
+    user.account = a as AccountCredentials;
+  }
+  if (root !== undefined) {
+    const segments = typeof root === "string" ? root.split("/").filter(Boolean) : [];
+    if (
+      typeof root !== "string" ||
+      !root.startsWith("/") ||
+      segments.some((x) => /^\.\.?$/.test(x))
+    )
+      problem(`root must be a folder path such as "/Family/${name}"`);
+    user.root = `/${segments.join("/")}`;
+  }
+  if (readOnly !== undefined) {
+    if (typeof readOnly !== "boolean") problem("readOnly must be true or false");
+    user.readOnly = readOnly;
+  }
+  return user;
+}
 
 /** Reads one value of a setting from text (flags, environment) or JSON (the config file). */
 function convert(s: Setting, raw: unknown, source: Source): Config[keyof Config] {
@@ -338,25 +476,27 @@ function convert(s: Setting, raw: unknown, source: Source): Config[keyof Config]
       if (!Array.isArray(value)) fail(s, source, "must be an array of {name, passwordHash}");
       const names = new Set<string>();
       return value.map((u: unknown, i) => {
-        const user = (typeof u === "object" && u !== null ? u : {}) as Partial<GatewayUser>;
-        if (typeof user.name !== "string" || user.name === "" || user.name.includes(":")) {
-          fail(s, source, `entry ${i}: name must be a non-empty string without ":"`);
-        }
+        const user = userOf(u, (problem) => fail(s, source, `entry ${i}${problem}`));
         if (names.has(user.name))
           fail(s, source, `entry ${i}: the name "${user.name}" is repeated`);
         names.add(user.name);
-        if (typeof user.passwordHash !== "string" || !SCRYPT_HASH.test(user.passwordHash)) {
-          fail(
-            s,
-            source,
-            `entry ${i} (${user.name}): passwordHash must be a scrypt hash printed by \`cloudreve-dav hash-password\`, never the password itself`,
-          );
+        return user;
+      });
+    }
+    case "list": {
+      // Repeated flags come as an array, the environment as one comma-separated string.
+      const items = typeof text === "string" ? text.split(",") : text;
+      if (!Array.isArray(items)) fail(s, source, `must be a list of strings, got ${got}`);
+      return items.map((item: unknown) => {
+        if (typeof item !== "string" || item.trim() === "")
+          fail(s, source, `must be a list of non-empty strings, got ${got}`);
+        const entry = item.trim();
+        try {
+          proxyaddr.compile(entry);
+        } catch {
+          fail(s, source, `"${entry}" is not an IP address, a CIDR range or a known name`);
         }
-        const extra = Object.keys(user).filter((k) => k !== "name" && k !== "passwordHash");
-        if (extra.length > 0) {
-          fail(s, source, `entry ${i} (${user.name}): unknown field "${extra[0]}"`);
-        }
-        return { name: user.name, passwordHash: user.passwordHash };
+        return entry;
       });
     }
   }
@@ -460,12 +600,16 @@ function argumentError(err: Error & { code?: string }): ConfigError {
  * example. `--help` and commands (`hash-password`) skip the settings: they do not need them.
  */
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const options: Record<string, { type: "string" | "boolean" }> = {
+  const options: Record<string, { type: "string" | "boolean"; multiple?: boolean }> = {
     config: { type: "string" },
     help: { type: "boolean" },
   };
-  for (const s of SETTINGS)
-    options[flagOf(s.key).slice(2)] = { type: s.kind === "bool" ? "boolean" : "string" };
+  for (const s of SETTINGS) {
+    options[flagOf(s.key).slice(2)] = {
+      type: s.kind === "bool" ? "boolean" : "string",
+      multiple: s.kind === "list",
+    };
+  }
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
@@ -524,14 +668,16 @@ const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost", "::ffff:127.0.0.1"]);
 export const isLoopback = (host: string) =>
   LOOPBACK.has(host.toLowerCase()) || /^127\.\d+\.\d+\.\d+$/.test(host);
 
+/** Signing in is required: the gateway's users, an htpasswd file, or Cloudreve's own logins. */
+export const requiresSignIn = (config: Config) =>
+  config.auth === "cloudreve" || config.users.length > 0 || config.htpasswd !== undefined;
+
 /** Rules between settings. */
 function check(config: Config): void {
-  if (config.upstream && !config.refreshToken && !(config.email && config.password)) {
-    const missing = !config.email ? "email" : "password";
-    throw new ConfigError(
-      `${missing}: upstream is set but there are no credentials for it. Give an email and a password or a refresh token. Example: --email me@example.com --password secret (or --refresh-token …)`,
-    );
-  }
+  // "/dav/" and "/dav" serve the same; "/" is no prefix at all.
+  config.baseUrl = config.baseUrl.replace(/\/+$/, "");
+  if (config.auth === "cloudreve") checkCloudreveSignIn(config);
+  else checkGatewaySignIn(config);
   if (!config.upstream) {
     const given = (["email", "password", "refreshToken"] as const).find((k) => config[k]);
     if (given) {
@@ -540,9 +686,54 @@ function check(config: Config): void {
       );
     }
   }
-  if (config.users.length === 0 && !isLoopback(config.host)) {
+  if (!requiresSignIn(config) && !isLoopback(config.host)) {
     throw new ConfigError(
-      `host: ${config.host} is not a loopback address and no gateway users are configured, so anyone on the network could use the drive. Add users (hashes from \`cloudreve-dav hash-password\`) or listen on loopback. Example: CLOUDREVE_DAV_USERS='[{"name":"me","passwordHash":"scrypt$…"}]', or --host 127.0.0.1`,
+      `host: ${config.host} is not a loopback address and no gateway users are configured, so anyone on the network could use the drive. Add users (hashes from \`cloudreve-dav hash-password\`), an htpasswd file or --auth cloudreve, or listen on loopback. Example: CLOUDREVE_DAV_USERS='[{"name":"me","passwordHash":"scrypt$…"}]', or --host 127.0.0.1`,
+    );
+  }
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    const missing = config.tlsCert === undefined ? "tlsCert" : "tlsKey";
+    throw new ConfigError(
+      `${missing}: HTTPS needs both a certificate and its key. Example: --tls-cert /etc/cloudreve-dav/cert.pem --tls-key /etc/cloudreve-dav/key.pem`,
+    );
+  }
+}
+
+function checkGatewaySignIn(config: Config): void {
+  // The gateway's own account serves every user who does not name one.
+  const needsOwn = config.users.length === 0 || config.users.some((u) => !u.account);
+  if (config.upstream && needsOwn && !config.refreshToken && !(config.email && config.password)) {
+    const missing = !config.email ? "email" : "password";
+    throw new ConfigError(
+      `${missing}: upstream is set but there are no credentials for it. Give an email and a password or a refresh token (or an account for every user). Example: --email me@example.com --password secret (or --refresh-token …)`,
+    );
+  }
+  const withoutPassword = config.users.find((u) => !u.passwordHash);
+  if (withoutPassword && config.htpasswd === undefined) {
+    throw new ConfigError(
+      `users: "${withoutPassword.name}" has no passwordHash and there is no htpasswd file to hold it. Example: "passwordHash": "scrypt$…" from \`cloudreve-dav hash-password\`, or --htpasswd /etc/cloudreve-dav.htpasswd`,
+    );
+  }
+  if (!config.upstream && config.users.some((u) => u.account)) {
+    throw new ConfigError(
+      `users: an account is named but upstream is not set (demo mode has one account). Example: --upstream https://pan.example.com`,
+    );
+  }
+}
+
+function checkCloudreveSignIn(config: Config): void {
+  const why =
+    "with --auth cloudreve each user signs in with their own Cloudreve email and password";
+  const own = (["email", "password", "refreshToken", "htpasswd"] as const).find((k) => config[k]);
+  if (own) {
+    throw new ConfigError(
+      `${own}: ${why}, so the gateway has no ${own === "htpasswd" ? "password file" : "account"} of its own. Example: --auth cloudreve --upstream https://pan.example.com`,
+    );
+  }
+  const odd = config.users.find((u) => u.passwordHash || u.account);
+  if (odd) {
+    throw new ConfigError(
+      `users: "${odd.name}" has a ${odd.passwordHash ? "passwordHash" : "account"}, but ${why}; a user entry there only sets root and readOnly. Example: [{"name":"me@example.com","readOnly":true}]`,
     );
   }
 }

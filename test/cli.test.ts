@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hashPassword, verifyPassword } from "../src/dav/basic-auth.js";
+import { hashPassword, verifyPassword } from "../src/passwords.js";
 import { startEmulator } from "../src/emulator/index.js";
 import type { RunningEmulator } from "../src/emulator/options.js";
 import { Api, EMAIL, PASSWORD } from "./helpers/emulator.js";

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, defaults, loadConfig, usage } from "../src/config.js";
-import { hashPassword } from "../src/dav/basic-auth.js";
+import { hashPassword } from "../src/passwords.js";
 
 let dir: string;
 
@@ -117,7 +117,15 @@ describe("precedence: flags > environment > config file > defaults", () => {
       upstreamResponseTimeoutSeconds: 4,
       upstreamIdleTimeoutSeconds: 5,
       logLevel: "debug",
+      auth: "users",
       users: [{ name: "me", passwordHash: hash }],
+      htpasswd: "/etc/dav.htpasswd",
+      readOnly: true,
+      trustedProxy: ["10.0.0.0/8"],
+      baseUrl: "/dav",
+      tlsCert: "/etc/cert.pem",
+      tlsKey: "/etc/key.pem",
+      accountIdleSeconds: 60,
     };
     const expected = { ...all, upstream: "https://pan.example.com" };
     const fromFile = loadConfig(["--config", await configFile(all)], {}).config;
@@ -129,8 +137,11 @@ describe("precedence: flags > environment > config file > defaults", () => {
       const snake = key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
       const kebab = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
       const text = typeof value === "object" ? JSON.stringify(value) : String(value);
-      env[`CLOUDREVE_DAV_${snake}`] = text;
+      const list = key === "trustedProxy" ? (value as string[]) : undefined;
+      // A list: comma-separated in the environment, a repeated flag.
+      env[`CLOUDREVE_DAV_${snake}`] = list ? list.join(",") : text;
       if (typeof value === "boolean") flags.push(`--${kebab}`);
+      else if (list) for (const item of list) flags.push(`--${kebab}`, item);
       else flags.push(`--${kebab}`, text);
     }
     expect(loadConfig([], env).config).toEqual(expected);
@@ -185,11 +196,13 @@ describe("gateway users", () => {
     expect(err.message).toContain("hash-password");
     expect(err.message).toContain("Example: CLOUDREVE_DAV_USERS='[{");
 
+    // Without a hash, only an htpasswd file can hold the password.
     const file = await configFile({ users: [{ name: "bob" }] });
     const fromFile = configError(() => loadConfig(["--config", file], {}));
-    expect(fromFile.message).toContain(`users (config file ${file})`);
-    expect(fromFile.message).toContain("passwordHash");
-    expect(fromFile.message).toContain('Example: "users": [{');
+    expect(fromFile.message).toContain('users: "bob" has no passwordHash');
+    expect(fromFile.message).toContain("--htpasswd");
+    const withFile = await configFile({ users: [{ name: "bob" }], htpasswd: "/etc/h" });
+    expect(loadConfig(["--config", withFile], {}).config.users).toEqual([{ name: "bob" }]);
   });
 
   it("refuses bad JSON, non-arrays, bad names and repeated names", () => {

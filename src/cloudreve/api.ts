@@ -8,6 +8,8 @@ import { joinUri } from "./uri.js";
 import { Transport, type TransportOptions } from "./transport.js";
 import type { EventLog } from "../log.js";
 import { UploadJournal } from "./upload-journal.js";
+import { passwordLogin } from "./auth.js";
+import type { Token } from "./types.js";
 import {
   CapacitySchema,
   FILE_TYPE_FOLDER,
@@ -83,6 +85,34 @@ export class CloudreveApi {
 
   close(): Promise<void> {
     return this.transport.close();
+  }
+
+  /** Checks a password by logging in with it: the new token pair, or LoginRejected. */
+  logIn(email: string, password: string): Promise<Token> {
+    return passwordLogin(
+      (path, body, schema) =>
+        this.transport.call({
+          method: "POST",
+          path,
+          json: body,
+          schema,
+          anonymous: true,
+          idempotent: false,
+        }),
+      email,
+      password,
+    );
+  }
+
+  /** The server's version (§10): a call that needs no account. */
+  ping() {
+    return this.transport.call({
+      method: "GET",
+      path: "/site/ping",
+      schema: z.string(),
+      idempotent: true,
+      anonymous: true,
+    });
   }
 
   me() {

@@ -148,6 +148,17 @@ export class Authenticator {
     return (await this.renew()).access;
   }
 
+  /** Takes a pair obtained elsewhere (a sign-in checked with this account's password). */
+  async adopt(token: Token): Promise<void> {
+    await this.load();
+    this.token = token;
+    this.pair = toPair(token, this.now());
+    this.failure = undefined;
+    this.configuredTokenSpent = true;
+    this.scheduleRenewal(this.pair);
+    await this.save(token);
+  }
+
   /** The current pair, e.g. for sign-out. */
   get current(): Token | undefined {
     return this.token;
@@ -219,14 +230,7 @@ export class Authenticator {
       }
       throw new CredentialInvalid(REFRESH_REFUSED, { code: refused?.code, cause: refused });
     }
-    const reply = await this.call("/session/token", { email, password }, LoginReplySchemaData);
-    if (typeof reply === "string") {
-      throw new LoginRejected(
-        "the account has two-factor authentication on: log in once in a browser and configure " +
-          "the refresh token instead of the password",
-      );
-    }
-    return reply.token;
+    return passwordLogin(this.call, email, password);
   }
 
   /**
@@ -316,6 +320,22 @@ export class Authenticator {
     await writeFile(tmp, JSON.stringify({ email: this.credentials.email, token }), { mode: 0o600 });
     await rename(tmp, file);
   }
+}
+
+/** Logs in with a password (§2.2); LoginRejected when refused, or when the account needs 2FA. */
+export async function passwordLogin(
+  call: UnauthenticatedCall,
+  email: string,
+  password: string,
+): Promise<Token> {
+  const reply = await call("/session/token", { email, password }, LoginReplySchemaData);
+  if (typeof reply === "string") {
+    throw new LoginRejected(
+      "the account has two-factor authentication on: log in once in a browser and configure " +
+        "the refresh token instead of the password",
+    );
+  }
+  return reply.token;
 }
 
 /**

@@ -1,107 +1,120 @@
-import { createHash, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
-import type { IncomingMessage } from "node:http";
-import type { GatewayUser } from "../config.js";
+import { createHmac, randomBytes } from "node:crypto";
 
-/** scrypt's N, r and p for new hashes; a stored hash carries its own. */
-const COST = 16384;
-const BLOCK_SIZE = 8;
-const PARALLELISM = 1;
-const KEY_LENGTH = 32;
-
-function derive(
-  password: string,
-  salt: Buffer,
-  cost: number,
-  blockSize: number,
-  parallelism: number,
-): Promise<Buffer> {
-  const options = { N: cost, r: blockSize, p: parallelism, maxmem: 128 * cost * blockSize * 2 };
-  return new Promise((resolve, reject) =>
-    scrypt(password, salt, KEY_LENGTH, options, (err, key) => (err ? reject(err) : resolve(key))),
-  );
-}
-
-/** `scrypt$N$r$p$<salt base64>$<hash base64>`: the format `cloudreve-dav hash-password` prints. */
-export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16);
-  const key = await derive(password, salt, COST, BLOCK_SIZE, PARALLELISM);
-  return `scrypt$${COST}$${BLOCK_SIZE}$${PARALLELISM}$${salt.toString("base64")}$${key.toString("base64")}`;
-}
-
-export async function verifyPassword(password: string, stored: string): Promise<boolean> {
-  const [scheme, cost, blockSize, parallelism, salt, hash] = stored.split("$");
-  if (scheme !== "scrypt" || !salt || !hash) return false;
-  const expected = Buffer.from(hash, "base64");
-  const key = await derive(
-    password,
-    Buffer.from(salt, "base64"),
-    Number(cost),
-    Number(blockSize),
-    Number(parallelism),
-  );
-  return key.length === expected.length && timingSafeEqual(key, expected);
-}
-
-/** Failed logins per client address: after MAX_FAILURES within WINDOW_MS, refuse until it passes. */
-const MAX_FAILURES = 10;
-const WINDOW_MS = 60_000;
-
-export type AuthOutcome = { ok: true; user: string } | { ok: false; throttled: boolean };
+/** Decides whether `password` is the password of `name`; throws when it cannot tell (503). */
+export type PasswordCheck = (name: string, password: string) => Promise<boolean>;
 
 /**
- * HTTP Basic authentication against the configured users. Verified credentials are
- * remembered by a digest of the header (never the header itself), so a client sending them
- * with every request costs one scrypt, not one per request.
+ * Failed sign-ins per client address and name: after MAX_FAILURES within WINDOW_MS, that pair
+ * is refused until the window passes, so a client guessing one user's password does not lock
+ * out the same user elsewhere, nor other users at the same address. An address trying many
+ * names is stopped by the larger per-address budget.
+ */
+const MAX_FAILURES = 10;
+const MAX_FAILURES_PER_ADDRESS = 100;
+const WINDOW_MS = 60_000;
+/** How long a checked header is trusted before its password is checked again. */
+const VERIFIED_MS = 10 * 60_000;
+const MAX_VERIFIED = 1000;
+const MAX_TRACKED = 10_000;
+
+export type AuthOutcome =
+  | { ok: true; user: string }
+  | { ok: false; throttled: false }
+  | { ok: false; throttled: true; retryAfterSeconds: number };
+
+interface Failures {
+  count: number;
+  since: number;
+}
+
+/**
+ * HTTP Basic authentication. A checked header is remembered, as a keyed hash (a salt of this
+ * process's own, never the header or the password), for a while: a client sends the same
+ * header with every request, and the check may be an scrypt or a login to Cloudreve. Checks of
+ * the same header at once share one.
  */
 export class BasicAuth {
-  private readonly failures = new Map<string, { count: number; since: number }>();
-  private readonly verified = new Map<string, string>();
+  private readonly failures = new Map<string, Failures>();
+  private readonly verified = new Map<string, { user: string; until: number }>();
+  private readonly checking = new Map<string, Promise<string | undefined>>();
+  private readonly key = randomBytes(32);
 
   constructor(
-    private readonly users: readonly GatewayUser[],
+    private readonly check: PasswordCheck,
     private readonly now: () => number = Date.now,
   ) {}
 
-  get enabled(): boolean {
-    return this.users.length > 0;
-  }
-
-  async check(req: IncomingMessage): Promise<AuthOutcome> {
-    const address = req.socket.remoteAddress ?? "";
-    const record = this.failures.get(address);
-    if (record && this.now() - record.since > WINDOW_MS) this.failures.delete(address);
-    else if (record && record.count >= MAX_FAILURES) return { ok: false, throttled: true };
-
-    const header = req.headers.authorization ?? "";
-    const digest = createHash("sha256").update(header).digest("base64");
+  async authenticate(header: string | undefined, address: string): Promise<AuthOutcome> {
+    const credentials = parseBasic(header ?? "");
+    const name = credentials?.name ?? "";
+    const blocked = this.blocked(address, name);
+    if (blocked !== undefined) return { ok: false, throttled: true, retryAfterSeconds: blocked };
+    if (!credentials) {
+      if (header) this.fail(address, name);
+      return { ok: false, throttled: false };
+    }
+    const digest = createHmac("sha256", this.key).update(header!).digest("base64");
     const known = this.verified.get(digest);
-    if (known) return { ok: true, user: known };
-    const user = await this.verify(header);
-    if (user) {
-      if (this.verified.size > 1000) this.verified.clear();
-      this.verified.set(digest, user);
-      return { ok: true, user };
+    if (known && known.until > this.now()) return { ok: true, user: known.user };
+    let pending = this.checking.get(digest);
+    if (!pending) {
+      pending = this.check(credentials.name, credentials.password)
+        .then((ok) => (ok ? credentials.name : undefined))
+        .finally(() => this.checking.delete(digest));
+      this.checking.set(digest, pending);
     }
-    if (header) {
-      const failures = this.failures.get(address) ?? { count: 0, since: this.now() };
-      failures.count++;
-      this.failures.set(address, failures);
+    const user = await pending;
+    if (user === undefined) {
+      this.fail(address, name);
+      return { ok: false, throttled: false };
     }
-    return { ok: false, throttled: false };
+    if (this.verified.size >= MAX_VERIFIED)
+      this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(digest, { user, until: this.now() + VERIFIED_MS });
+    return { ok: true, user };
   }
 
-  private async verify(header: string): Promise<string | undefined> {
-    if (!header.toLowerCase().startsWith("basic ")) return undefined;
-    const decoded = Buffer.from(header.slice(6).trim(), "base64").toString("utf8");
-    const colon = decoded.indexOf(":");
-    if (colon < 0) return undefined;
-    const name = decoded.slice(0, colon);
-    const password = decoded.slice(colon + 1);
-    const user = this.users.find((u) => u.name === name);
-    // Unknown names cost a hash too, so timing does not tell which names exist.
-    const ok = await verifyPassword(password, user?.passwordHash ?? DUMMY_HASH);
-    return ok && user ? user.name : undefined;
+  /** Forgets every checked header of `user` (e.g. Cloudreve no longer takes their password). */
+  forget(user: string): void {
+    for (const [digest, known] of this.verified)
+      if (known.user === user) this.verified.delete(digest);
+  }
+
+  /** Seconds until the pair or the address may try again; undefined when not throttled. */
+  private blocked(address: string, name: string): number | undefined {
+    const now = this.now();
+    let until = 0;
+    for (const [key, limit] of [
+      [`${address}\n${name}`, MAX_FAILURES],
+      [address, MAX_FAILURES_PER_ADDRESS],
+    ] as const) {
+      const record = this.failures.get(key);
+      if (record && now - record.since >= WINDOW_MS) this.failures.delete(key);
+      else if (record && record.count >= limit) until = Math.max(until, record.since + WINDOW_MS);
+    }
+    return until > now ? Math.ceil((until - now) / 1000) : undefined;
+  }
+
+  private fail(address: string, name: string): void {
+    if (this.failures.size > MAX_TRACKED) this.forgetOldFailures();
+    for (const key of [`${address}\n${name}`, address]) {
+      const record = this.failures.get(key) ?? { count: 0, since: this.now() };
+      record.count++;
+      this.failures.set(key, record);
+    }
+  }
+
+  private forgetOldFailures(): void {
+    const now = this.now();
+    for (const [key, record] of this.failures)
+      if (now - record.since >= WINDOW_MS) this.failures.delete(key);
   }
 }
 
-const DUMMY_HASH = `scrypt$${COST}$${BLOCK_SIZE}$${PARALLELISM}$${Buffer.alloc(16).toString("base64")}$${Buffer.alloc(KEY_LENGTH).toString("base64")}`;
+function parseBasic(header: string): { name: string; password: string } | undefined {
+  if (!header.toLowerCase().startsWith("basic ")) return undefined;
+  const decoded = Buffer.from(header.slice(6).trim(), "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  if (colon < 0) return undefined;
+  return { name: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}

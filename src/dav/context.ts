@@ -2,7 +2,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { Entry, FileSystem } from "../drive/types.js";
 import { NotFound } from "../errors.js";
+import type { RequestOrigin } from "./forwarded.js";
 import type { LockSystem } from "./locks.js";
+import type { UrlSpace } from "./paths.js";
 import { HttpError } from "./status.js";
 
 export interface DavOptions {
@@ -21,6 +23,11 @@ export interface DavContext {
   slash: boolean;
   fs: FileSystem;
   locks: LockSystem;
+  /** Maps URL paths to drive paths and back (base URL, the user's root). */
+  space: UrlSpace;
+  /** The signed-in user (undefined without sign-in): a lock is theirs alone to use. */
+  user: string | undefined;
+  origin: RequestOrigin;
   options: DavOptions;
   log: Logger;
   /** Aborted when the client goes away before the response is complete. */

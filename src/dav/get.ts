@@ -3,7 +3,7 @@ import { StaleVersion } from "../errors.js";
 import { header, type DavContext } from "./context.js";
 import { childOf } from "../drive/paths.js";
 import { etagListMatches, httpDate, parseByteRange, quoteEtag } from "./headers.js";
-import { contentTypeOf, hrefOf } from "./props.js";
+import { contentTypeOf } from "./props.js";
 import { escapeXml } from "./xml.js";
 
 /** 304 or 412 from the validators of a GET/HEAD, or undefined to go on. */
@@ -113,19 +113,19 @@ async function getOnce(ctx: DavContext): Promise<void> {
 
 /** A browser looking at a folder gets a plain list of links. */
 async function sendIndex(ctx: DavContext, folder: Entry): Promise<void> {
-  if (folder.path !== "/" && !ctx.slash) {
-    ctx.res.writeHead(301, { location: hrefOf(folder.path, true) }).end();
+  if (!ctx.slash) {
+    ctx.res.writeHead(301, { location: ctx.space.href(folder.path, true) }).end();
     return;
   }
   const children = await ctx.fs.list(folder.path);
   const rows = children
     .sort((a, b) => Number(b.isDir) - Number(a.isDir) || a.name.localeCompare(b.name))
     .map((child) => {
-      const href = hrefOf(childOf(folder.path, child.name), child.isDir);
+      const href = ctx.space.href(childOf(folder.path, child.name), child.isDir);
       const label = escapeXml(child.name + (child.isDir ? "/" : ""));
       return `<li><a href="${escapeXml(href)}">${label}</a></li>`;
     });
-  const title = escapeXml(folder.path);
+  const title = escapeXml(decodeURIComponent(ctx.space.href(folder.path, true)));
   const html = `<!doctype html><meta charset="utf-8"><title>${title}</title><h1>${title}</h1><ul>${rows.join("")}</ul>\n`;
   ctx.res.writeHead(200, {
     "content-type": "text/html; charset=utf-8",

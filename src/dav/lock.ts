@@ -11,8 +11,7 @@ import {
 } from "./if-header.js";
 import { parseDepth, parseTimeout, quoteEtag } from "./headers.js";
 import { LockForbidden, LockNotFound, LockTokenMismatch } from "./locks.js";
-import { decodePath } from "./paths.js";
-import { activeLockOf, hrefOf } from "./props.js";
+import { activeLockOf } from "./props.js";
 import { HttpError } from "./status.js";
 import { lockResponseXml, parseLockinfo } from "./xml.js";
 
@@ -20,14 +19,16 @@ import { lockResponseXml, parseLockinfo } from "./xml.js";
 const DEFAULT_LOCK_SECONDS = 3600;
 
 /** If-header resource tags are URLs or absolute paths of this server, percent-encoded. */
-function mapTag(tag: string): string | undefined {
-  const raw = tagToPath(tag);
-  if (raw === undefined) return undefined;
-  try {
-    return decodePath(raw).path;
-  } catch {
-    return undefined;
-  }
+function tagMapper(ctx: DavContext): (tag: string) => string | undefined {
+  return (tag) => {
+    const raw = tagToPath(tag);
+    if (raw === undefined) return undefined;
+    try {
+      return ctx.space.pathOf(raw)?.path;
+    } catch {
+      return undefined;
+    }
+  };
 }
 
 function parseIf(ctx: DavContext): IfHeader | undefined {
@@ -41,7 +42,7 @@ async function resolveIfStates(
   header: IfHeader,
 ): Promise<Map<string, IfResourceState>> {
   const states = new Map<string, IfResourceState>();
-  for (const path of ifResourcePaths(header, ctx.path, mapTag)) {
+  for (const path of ifResourcePaths(header, ctx.path, tagMapper(ctx))) {
     const lockTokens = ctx.locks.locksCovering(path).map((lock) => lock.token);
     const entry = await statIfAny(ctx.fs, path);
     if (entry !== undefined) states.set(path, { etag: quoteEtag(entry.etag), lockTokens });
@@ -68,14 +69,21 @@ export async function checkWrite(
   let tokens: string[] = [];
   if (ifHeader) {
     const states = await resolveIfStates(ctx, ifHeader);
-    if (!evaluateIf(ifHeader, (resourcePath) => states.get(resourcePath), ctx.path, mapTag)) {
+    const holds = evaluateIf(
+      ifHeader,
+      (resourcePath) => states.get(resourcePath),
+      ctx.path,
+      tagMapper(ctx),
+    );
+    if (!holds) {
       throw new HttpError(412, "no list of the If header holds");
     }
     tokens = submittedTokens(ifHeader);
   }
-  let check = ctx.locks.canWrite(path, tokens, { recursive, membership: false });
+  const principal = ctx.user;
+  let check = ctx.locks.canWrite(path, tokens, { recursive, membership: false, principal });
   if (check.allowed && membership !== false) {
-    const withParent = ctx.locks.canWrite(path, tokens, { recursive, membership: true });
+    const withParent = ctx.locks.canWrite(path, tokens, { recursive, membership: true, principal });
     if (!withParent.allowed && (membership === true || (await membership()))) check = withParent;
   }
   if (!check.allowed) throw new HttpError(423, `${path} is locked`, "lock-token-submitted");
@@ -92,13 +100,14 @@ export async function handleLock(ctx: DavContext): Promise<void> {
     if (!ifHeader) throw new HttpError(400, "a lock refresh needs the lock token in an If header");
     for (const token of submittedTokens(ifHeader)) {
       try {
-        const lock = ctx.locks.refresh(token, timeout, { path: ctx.path });
+        const lock = ctx.locks.refresh(token, timeout, { path: ctx.path, principal: ctx.user });
         return sendXml(
           ctx,
           200,
-          lockResponseXml(activeLockOf(lock, hrefOf(lock.root, false), Date.now())),
+          lockResponseXml(activeLockOf(lock, ctx.space.href(lock.root, false), Date.now())),
         );
       } catch (err) {
+        if (err instanceof LockForbidden) throw new HttpError(403, err.message);
         if (!(err instanceof LockNotFound || err instanceof LockTokenMismatch)) throw err;
       }
     }
@@ -122,20 +131,21 @@ export async function handleLock(ctx: DavContext): Promise<void> {
     scope: info.scope,
     ownerXml: info.ownerXml,
     timeoutSeconds: timeout,
+    principal: ctx.user,
   });
   if (!exists) {
     // A lock on an unmapped URL creates an empty resource (RFC 4918 §7.3).
     try {
       await ctx.fs.write(ctx.path, { source: Readable.from([]), size: 0, signal: ctx.signal });
     } catch (err) {
-      ctx.locks.unlock(ctx.path, lock.token);
+      ctx.locks.unlock(ctx.path, lock.token, ctx.user);
       throw err;
     }
   }
   sendXml(
     ctx,
     exists ? 200 : 201,
-    lockResponseXml(activeLockOf(lock, hrefOf(lock.root, false), Date.now())),
+    lockResponseXml(activeLockOf(lock, ctx.space.href(lock.root, false), Date.now())),
     {
       "lock-token": `<${lock.token}>`,
     },
@@ -148,7 +158,7 @@ export async function handleUnlock(ctx: DavContext): Promise<void> {
   const token = lockToken ? /^\s*<([^>]+)>\s*$/.exec(lockToken)?.[1] : undefined;
   if (!token) throw new HttpError(400, "UNLOCK needs a Lock-Token header");
   try {
-    ctx.locks.unlock(ctx.path, token);
+    ctx.locks.unlock(ctx.path, token, ctx.user);
   } catch (err) {
     if (err instanceof LockForbidden) throw new HttpError(403, err.message);
     if (err instanceof LockNotFound || err instanceof LockTokenMismatch) {

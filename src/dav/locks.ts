@@ -63,6 +63,8 @@ export interface LockSystem {
   unlock(path: string, token: string, principal?: string): void;
   /** The live lock with this token, if any. */
   get(token: string): LockInfo | undefined;
+  /** Whether any lock is live (an account holding one is not let go while idle). */
+  holdsAny(): boolean;
   /** Locks on `path` itself and depth-infinity locks on its ancestors (for lockdiscovery). */
   locksCovering(path: string): LockInfo[];
   /** Whether a write to `path` may go ahead given the tokens the request submitted. */
@@ -186,6 +188,10 @@ export class MemoryLockSystem implements LockSystem {
     this.purgeExpired();
     const lock = this.locks.get(token);
     return lock === undefined ? undefined : snapshot(lock);
+  }
+
+  holdsAny(): boolean {
+    return this.live().length > 0;
   }
 
   locksCovering(path: string): LockInfo[] {

@@ -35,7 +35,10 @@ function overwriteOf(ctx: DavContext): boolean {
 /** COPY and MOVE (§9.8, §9.9). 201 when the destination is new, 204 when it was replaced. */
 export async function handleCopyMove(ctx: DavContext): Promise<void> {
   const move = ctx.req.method === "MOVE";
-  const dest = destinationOf(header(ctx, "destination"), header(ctx, "host")).path;
+  const destination = ctx.space.place(destinationOf(header(ctx, "destination"), ctx.origin.host));
+  // Outside the base URL is not this server's namespace: as another server's (§9.8.5).
+  if (!destination) throw new HttpError(502, "Destination is outside this server's URL space");
+  const dest = destination.path;
   const overwrite = overwriteOf(ctx);
   // MOVE takes only infinity, COPY 0 or infinity; absent means infinity (RFC 4918 §9.8.3, §9.9.2).
   const depth = parseDepth(header(ctx, "depth")) ?? "infinity";

@@ -1,3 +1,4 @@
+import { hrefOf } from "./props.js";
 import { HttpError } from "./status.js";
 
 /**
@@ -33,8 +34,54 @@ export function decodePath(rawPath: string): DavPath {
 }
 
 /**
+ * Where the drive's paths appear in URLs: under the base URL (`--base-url`), and seen from the
+ * user's root folder (a user whose root is "/Family/kim" sees it as "/"). The WebDAV layer works
+ * with drive paths; requests come in through `pathOf` and hrefs go out through `href`.
+ */
+export class UrlSpace {
+  private readonly base: string;
+  private readonly baseHref: string;
+
+  constructor(
+    base: string,
+    /** The drive path the user sees as "/". */
+    readonly root = "/",
+  ) {
+    this.base = decodePath(base).path;
+    this.baseHref = this.base === "/" ? "" : hrefOf(this.base, false);
+  }
+
+  /** The drive path a URL path names; undefined when it lies outside the base URL. */
+  pathOf(rawPath: string): DavPath | undefined {
+    return this.place(decodePath(rawPath));
+  }
+
+  /** The drive path of a decoded URL path. */
+  place({ path, slash }: DavPath): DavPath | undefined {
+    let seen = path;
+    if (this.base !== "/") {
+      if (path !== this.base && !path.startsWith(`${this.base}/`)) return undefined;
+      seen = path.slice(this.base.length) || "/";
+    }
+    if (this.root === "/") return { path: seen, slash };
+    return { path: seen === "/" ? this.root : `${this.root}${seen}`, slash };
+  }
+
+  /** The href of a drive path; a path above the user's root (a lock's) shows as their root. */
+  href(path: string, isDir: boolean): string {
+    let seen = path;
+    if (this.root !== "/") {
+      seen = path.startsWith(`${this.root}/`) ? path.slice(this.root.length) : "/";
+      if (seen === "/") isDir = true;
+    }
+    return `${this.baseHref}${hrefOf(seen, isDir)}`;
+  }
+}
+
+/**
  * The Destination header of COPY/MOVE: an absolute URL on this server or an absolute path.
- * Another host → 502 (RFC 4918 §9.8.5: the server will not act as a proxy).
+ * Another host → 502 (RFC 4918 §9.8.5: the server will not act as a proxy); `hostHeader` is
+ * the authority the client addressed.
  */
 export function destinationOf(header: string | undefined, hostHeader: string | undefined): DavPath {
   if (!header) throw new HttpError(400, "Destination header missing");

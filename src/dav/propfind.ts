@@ -7,7 +7,6 @@ import {
   contentTypeOf,
   encodeSegment,
   findLiveProp,
-  hrefOf,
   livePropsFor,
   renderLiveProp,
   type LiveProp,
@@ -111,7 +110,7 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
 
   const writer = new MultistatusWriter();
   // Members' hrefs extend the folder's: only their own name is encoded.
-  const rootHref = hrefOf(root.path, true);
+  const rootHref = ctx.space.href(root.path, true);
   const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
@@ -121,12 +120,13 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       locks: ctx.locks.locksCovering(entry.path),
       now,
       contentType: contentTypeOf,
+      href: (path, isDir) => ctx.space.href(path, isDir),
     };
     const rows = entry.isDir ? (folderRows ??= rowsOf(entry)) : (fileRows ??= rowsOf(entry));
     const href =
       entry !== root && entry.name !== "" && entry.path === `${memberPrefix}${entry.name}`
         ? `${rootHref}${encodeSegment(entry.name)}${entry.isDir ? "/" : ""}`
-        : hrefOf(entry.path, entry.isDir);
+        : ctx.space.href(entry.path, entry.isDir);
     writer.propstats(
       href,
       propstatsFor(request.kind, propCtx, entry.deadProps ?? [], wanted, rows),
@@ -218,7 +218,7 @@ export async function handleProppatch(ctx: DavContext): Promise<void> {
   const protectedNames = names.filter((q) => findLiveProp(q));
 
   const writer = new MultistatusWriter();
-  const href = hrefOf(entry.path, entry.isDir);
+  const href = ctx.space.href(entry.path, entry.isDir);
   if (protectedNames.length > 0) {
     const others = names.filter((q) => !findLiveProp(q));
     const stats: PropStat[] = [

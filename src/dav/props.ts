@@ -36,6 +36,8 @@ export interface PropContext {
   /** The time the answer describes, for the seconds a lock has left. */
   now?: number;
   contentType(name: string): string;
+  /** The href of a drive path (lock roots in lockdiscovery); plain hrefOf when absent. */
+  href?(path: string, isDir: boolean): string;
 }
 
 export interface LiveProp {
@@ -118,7 +120,7 @@ function lockXml(ctx: PropContext): string {
     // A lock rooted elsewhere is inherited from an ancestor, which is a folder.
     activeLockOf(
       lock,
-      hrefOf(lock.root, lock.root === ctx.entry.path ? ctx.entry.isDir : true),
+      (ctx.href ?? hrefOf)(lock.root, lock.root === ctx.entry.path ? ctx.entry.isDir : true),
       now,
     ),
   );

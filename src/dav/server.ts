@@ -3,8 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Logger } from "pino";
 import type { FileSystem } from "../drive/types.js";
 import { CredentialInvalid, LoginRejected } from "../errors.js";
-import { BasicAuth } from "./basic-auth.js";
-import type { GatewayUser } from "../config.js";
+import type { BasicAuth } from "./basic-auth.js";
 import {
   sendText,
   sendXml,
@@ -17,7 +16,8 @@ import { handleGet } from "./get.js";
 import { handleLock, handleUnlock } from "./lock.js";
 import type { LockSystem } from "./locks.js";
 import { handleCopyMove, handleDelete, handleMkcol } from "./namespace.js";
-import { decodePath } from "./paths.js";
+import { originReader, type RequestOrigin } from "./forwarded.js";
+import { UrlSpace } from "./paths.js";
 import { handlePropfind, handleProppatch } from "./propfind.js";
 import { handlePut } from "./put.js";
 import { HttpError, statusOf } from "./status.js";
@@ -45,10 +45,30 @@ const ALLOW_BY_KIND = {
   unmapped: "OPTIONS, PUT, MKCOL, LOCK",
 };
 
-export interface DavServerOptions extends DavOptions {
+/** The methods that change something: a read-only user gets 403 for each, before any work. */
+const WRITES = new Set(["PUT", "MKCOL", "DELETE", "COPY", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"]);
+const READS = "OPTIONS, GET, HEAD, PROPFIND";
+
+/** What one signed-in user works with: their account's drive and locks, seen from their root. */
+export interface Workspace {
   fs: FileSystem;
   locks: LockSystem;
-  users: readonly GatewayUser[];
+  /** The drive path the user sees as "/". */
+  root: string;
+  readOnly: boolean;
+  /** The request is over (lets an account that nobody uses go idle). */
+  release(): void;
+}
+
+export interface DavServerOptions extends DavOptions {
+  /** Absent: no sign-in (the gateway then listens on loopback only). */
+  auth?: BasicAuth;
+  /** The workspace of a signed-in user (undefined without sign-in). */
+  workspace(user: string | undefined): Workspace | Promise<Workspace>;
+  /** The URL path WebDAV is served under ("" for the root). */
+  baseUrl: string;
+  /** Proxies whose X-Forwarded-* headers are believed. */
+  trustedProxies: readonly string[];
   log: Logger;
   /** Counts upstream calls made on behalf of the current request, for the request log line. */
   upstreamCalls?: AsyncLocalStorage<{ calls: number }>;
@@ -59,9 +79,10 @@ export interface DavServerOptions extends DavOptions {
  * Answered without credentials (clients probe before they log in); only a client that may see
  * the drive learns from Allow what the resource is.
  */
-async function handleOptions(ctx: DavContext, mayLook: boolean): Promise<void> {
+async function handleOptions(ctx: DavContext, look: Workspace | undefined): Promise<void> {
   let allow = ALLOW;
-  if (mayLook) {
+  if (look?.readOnly) allow = READS;
+  else if (look) {
     const entry = await statIfAny(ctx.fs, ctx.path);
     if (entry === undefined) allow = ALLOW_BY_KIND.unmapped;
     else allow = entry.isDir ? ALLOW_BY_KIND.collection : ALLOW_BY_KIND.file;
@@ -76,16 +97,26 @@ async function handleOptions(ctx: DavContext, mayLook: boolean): Promise<void> {
 class RequestContext implements DavContext {
   path = "/";
   slash = true;
+  user: string | undefined;
+  fs!: FileSystem;
+  locks!: LockSystem;
+  space!: UrlSpace;
   private controller: AbortController | undefined;
 
   constructor(
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
-    readonly fs: FileSystem,
-    readonly locks: LockSystem,
+    readonly origin: RequestOrigin,
     readonly options: DavOptions,
     readonly log: Logger,
   ) {}
+
+  /** Works in `workspace` from now on. */
+  enter(workspace: Workspace, space: UrlSpace): void {
+    this.fs = workspace.fs;
+    this.locks = workspace.locks;
+    this.space = space;
+  }
 
   get signal(): AbortSignal {
     return (this.controller ??= new AbortController()).signal;
@@ -104,7 +135,15 @@ class RequestContext implements DavContext {
 export function createDavHandler(
   options: DavServerOptions,
 ): (req: IncomingMessage, res: ServerResponse) => void {
-  const auth = new BasicAuth(options.users);
+  const auth = options.auth;
+  const originOf = originReader(options.trustedProxies);
+  /** One URL space per root folder in use (most gateways: one). */
+  const spaces = new Map<string, UrlSpace>();
+  const spaceOf = (root: string) => {
+    let space = spaces.get(root);
+    if (!space) spaces.set(root, (space = new UrlSpace(options.baseUrl, root)));
+    return space;
+  };
   const counter = options.upstreamCalls ?? new AsyncLocalStorage<{ calls: number }>();
   // Counting a request's upstream calls needs async context tracking, which Node 20 pays for on
   // every promise in the process (a quarter of a small PROPFIND's time, profiled); the count
@@ -114,31 +153,45 @@ export function createDavHandler(
   // redaction pass (profiled: ~10 µs a line). A line carrying an error object keeps it.
   const requestLog = options.log.child({}, { redact: [] });
 
+  /** Who is asking: a user, nobody (no sign-in configured), or a refusal already sent. */
+  async function signIn(ctx: RequestContext): Promise<{ user?: string } | "refused"> {
+    if (!auth) return {};
+    const { req, res } = ctx;
+    const outcome = await auth.authenticate(req.headers.authorization, ctx.origin.address);
+    if (outcome.ok) return { user: outcome.user };
+    // OPTIONS is answered without credentials: clients probe before they sign in.
+    if (req.method === "OPTIONS") return {};
+    const headers: Record<string, string | number> = {
+      "www-authenticate": 'Basic realm="cloudreve-dav", charset="UTF-8"',
+      "content-length": 0,
+    };
+    if (outcome.throttled) headers["retry-after"] = outcome.retryAfterSeconds;
+    res.writeHead(outcome.throttled ? 429 : 401, headers).end();
+    return "refused";
+  }
+
   async function serve(ctx: RequestContext, outcome: { error?: unknown }): Promise<void> {
     const { req, res } = ctx;
     const method = req.method ?? "GET";
-    let authenticated = true;
-    if (auth.enabled) {
-      const check = await auth.check(req);
-      authenticated = check.ok;
-      if (!check.ok && method !== "OPTIONS") {
-        res.writeHead(check.throttled ? 429 : 401, {
-          "www-authenticate": 'Basic realm="cloudreve-dav", charset="UTF-8"',
-          "content-length": 0,
-        });
-        res.end();
-        return;
-      }
-    }
-    const url = req.url ?? "/";
-    const query = url.indexOf("?");
+    let workspace: Workspace | undefined;
     try {
-      const { path, slash } = decodePath(query < 0 ? url : url.slice(0, query));
-      ctx.path = path;
-      ctx.slash = slash;
-      if (method === "OPTIONS") return await handleOptions(ctx, authenticated);
+      const who = await signIn(ctx);
+      if (who === "refused") return;
+      ctx.user = who.user;
+      const signedIn = !auth || who.user !== undefined;
+      workspace = await options.workspace(who.user);
+      const space = spaceOf(workspace.root);
+      ctx.enter(workspace, space);
+      const url = req.url ?? "/";
+      const query = url.indexOf("?");
+      const target = space.pathOf(query < 0 ? url : url.slice(0, query));
+      if (!target) throw new HttpError(404, `not under ${options.baseUrl}/`);
+      ctx.path = target.path;
+      ctx.slash = target.slash;
+      if (method === "OPTIONS") return await handleOptions(ctx, signedIn ? workspace : undefined);
       const handler = HANDLERS[method];
       if (!handler) throw new HttpError(405, `${method} is not supported`);
+      if (workspace.readOnly && WRITES.has(method)) throw new HttpError(403, "read-only");
       await handler(ctx);
     } catch (err) {
       const status = statusOf(err);
@@ -147,10 +200,13 @@ export function createDavHandler(
       } else if (err instanceof HttpError && err.condition) {
         sendXml(ctx, status, errorBodyXml(err.condition));
       } else {
-        sendText(ctx, status, (err as Error).message, status === 405 ? { allow: ALLOW } : {});
+        const allow = workspace?.readOnly ? READS : ALLOW;
+        sendText(ctx, status, (err as Error).message, status === 405 ? { allow } : {});
       }
       // Told once, in the request's own log line.
       outcome.error = err;
+    } finally {
+      if (workspace) res.once("close", () => workspace!.release());
     }
   }
 
@@ -161,7 +217,7 @@ export function createDavHandler(
     const written = socket.bytesWritten;
     const stats = { calls: 0 };
     const outcome: { error?: unknown } = {};
-    const ctx = new RequestContext(req, res, options.fs, options.locks, options, options.log);
+    const ctx = new RequestContext(req, res, originOf(req), options, options.log);
     res.once("close", () => {
       if (!res.writableFinished) ctx.abort();
       const status = res.statusCode;
@@ -169,6 +225,8 @@ export function createDavHandler(
         method: req.method,
         path: req.url,
         status,
+        client: ctx.origin.address,
+        user: ctx.user,
         bytes: socket.bytesWritten - written,
         ms: Math.floor(performance.now() - started),
         ua: req.headers["user-agent"],

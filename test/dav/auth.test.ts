@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ConfigError, defaults, loadConfig } from "../../src/config.js";
-import { hashPassword } from "../../src/dav/basic-auth.js";
+import { hashPassword } from "../../src/passwords.js";
 import { startEmulator } from "../../src/emulator/index.js";
 import type { RunningEmulator } from "../../src/emulator/options.js";
 import { createLogger } from "../../src/log.js";

@@ -2,7 +2,7 @@
  * OPTIONS, PROPFIND and PROPPATCH through the gateway against the emulator.
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { hashPassword } from "../../src/dav/basic-auth.js";
+import { hashPassword } from "../../src/passwords.js";
 import { seed } from "../helpers/control.js";
 import { Api, myUri } from "../helpers/emulator.js";
 import { useGateway } from "../helpers/gateway.js";

@@ -1,0 +1,345 @@
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { CloudreveApi } from "./cloudreve/api.js";
+import { ChangeFeed, loadClientId } from "./cloudreve/events.js";
+import type { Token } from "./cloudreve/types.js";
+import type { AccountCredentials, GatewayUser } from "./config.js";
+import { MemoryLockSystem } from "./dav/locks.js";
+import type { Workspace } from "./dav/server.js";
+import { AppleDoubleOverlay } from "./drive/appledouble.js";
+import { Drive } from "./drive/drive.js";
+import type { FileSystem } from "./drive/types.js";
+import { CredentialInvalid, LoginRejected, UpstreamError } from "./errors.js";
+import type { Logger } from "./log.js";
+import type { GatewayConfig } from "./server.js";
+
+/** Resolves with `promise` or after `ms`, whichever comes first; true when it settled. */
+export function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** After the drain, how long cut requests get to clean up upstream (cancel upload sessions). */
+const CLEANUP_MS = 10_000;
+
+/** A name for one account on one site, for the files the gateway keeps of it. */
+function accountName(upstream: string, credentials: AccountCredentials): string {
+  const site = new URL(upstream).host.replace(/[^A-Za-z0-9.-]/g, "_");
+  const who = credentials.email
+    ? credentials.email.replace(/[^A-Za-z0-9.@-]/g, "_")
+    : // Two accounts given by refresh token alone must not share files; the token never shows.
+      `token-${createHash("sha256")
+        .update(credentials.refreshToken ?? "")
+        .digest("hex")
+        .slice(0, 12)}`;
+  return `${site}-${who}`;
+}
+
+/**
+ * Keeps the drive's cache in step with Cloudreve's change events on the served folder (§5.12):
+ * each event forgets the paths it names, and while events flow what is cached is trusted for
+ * the longer lifetime. Whatever may have been missed (a reconnect, a full buffer) forgets
+ * everything; without events the shorter lifetime alone applies.
+ */
+function followChanges(api: CloudreveApi, drive: Drive, config: GatewayConfig, log: Logger) {
+  const ttl = { cacheTtlSeconds: config.cacheTtlSeconds };
+  // A cache turned off (TTL 0) stays off: events only lengthen a cache that is on.
+  const ttlWithEvents = config.cacheTtlSeconds === 0 ? 0 : config.cacheTtlWithEventsSeconds;
+  let openedBefore = false;
+  let up = false;
+  /** A stream that stopped (or never opened) is told once, until one opens again. */
+  let told = false;
+  return new ChangeFeed(api.transport, config.rootUri, {
+    opened() {
+      // Opened again, resumed or not: events may have been dropped while it was closed.
+      if (openedBefore) drive.forgetAll();
+      if (!openedBefore || told) {
+        const withEvents = { cacheTtlSeconds: ttlWithEvents };
+        log.info(withEvents, "following Cloudreve's change events");
+      }
+      openedBefore = up = true;
+      told = false;
+      drive.setCacheTtl(ttlWithEvents * 1000);
+    },
+    changed(events, complete) {
+      if (!complete) return drive.forgetAll();
+      try {
+        // Paths are relative to the subscribed folder, which is the gateway's "/".
+        for (const { from, to } of events)
+          for (const path of [from, to]) if (path) drive.forget(path);
+      } catch {
+        drive.forgetAll(); // a path the drive cannot take: the safe answer
+      }
+    },
+    down(err) {
+      if (up) {
+        drive.setCacheTtl(ttl.cacheTtlSeconds * 1000);
+        drive.forgetAll();
+      }
+      if (!told) {
+        log.warn(
+          { ...ttl, problem: err.message },
+          "Cloudreve's change events stopped: reconnecting, and trusting the cache for the shorter time meanwhile",
+        );
+      }
+      up = false;
+      told = true;
+    },
+    unavailable(err) {
+      log.info(
+        { ...ttl, problem: err.message },
+        "Cloudreve sends no change events (turned off, or older than 4.11): the cache is trusted for the shorter time",
+      );
+    },
+  });
+}
+
+/**
+ * One Cloudreve account the gateway works in, with everything that is its own: the token pair
+ * (kept in the state folder), the client and its request queue, the drive and its cache, the
+ * change subscription and the WebDAV locks. Accounts do not share a queue, so one user's
+ * upload cannot hold the calls another user's listing waits for.
+ */
+class Account {
+  readonly fs: FileSystem;
+  readonly locks = new MemoryLockSystem();
+  /** Requests working in the account now. */
+  inUse = 0;
+  lastUsed = Date.now();
+  private readonly changes: ChangeFeed;
+  private readonly recovered: Promise<unknown>;
+
+  private constructor(
+    readonly api: CloudreveApi,
+    readonly drive: Drive,
+    config: GatewayConfig,
+    name: string,
+    log: Logger,
+  ) {
+    this.fs =
+      config.appleDouble === "local"
+        ? new AppleDoubleOverlay(drive, join(config.stateDir, "appledouble", name))
+        : drive;
+    // Upload sessions a crash left behind hold their paths locked upstream for a day: cancel
+    // them. In the background, so an unreachable upstream does not delay the start.
+    this.recovered = api.journal
+      .recover(api)
+      .catch((err: unknown) =>
+        log.warn({ err }, "could not cancel the upload sessions of an earlier run"),
+      );
+    this.changes = followChanges(api, drive, config, log);
+  }
+
+  static async open(
+    config: GatewayConfig,
+    credentials: AccountCredentials,
+    log: Logger,
+    onRefused: (err: Error) => void,
+  ): Promise<Account> {
+    const name = accountName(config.upstream, credentials);
+    const api = new CloudreveApi({
+      baseUrl: config.upstream,
+      clientId: await loadClientId(join(config.stateDir, "client-id", name)),
+      ...credentials,
+      stateFile: join(config.stateDir, `${name}.json`),
+      uploadJournalDir: join(config.stateDir, "uploads", name),
+      log,
+      timeouts: {
+        connectMs: config.upstreamConnectTimeoutSeconds * 1000,
+        headersMs: config.upstreamResponseTimeoutSeconds * 1000,
+        bodyIdleMs: config.upstreamIdleTimeoutSeconds * 1000,
+      },
+      queue: { concurrency: config.concurrency },
+      auth: { onCredentialsRefused: onRefused },
+    });
+    const drive = new Drive(api, {
+      rootUri: config.rootUri,
+      cacheTtlMs: config.cacheTtlSeconds * 1000,
+      maxEntries: config.cacheMaxEntries,
+      permanentDelete: config.permanentDelete,
+      directUploadMaxBytes: config.directUploadMaxBytes,
+      account: credentials.email ?? "token",
+      log,
+    });
+    return new Account(api, drive, config, name, log);
+  }
+
+  /** Lets go: the event stream, then what is still being cleaned up, then the connections. */
+  async close(log: Logger): Promise<void> {
+    // The stream never ends by itself: it would hold the upstream connections open.
+    await this.changes.close();
+    if (!(await within(Promise.all([this.drive.writesSettled(), this.recovered]), CLEANUP_MS))) {
+      log.warn("upstream clean-up did not finish in time");
+    }
+    if (!(await within(this.api.close(), CLEANUP_MS))) {
+      log.warn("upstream connections did not close in time");
+    }
+  }
+}
+
+/** The key of the gateway's own account (`--email`, `--refresh-token`). */
+const OWN = "";
+
+/**
+ * Who works in which account. With `auth: "users"`, users work in the gateway's own account
+ * unless their entry names another; with `auth: "cloudreve"`, each user works in their own,
+ * opened when they first sign in. An account nobody has used for `accountIdleSeconds`, with no
+ * lock held, is closed (the gateway's own stays).
+ */
+export class Accounts {
+  private readonly open = new Map<string, Account>();
+  private readonly opening = new Map<string, Promise<Account>>();
+  /** With Cloudreve sign-in: each user's checked password and the pair that check obtained. */
+  private readonly signedIn = new Map<string, { password: string; token: Token }>();
+  private readonly users = new Map<string, GatewayUser>();
+  /** Anonymous: checks Cloudreve passwords and whether the site answers. */
+  private readonly site: CloudreveApi;
+  private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly config: GatewayConfig,
+    private readonly log: Logger,
+    /**
+     * A user's checked sign-in no longer holds (Cloudreve refused their credentials, or their
+     * account was closed while idle): they must be checked again on their next request.
+     */
+    private readonly forgetSignIn: (user: string) => void = () => {},
+  ) {
+    for (const user of config.users) this.users.set(user.name, user);
+    this.site = new CloudreveApi({ baseUrl: config.upstream, queue: { concurrency: 4 } });
+    const idleMs = config.accountIdleSeconds * 1000;
+    this.sweeper = setInterval(() => void this.sweep(idleMs), Math.min(60_000, idleMs / 2));
+    this.sweeper.unref();
+  }
+
+  /** Opens the gateway's own account, so its event stream is followed from the start. */
+  async start(): Promise<void> {
+    if (this.config.auth === "users") await this.account(OWN);
+  }
+
+  /** Whether Cloudreve takes this email and password (`auth: "cloudreve"`). */
+  async checkCloudreveLogin(email: string, password: string): Promise<boolean> {
+    try {
+      const token = await this.site.logIn(email, password);
+      this.signedIn.set(email, { password, token });
+      await this.open.get(email)?.api.transport.auth.adopt(token);
+      return true;
+    } catch (err) {
+      if (err instanceof LoginRejected || err instanceof CredentialInvalid) {
+        this.log.info({ user: email, problem: err.message }, "Cloudreve refused a sign-in");
+        return false;
+      }
+      throw err;
+    }
+  }
+
+  /** The gateway's own account signs in (users mode), or the site answers (Cloudreve sign-in). */
+  async checkUpstream(): Promise<{ user?: string; version?: string }> {
+    if (this.config.auth === "cloudreve") return { version: await this.site.ping() };
+    const me = await (await this.account(OWN)).api.me();
+    return { user: me.email ?? me.nickname };
+  }
+
+  async workspace(user: string | undefined): Promise<Workspace> {
+    const settings = user === undefined ? undefined : this.users.get(user);
+    const key = this.keyOf(user, settings);
+    const account = this.open.get(key) ?? (await this.account(key, settings));
+    account.inUse++;
+    let released = false;
+    return {
+      fs: account.fs,
+      locks: account.locks,
+      root: settings?.root ?? "/",
+      readOnly: this.config.readOnly || settings?.readOnly === true,
+      release() {
+        if (released) return;
+        released = true;
+        account.inUse--;
+        account.lastUsed = Date.now();
+      },
+    };
+  }
+
+  /** Every account's drive, e.g. for tests and statistics. */
+  accounts(): { key: string; drive: Drive }[] {
+    return [...this.open].map(([key, account]) => ({ key, drive: account.drive }));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    const all = [...this.open.values()];
+    this.open.clear();
+    await Promise.all([...all.map((a) => a.close(this.log)), this.site.close()]);
+  }
+
+  private keyOf(user: string | undefined, settings: GatewayUser | undefined): string {
+    if (this.config.auth === "cloudreve") return user ?? OWN;
+    const own = settings?.account;
+    return own ? (own.email ?? `token:${own.refreshToken}`) : OWN;
+  }
+
+  private account(key: string, settings?: GatewayUser): Promise<Account> {
+    const open = this.open.get(key);
+    if (open) return Promise.resolve(open);
+    let pending = this.opening.get(key);
+    if (!pending) {
+      pending = this.openAccount(key, settings).finally(() => this.opening.delete(key));
+      this.opening.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async openAccount(key: string, settings: GatewayUser | undefined): Promise<Account> {
+    if (this.closed) throw new UpstreamError("the gateway is stopping", { retryable: true });
+    const checked = this.config.auth === "cloudreve" ? this.signedIn.get(key) : undefined;
+    if (this.config.auth === "cloudreve" && !checked) {
+      // Cannot happen: a signed-in user's password was checked first. Fail closed anyway.
+      throw new UpstreamError("no checked Cloudreve sign-in for this user", { retryable: true });
+    }
+    const credentials: AccountCredentials = checked
+      ? { email: key, password: checked.password }
+      : (settings?.account ?? {
+          email: this.config.email,
+          password: this.config.password,
+          refreshToken: this.config.refreshToken,
+        });
+    const log = key === OWN ? this.log : this.log.child({ account: credentials.email ?? "token" });
+    const user = this.config.auth === "cloudreve" ? key : undefined;
+    const account = await Account.open(this.config, credentials, log, (err) => {
+      // Once per outage: every request fails with this until the operator (or user) acts.
+      log.error(
+        { upstream: this.config.upstream, problem: err.message },
+        user === undefined
+          ? "Cloudreve refused the gateway's credentials: WebDAV requests answer 503 until this is fixed"
+          : "Cloudreve refused this user's credentials: they must sign in again",
+      );
+      if (user !== undefined) this.forgetSignIn(user);
+    });
+    if (checked) await account.api.transport.auth.adopt(checked.token);
+    this.open.set(key, account);
+    return account;
+  }
+
+  /** Closes accounts nobody has used for `idleMs`, unless they hold a lock. */
+  private async sweep(idleMs: number): Promise<void> {
+    const now = Date.now();
+    for (const [key, account] of this.open) {
+      const idle = account.inUse === 0 && now - account.lastUsed >= idleMs;
+      if (key === OWN || !idle || account.locks.holdsAny()) continue;
+      this.open.delete(key);
+      if (this.signedIn.delete(key)) this.forgetSignIn(key);
+      await account.close(this.log);
+      this.log.info({ account: key.startsWith("token:") ? "token" : key }, "account idle: closed");
+    }
+  }
+}
