@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { CloudreveApi } from "./cloudreve/api.js";
 import { ChangeFeed, loadClientId } from "./cloudreve/events.js";
 import type { Token } from "./cloudreve/types.js";
-import type { AccountCredentials, GatewayUser } from "./config.js";
+import { needsOwnAccount, type AccountCredentials, type GatewayUser } from "./config.js";
 import { MemoryLockSystem } from "./dav/locks.js";
 import type { Workspace } from "./dav/server.js";
 import { AppleDoubleOverlay } from "./drive/appledouble.js";
@@ -223,7 +223,7 @@ export class Accounts {
 
   /** Opens the gateway's own account, so its event stream is followed from the start. */
   async start(): Promise<void> {
-    if (this.config.auth === "users") await this.account(OWN);
+    if (needsOwnAccount(this.config)) await this.account(OWN);
   }
 
   /** Whether Cloudreve takes this email and password (`auth: "cloudreve"`). */
@@ -242,9 +242,9 @@ export class Accounts {
     }
   }
 
-  /** The gateway's own account signs in (users mode), or the site answers (Cloudreve sign-in). */
+  /** The gateway's own account signs in, or (when nobody works in it) the site answers. */
   async checkUpstream(): Promise<{ user?: string; version?: string }> {
-    if (this.config.auth === "cloudreve") return { version: await this.site.ping() };
+    if (!needsOwnAccount(this.config)) return { version: await this.site.ping() };
     const me = await (await this.account(OWN)).api.me();
     return { user: me.email ?? me.nickname };
   }

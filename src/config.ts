@@ -699,9 +699,15 @@ function check(config: Config): void {
   }
 }
 
+/** Someone works in the gateway's own account: every user who does not name another. */
+export const needsOwnAccount = (config: Config) =>
+  config.auth === "users" &&
+  (config.users.length === 0 ||
+    config.htpasswd !== undefined ||
+    config.users.some((u) => !u.account));
+
 function checkGatewaySignIn(config: Config): void {
-  // The gateway's own account serves every user who does not name one.
-  const needsOwn = config.users.length === 0 || config.users.some((u) => !u.account);
+  const needsOwn = needsOwnAccount(config);
   if (config.upstream && needsOwn && !config.refreshToken && !(config.email && config.password)) {
     const missing = !config.email ? "email" : "password";
     throw new ConfigError(

@@ -111,10 +111,12 @@ class RequestContext implements DavContext {
     readonly log: Logger,
   ) {}
 
-  /** Works in `workspace` from now on. */
-  enter(workspace: Workspace, space: UrlSpace): void {
-    this.fs = workspace.fs;
-    this.locks = workspace.locks;
+  /** Works in `workspace` from now on (none: an OPTIONS before sign-in, which looks at nothing). */
+  enter(workspace: Workspace | undefined, space: UrlSpace): void {
+    if (workspace) {
+      this.fs = workspace.fs;
+      this.locks = workspace.locks;
+    }
     this.space = space;
   }
 
@@ -178,9 +180,14 @@ export function createDavHandler(
       const who = await signIn(ctx);
       if (who === "refused") return;
       ctx.user = who.user;
-      const signedIn = !auth || who.user !== undefined;
-      workspace = await options.workspace(who.user);
-      const space = spaceOf(workspace.root);
+      // An OPTIONS without credentials looks at nothing, so it opens no account either.
+      if (!auth || who.user !== undefined) {
+        const held = (workspace = await options.workspace(who.user));
+        // Released when the exchange is over, however it ends.
+        if (res.closed) held.release();
+        else res.once("close", () => held.release());
+      }
+      const space = spaceOf(workspace?.root ?? "/");
       ctx.enter(workspace, space);
       const url = req.url ?? "/";
       const query = url.indexOf("?");
@@ -188,10 +195,10 @@ export function createDavHandler(
       if (!target) throw new HttpError(404, `not under ${options.baseUrl}/`);
       ctx.path = target.path;
       ctx.slash = target.slash;
-      if (method === "OPTIONS") return await handleOptions(ctx, signedIn ? workspace : undefined);
+      if (method === "OPTIONS") return await handleOptions(ctx, workspace);
       const handler = HANDLERS[method];
       if (!handler) throw new HttpError(405, `${method} is not supported`);
-      if (workspace.readOnly && WRITES.has(method)) throw new HttpError(403, "read-only");
+      if (workspace?.readOnly && WRITES.has(method)) throw new HttpError(403, "read-only");
       await handler(ctx);
     } catch (err) {
       const status = statusOf(err);
@@ -205,8 +212,6 @@ export function createDavHandler(
       }
       // Told once, in the request's own log line.
       outcome.error = err;
-    } finally {
-      if (workspace) res.once("close", () => workspace!.release());
     }
   }
 

@@ -49,7 +49,8 @@ export function useGateway(
     fx.resetStats = () => resetStats(fx.emu.url);
     // The gateway subscribes to change events once it listens (signing in first): the suite
     // starts once it has, so that its counts and faults meet a quiet upstream.
-    if ((emulatorOptions.events ?? "on") !== "absent") {
+    // With Cloudreve sign-in there is no account of the gateway's own until someone signs in.
+    if ((emulatorOptions.events ?? "on") !== "absent" && config.auth !== "cloudreve") {
       await until(
         "the gateway to subscribe to change events",
         async () => ((await fx.stats()).requests[EVENTS] ?? 0) > 0,
