@@ -1,7 +1,9 @@
 /**
  * The per-account request queue every upstream call of the Cloudreve client goes through:
  * bounded concurrency, interactive work ahead of bulk work, and retries with backoff for
- * idempotent calls that failed transiently.
+ * idempotent calls that failed transiently. Bulk work never holds every slot: a quarter of them
+ * (at least one, from a concurrency of 2) stay for interactive calls, so a listing does not wait
+ * for an upload's parts, which can take seconds each, to finish.
  */
 import PQueue from "p-queue";
 import { GatewayError } from "../errors.js";
@@ -51,6 +53,8 @@ const RETRY_AFTER_CAP_MS = 60_000;
 
 export class RequestQueue {
   readonly #queue: PQueue;
+  /** Admits bulk tasks to #queue: no more at once than the slots interactive work can spare. */
+  readonly #bulk: PQueue;
   readonly #maxRetries: number;
   readonly #baseDelayMs: number;
   readonly #maxDelayMs: number;
@@ -63,7 +67,10 @@ export class RequestQueue {
     if (!Number.isInteger(maxRetries) || maxRetries < 0) {
       throw new RangeError(`maxRetries must be a non-negative integer, got ${maxRetries}`);
     }
-    this.#queue = new PQueue({ concurrency: options.concurrency ?? 8 });
+    const concurrency = options.concurrency ?? 8;
+    this.#queue = new PQueue({ concurrency });
+    const reserved = concurrency >= 2 ? Math.max(1, Math.floor(concurrency / 4)) : 0;
+    this.#bulk = new PQueue({ concurrency: concurrency - reserved });
     this.#maxRetries = maxRetries;
     this.#baseDelayMs = options.baseDelayMs ?? 200;
     this.#maxDelayMs = options.maxDelayMs ?? 10_000;
@@ -72,7 +79,8 @@ export class RequestQueue {
   }
 
   get stats(): RequestQueueStats {
-    return { running: this.#queue.pending, queued: this.#queue.size + this.#sleeping };
+    const queued = this.#queue.size + this.#bulk.size + this.#sleeping;
+    return { running: this.#queue.pending, queued };
   }
 
   /** Runs `task` in a slot, retrying it as the options allow; `attempt` counts from 0. */
@@ -96,7 +104,13 @@ export class RequestQueue {
   }
 
   #enqueue<T>(start: () => Promise<T>, priority: number, signal?: AbortSignal): Promise<T> {
-    if (!signal) return this.#queue.add(start, { priority });
+    const admit = (run: () => Promise<T>, queued?: AbortSignal) =>
+      priority === PRIORITY.bulk
+        ? this.#bulk.add(() => this.#queue.add(run, { priority, signal: queued }), {
+            signal: queued,
+          })
+        : this.#queue.add(run, { priority, signal: queued });
+    if (!signal) return admit(start);
     // p-queue drops a queued task when its signal aborts, but for a running task it would settle
     // early and free the slot while the call still runs, breaking the concurrency bound. So it
     // gets a signal that follows the caller's only until the task starts; from then on the task
@@ -109,7 +123,7 @@ export class RequestQueue {
       detach();
       return start();
     };
-    return this.#queue.add(started, { priority, signal: whileQueued.signal }).finally(detach);
+    return admit(started, whileQueued.signal).finally(detach);
   }
 
   #delay(attempt: number, error: GatewayError): number {

@@ -106,6 +106,52 @@ describe("RequestQueue concurrency and priority", () => {
   });
 });
 
+describe("RequestQueue slots kept for interactive work", () => {
+  it("bulk work holds at most three quarters of the slots; an interactive call starts at once", async () => {
+    const queue = new RequestQueue({ concurrency: 8 });
+    const blocker = deferred();
+    const bulk = Array.from({ length: 20 }, () =>
+      queue.run(() => blocker.promise, { idempotent: true, priority: "bulk" }),
+    );
+    await flush();
+    expect(queue.stats).toEqual({ running: 6, queued: 14 });
+    let listed = false;
+    const listing = queue.run(
+      async () => {
+        listed = true;
+      },
+      { idempotent: true },
+    );
+    await flush();
+    expect(listed).toBe(true);
+    await listing;
+    blocker.resolve();
+    await Promise.all(bulk);
+    expect(queue.stats).toEqual({ running: 0, queued: 0 });
+  });
+
+  it("a queued bulk task aborted while waiting for admission never starts", async () => {
+    const queue = new RequestQueue({ concurrency: 2 });
+    const blocker = deferred();
+    const first = queue.run(() => blocker.promise, { idempotent: true, priority: "bulk" });
+    const controller = new AbortController();
+    let started = false;
+    const second = queue.run(
+      async () => {
+        started = true;
+      },
+      { idempotent: true, priority: "bulk", signal: controller.signal },
+    );
+    await flush();
+    controller.abort(new Error("client went away"));
+    await expect(second).rejects.toThrow("client went away");
+    blocker.resolve();
+    await first;
+    expect(started).toBe(false);
+    expect(queue.stats).toEqual({ running: 0, queued: 0 });
+  });
+});
+
 describe("RequestQueue retries", () => {
   it("retries an idempotent task after retryable failures and returns its result", async () => {
     const { calls, sleep } = instantSleep();
