@@ -9,7 +9,7 @@ import type { Workspace } from "./dav/server.js";
 import { AppleDoubleOverlay } from "./drive/appledouble.js";
 import { Drive } from "./drive/drive.js";
 import type { FileSystem } from "./drive/types.js";
-import { CredentialInvalid, LoginRejected, UpstreamError } from "./errors.js";
+import { BadRequest, CredentialInvalid, LoginRejected, UpstreamError } from "./errors.js";
 import type { Logger } from "./log.js";
 import type { GatewayConfig } from "./server.js";
 
@@ -214,7 +214,9 @@ export class Accounts {
      */
     private readonly forgetSignIn: (user: string) => void = () => {},
   ) {
-    for (const user of config.users) this.users.set(user.name, user);
+    // With Cloudreve sign-in, entries are named by email, which Cloudreve compares regardless of case.
+    const nameOf = (name: string) => (config.auth === "cloudreve" ? name.toLowerCase() : name);
+    for (const user of config.users) this.users.set(nameOf(user.name), user);
     this.site = new CloudreveApi({ baseUrl: config.upstream, queue: { concurrency: 4 } });
     const idleMs = config.accountIdleSeconds * 1000;
     this.sweeper = setInterval(() => void this.sweep(idleMs), Math.min(60_000, idleMs / 2));
@@ -226,17 +228,26 @@ export class Accounts {
     if (needsOwnAccount(this.config)) await this.account(OWN);
   }
 
-  /** Whether Cloudreve takes this email and password (`auth: "cloudreve"`). */
-  async checkCloudreveLogin(email: string, password: string): Promise<boolean> {
+  /**
+   * Whether Cloudreve takes this email and password (`auth: "cloudreve"`): the user's canonical
+   * name, the email in lower case (Cloudreve compares emails regardless of case), or undefined.
+   */
+  async checkCloudreveLogin(email: string, password: string): Promise<string | undefined> {
+    const user = email.toLowerCase();
     try {
       const token = await this.site.logIn(email, password);
-      this.signedIn.set(email, { password, token });
-      await this.open.get(email)?.api.transport.auth.adopt(token);
-      return true;
+      this.signedIn.set(user, { password, token });
+      await this.open.get(user)?.api.transport.auth.adopt(token);
+      return user;
     } catch (err) {
-      if (err instanceof LoginRejected || err instanceof CredentialInvalid) {
-        this.log.info({ user: email, problem: err.message }, "Cloudreve refused a sign-in");
-        return false;
+      // BadRequest: Cloudreve refused the shape (not an email, a password under 4 characters).
+      if (
+        err instanceof LoginRejected ||
+        err instanceof CredentialInvalid ||
+        err instanceof BadRequest
+      ) {
+        this.log.info({ user, problem: err.message }, "Cloudreve refused a sign-in");
+        return undefined;
       }
       throw err;
     }

@@ -676,6 +676,13 @@ export const requiresSignIn = (config: Config) =>
 function check(config: Config): void {
   // "/dav/" and "/dav" serve the same; "/" is no prefix at all.
   config.baseUrl = config.baseUrl.replace(/\/+$/, "");
+  if (
+    config.baseUrl.split("/").some((segment) => /^(\.|\.\.|%2e|%2e%2e|\.%2e|%2e\.)$/i.test(segment))
+  ) {
+    throw new ConfigError(
+      `baseUrl: ${config.baseUrl} has a "." or ".." segment. Example: --base-url /dav`,
+    );
+  }
   if (config.auth === "cloudreve") checkCloudreveSignIn(config);
   else checkGatewaySignIn(config);
   if (!config.upstream) {

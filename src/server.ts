@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
+import { createSecureContext } from "node:tls";
 import { Accounts, within } from "./accounts.js";
 import { upstreamCalls } from "./cloudreve/transport.js";
 import { ConfigError, isLoopback, requiresSignIn, type Config } from "./config.js";
@@ -41,7 +42,15 @@ function readTls(config: Config): { cert: Buffer; key: Buffer } | undefined {
       throw new ConfigError(`${key}: ${config[key]} cannot be read (${e.code ?? e.message})`);
     }
   };
-  return { cert: read("tlsCert"), key: read("tlsKey") };
+  const pair = { cert: read("tlsCert"), key: read("tlsKey") };
+  try {
+    createSecureContext(pair);
+  } catch (err) {
+    throw new ConfigError(
+      `tlsCert, tlsKey: ${config.tlsCert} and ${config.tlsKey} are not a PEM certificate and its key (${(err as Error).message})`,
+    );
+  }
+  return pair;
 }
 
 async function loadHtpasswd(config: Config): Promise<Map<string, string> | undefined> {
@@ -65,7 +74,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     auth = new BasicAuth(
       config.auth === "cloudreve"
         ? (email, password) => accounts.checkCloudreveLogin(email, password)
-        : (name, password) => passwords.verify(name, password),
+        : async (name, password) => ((await passwords.verify(name, password)) ? name : undefined),
     );
   }
   const handler = createDavHandler({
@@ -90,10 +99,15 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   const server: Server = secure ?? createServer(serve);
   // Large uploads stream for a long time; Node's default request timeout (5 min) would cut them.
   server.requestTimeout = 0;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (err) {
+    await accounts.close(); // nothing may keep signing in for a gateway that never started
+    throw err;
+  }
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;
@@ -127,14 +141,27 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     server,
     checkUpstream: () => accounts.checkUpstream(),
     async reload() {
+      // Each file on its own: a bad one keeps what was loaded from it, not the other.
       try {
         const fresh = readTls(config);
         if (fresh && secure) secure.setSecureContext(fresh);
-        const entries = await loadHtpasswd(config);
-        if (entries) passwords.replaceHtpasswd(entries);
-        log.info({ tls: Boolean(fresh), htpasswd: Boolean(entries) }, "reloaded");
+        if (fresh) log.info("reloaded the TLS certificate");
       } catch (err) {
-        log.error({ problem: (err as Error).message }, "reload failed: keeping what was loaded");
+        log.error(
+          { problem: (err as Error).message },
+          "TLS reload failed: keeping the certificate",
+        );
+      }
+      try {
+        const entries = await loadHtpasswd(config);
+        if (entries) {
+          passwords.replaceHtpasswd(entries);
+          // A changed or removed password must not live on in a remembered sign-in.
+          auth?.forgetAll();
+          log.info({ users: entries.size }, "reloaded the htpasswd file");
+        }
+      } catch (err) {
+        log.error({ problem: (err as Error).message }, "htpasswd reload failed: keeping its users");
       }
     },
     close() {

@@ -5,11 +5,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { hashPassword, LocalPasswords, readHtpasswd } from "../src/passwords.js";
+import { requireTool } from "./clients/tools.js";
 
 const dir = await mkdtemp(join(tmpdir(), "cloudreve-dav-htpasswd-"));
 
 /** Runs Debian's htpasswd (apache2-utils); CI installs it, so a missing one fails. */
-const htpasswd = (...args: string[]) => execFileSync("htpasswd", args, { stdio: "pipe" });
+const htpasswd = (...args: string[]) =>
+  execFileSync(requireTool("htpasswd", "apache2-utils"), args, { stdio: "pipe" });
 
 describe("htpasswd files", () => {
   it("reads bcrypt, apr1 MD5 and SHA-1 entries made by htpasswd, and checks them", async () => {

@@ -1,7 +1,10 @@
 import { createHmac, randomBytes } from "node:crypto";
 
-/** Decides whether `password` is the password of `name`; throws when it cannot tell (503). */
-export type PasswordCheck = (name: string, password: string) => Promise<boolean>;
+/**
+ * Checks `password` for `name`: the user signed in (the name as the gateway knows it, e.g. an
+ * email in its canonical case), or undefined when refused; throws when it cannot tell (503).
+ */
+export type PasswordCheck = (name: string, password: string) => Promise<string | undefined>;
 
 /**
  * Failed sign-ins per client address and name: after MAX_FAILURES within WINDOW_MS, that pair
@@ -58,9 +61,9 @@ export class BasicAuth {
     if (known && known.until > this.now()) return { ok: true, user: known.user };
     let pending = this.checking.get(digest);
     if (!pending) {
-      pending = this.check(credentials.name, credentials.password)
-        .then((ok) => (ok ? credentials.name : undefined))
-        .finally(() => this.checking.delete(digest));
+      pending = this.check(credentials.name, credentials.password).finally(() =>
+        this.checking.delete(digest),
+      );
       this.checking.set(digest, pending);
     }
     const user = await pending;
@@ -72,6 +75,11 @@ export class BasicAuth {
       this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(digest, { user, until: this.now() + VERIFIED_MS });
     return { ok: true, user };
+  }
+
+  /** Forgets every checked header (the password file changed). */
+  forgetAll(): void {
+    this.verified.clear();
   }
 
   /** Forgets every checked header of `user` (e.g. Cloudreve no longer takes their password). */

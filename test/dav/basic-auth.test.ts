@@ -11,7 +11,7 @@ function fixture() {
   const auth = new BasicAuth(
     async (name, password) => {
       checks.push(name);
-      return password === `${name}-pw`;
+      return password === `${name}-pw` ? name : undefined;
     },
     () => now,
   );
@@ -38,12 +38,23 @@ describe("BasicAuth", () => {
     expect(checks).toEqual(["ann"]);
   });
 
-  it("forget() makes a remembered user be checked again", async () => {
+  it("signs in under the name the check gives (e.g. an email in its canonical case)", async () => {
+    const auth = new BasicAuth(async (name) => name.toLowerCase());
+    expect(await auth.authenticate(basic("Ann@Example.com", "pw"), "a")).toEqual({
+      ok: true,
+      user: "ann@example.com",
+    });
+  });
+
+  it("forget() and forgetAll() make remembered users be checked again", async () => {
     const { auth, checks } = fixture();
     await auth.authenticate(basic("ann", "ann-pw"), "a");
     auth.forget("ann");
     await auth.authenticate(basic("ann", "ann-pw"), "a");
     expect(checks).toEqual(["ann", "ann"]);
+    auth.forgetAll();
+    await auth.authenticate(basic("ann", "ann-pw"), "a");
+    expect(checks).toEqual(["ann", "ann", "ann"]);
   });
 
   it("refuses missing, non-Basic and malformed headers without calling the check", async () => {
@@ -85,7 +96,7 @@ describe("BasicAuth", () => {
     let down = true;
     const auth = new BasicAuth(async () => {
       if (down) throw new Error("unreachable");
-      return true;
+      return "ann";
     });
     for (let i = 0; i < 12; i++)
       await expect(auth.authenticate(basic("ann", "pw"), "a")).rejects.toThrow("unreachable");
