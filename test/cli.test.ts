@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { requireTool } from "./clients/tools.js";
 import { hashPassword, verifyPassword } from "../src/passwords.js";
 import { startEmulator } from "../src/emulator/index.js";
 import type { RunningEmulator } from "../src/emulator/options.js";
@@ -400,6 +401,75 @@ describe("against a separate upstream", () => {
       expect(cli.logs.filter((l) => l.msg === "request")).toHaveLength(3);
       expectNoSecrets(cli);
       expect(cli.output).not.toContain("nope");
+    } finally {
+      cli.kill();
+    }
+  });
+
+  it("rereads the htpasswd file on SIGHUP", async () => {
+    const htpasswd = requireTool("htpasswd", "apache2-utils");
+    const file = join(stateDir, "users.htpasswd");
+    await promisify(execFile)(htpasswd, ["-c", "-B", "-b", file, "ann", "ann-secret"]);
+    const cli = new Cli([
+      ...["--upstream", emu.url, "--email", EMAIL, "--password", PASSWORD],
+      ...["--state-dir", stateDir, "--port", "0", "--htpasswd", file],
+    ]);
+    try {
+      const [line] = await cli.waitFor(/\{[^\n]*"msg":"serving WebDAV"[^\n]*\}/);
+      const url = (JSON.parse(line) as { url: string }).url;
+      const as = (user: string, password: string) =>
+        fetch(url, {
+          method: "PROPFIND",
+          headers: {
+            depth: "0",
+            authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`,
+          },
+        }).then((r) => r.status);
+      expect(await as("ann", "ann-secret")).toBe(207);
+      expect(await as("ben", "ben-secret")).toBe(401);
+      await promisify(execFile)(htpasswd, ["-b", "-B", file, "ben", "ben-secret"]);
+      await promisify(execFile)(htpasswd, ["-D", file, "ann"]);
+      cli.child.kill("SIGHUP");
+      await cli.waitFor(/"msg":"reloaded the htpasswd file"/);
+      expect(await as("ben", "ben-secret")).toBe(207);
+      // Removed from the file: a sign-in remembered from before does not outlive it.
+      expect(await as("ann", "ann-secret")).toBe(401);
+      cli.child.kill("SIGTERM");
+      expect(await cli.finished()).toEqual({ code: 0, signal: null });
+      expect(cli.output).not.toContain("secret");
+    } finally {
+      cli.kill();
+    }
+  });
+
+  it("--auth cloudreve starts without an account of its own; each user signs in with theirs", async () => {
+    const cli = new Cli([
+      ...["--upstream", emu.url, "--auth", "cloudreve", "--host", "0.0.0.0"],
+      ...["--state-dir", stateDir, "--port", "0"],
+    ]);
+    try {
+      const [line] = await cli.waitFor(/\{[^\n]*"msg":"serving WebDAV"[^\n]*\}/);
+      const { url, auth: mode } = JSON.parse(line) as { url: string; auth: string };
+      expect(mode).toBe("cloudreve");
+      await cli.waitFor(/"msg":"upstream answers"/);
+      // Listening beyond loopback without TLS: the operator is told passwords travel in clear.
+      expect(cli.logs.some((l) => /Basic passwords travel in clear/.test(String(l.msg)))).toBe(
+        true,
+      );
+      const local = url.replace("0.0.0.0", "127.0.0.1");
+      const basic = (password: string) =>
+        `Basic ${Buffer.from(`${EMAIL}:${password}`).toString("base64")}`;
+      const propfind = (password: string) =>
+        fetch(local, {
+          method: "PROPFIND",
+          headers: { depth: "0", authorization: basic(password) },
+        }).then((r) => r.status);
+      expect(await propfind("not-the-password")).toBe(401);
+      expect(await propfind(PASSWORD)).toBe(207);
+      cli.child.kill("SIGTERM");
+      expect(await cli.finished()).toEqual({ code: 0, signal: null });
+      expect(cli.output).not.toContain(PASSWORD);
+      expect(cli.output).not.toContain("not-the-password");
     } finally {
       cli.kill();
     }
