@@ -7,9 +7,13 @@
 #     -e CLOUDREVE_DAV_USERS='[{"name":"me","passwordHash":"scrypt$…"}]' \
 #     -v cloudreve-dav-state:/var/lib/cloudreve-dav cloudreve-dav
 #
-# The container listens on 0.0.0.0, which the gateway only allows with gateway users: set
+# The container listens on 0.0.0.0, which the gateway only allows with sign-in: set
 # CLOUDREVE_DAV_USERS (or "users" in a config file given with --config / CLOUDREVE_DAV_CONFIG),
 # with hashes from:  echo 'a long passphrase' | docker run -i --rm cloudreve-dav hash-password
+# or mount an htpasswd file (CLOUDREVE_DAV_HTPASSWD), or let people sign in with their own
+# Cloudreve accounts (CLOUDREVE_DAV_AUTH=cloudreve, no email or password of the gateway's).
+# Basic passwords need HTTPS: CLOUDREVE_DAV_TLS_CERT / _TLS_KEY, or a TLS proxy in front
+# (CLOUDREVE_DAV_TRUSTED_PROXY, CLOUDREVE_DAV_BASE_URL).
 
 # --- build: compile TypeScript to dist/ ---
 FROM node:20-bookworm-slim AS build

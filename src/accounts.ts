@@ -280,11 +280,6 @@ export class Accounts {
     };
   }
 
-  /** Every account's drive, e.g. for tests and statistics. */
-  accounts(): { key: string; drive: Drive }[] {
-    return [...this.open].map(([key, account]) => ({ key, drive: account.drive }));
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.sweeper);
@@ -293,10 +288,14 @@ export class Accounts {
     await Promise.all([...all.map((a) => a.close(this.log)), this.site.close()]);
   }
 
+  /** One key per Cloudreve account, however its email is written: one lock table per drive. */
   private keyOf(user: string | undefined, settings: GatewayUser | undefined): string {
     if (this.config.auth === "cloudreve") return user ?? OWN;
-    const own = settings?.account;
-    return own ? (own.email ?? `token:${own.refreshToken}`) : OWN;
+    const named = settings?.account;
+    if (!named) return OWN;
+    if (!named.email) return `token:${named.refreshToken}`;
+    const email = named.email.toLowerCase();
+    return email === this.config.email?.toLowerCase() ? OWN : email;
   }
 
   private account(key: string, settings?: GatewayUser): Promise<Account> {
