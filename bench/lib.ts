@@ -20,6 +20,14 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** The `p`-th percentile (0–100) by nearest rank: the smallest value at least p% of them reach. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+  return sorted[rank - 1]!;
+}
+
 /** The median of each named series. */
 export function medians(series: Record<string, readonly number[]>): Record<string, number> {
   return Object.fromEntries(Object.entries(series).map(([k, v]) => [k, median(v)]));
@@ -242,6 +250,47 @@ export function missingTools(needs: Record<string, string>): string | undefined 
     `npm run bench needs ${missing.map(([command]) => command).join(", ")}: ` +
     `install them with apt-get install -y ${packages}`
   );
+}
+
+/** Clock ticks per second of /proc's CPU times. */
+const CLOCK_TICKS =
+  Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout?.trim()) || 100;
+
+/** CPU time process `pid` has used so far (user + system), in seconds. */
+async function processCpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // After "pid (comm) ": state, ppid, …; utime and stime are the 14th and 15th fields.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/** Busy CPU time of the whole machine so far, all cores together, in seconds. */
+async function machineCpuSeconds(): Promise<number> {
+  const first = (await readFile("/proc/stat", "utf8")).split("\n")[0] ?? "";
+  // cpu user nice system idle iowait irq softirq steal …
+  const ticks = first.trim().split(/\s+/).slice(1, 9).map(Number);
+  const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0);
+  return (ticks.reduce((a, b) => a + b, 0) - idle) / CLOCK_TICKS;
+}
+
+/**
+ * Starts measuring the CPU the processes `pids` and the whole machine use; `stop()` answers
+ * each as a percentage of one core over the time since (the machine's last: 100 × cores at most).
+ */
+export async function cpuMeter(pids: readonly number[]) {
+  const read = async () => [
+    ...(await Promise.all(pids.map(processCpuSeconds))),
+    await machineCpuSeconds(),
+  ];
+  const started = process.hrtime.bigint();
+  const before = await read();
+  return {
+    async stop(): Promise<number[]> {
+      const after = await read();
+      const seconds = secondsSince(started);
+      return after.map((v, i) => ((v - before[i]!) / seconds) * 100);
+    },
+  };
 }
 
 /** Disk space the files below `dir` take (allocated blocks: a sparse file counts what it holds). */

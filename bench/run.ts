@@ -18,6 +18,14 @@
  * at the same time) is not part of the default run either (`--only 10 [--poll-seconds 120]`,
  * at the highest `--latency`); it needs curl only and writes its own section of RESULTS.md.
  *
+ * Scenario 11 (eight users at once: users 1–7 list a 200-file folder in a loop, idle and then while
+ * user 8 uploads 1 GiB and the others 64 MiB each; listing p50/p99 and per-user MiB/s, each user in
+ * their own account (`--auth cloudreve`) vs all eight in one shared account, with `--cache-ttl-seconds
+ * 0` and with the default cache) is not part of the default run either (`--only 11 [--users-gib 1]
+ * [--users-listings 200]`, at the highest `--latency`); it needs curl only and about 2.5 GiB of free
+ * disk in the tmp dir (the two files it uploads, and one round's uploads in the emulator), and
+ * writes its own section of RESULTS.md.
+ *
  * `--only soak` (alone or with numbers: `--only 1,soak`) runs the soak of bench/soak.ts, which
  * is never part of the default run; its own options are there.
  *
@@ -36,8 +44,10 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Pool, request } from "undici";
 import { CloudreveApi } from "../src/cloudreve/api.js";
+import { hashPassword } from "../src/passwords.js";
 import {
   answers,
+  cpuMeter,
   curl,
   curlEach,
   diskBytes,
@@ -49,6 +59,7 @@ import {
   MiB,
   missingTools,
   PeakRss,
+  percentile,
   run,
   sampleMax,
   secondsSince,
@@ -82,6 +93,8 @@ const { values: opts } = parseArgs({
     "reps-copy": { type: "string", default: "1" },
     "relay-gib": { type: "string", default: "5" },
     "poll-seconds": { type: "string", default: "120" },
+    "users-gib": { type: "string", default: "1" },
+    "users-listings": { type: "string", default: "200" },
     ...SOAK_OPTIONS,
   },
 });
@@ -207,9 +220,9 @@ async function emulatorCall(url: string, path: string, body?: unknown): Promise<
   return json;
 }
 
-/** Folder `uri` with `files` files of `size` bytes (see the emulator's README). */
-const seed = (url: string, uri: string, files: number, size = 0) =>
-  emulatorCall(url, "/__emulator/seed", { uri, files, size });
+/** Folder `uri` with `files` files of `size` bytes (see the emulator's README), in `email`'s drive. */
+const seed = (url: string, uri: string, files: number, size = 0, email?: string) =>
+  emulatorCall(url, "/__emulator/seed", { uri, files, size, email });
 
 interface Stats {
   requests: Record<string, number>;
@@ -219,6 +232,17 @@ interface Stats {
 const stats = (s: Stack) => emulatorCall(s.emulator.url, "/__emulator/stats") as Promise<Stats>;
 const resetStats = (s: Stack) => emulatorCall(s.emulator.url, "/__emulator/stats/reset", {});
 const totalCalls = (st: Stats) => Object.values(st.requests).reduce((a, b) => a + b, 0);
+
+/**
+ * How the gateway signs in upstream and how the bench signs in to it: by default the gateway's
+ * own account (`--email`, `--password`) and no sign-in to the gateway.
+ */
+interface StackAuth {
+  /** The gateway's flags in place of `--email … --password …`. */
+  gatewayFlags: readonly string[];
+  /** `name:password` for the warm-up request (Basic). */
+  user?: string;
+}
 
 /**
  * The emulator with `flags` (a storage policy, …), seeded by `prepare` before the gateway starts
@@ -231,6 +255,7 @@ async function startStack(
   flags: readonly string[],
   prepare: (emulatorUrl: string) => Promise<void>,
   gatewayFlags: readonly string[] = [],
+  auth: StackAuth = { gatewayFlags: ["--email", EMAIL, "--password", PASSWORD] },
 ): Promise<Stack> {
   const tmp = { emulator: join(work, "emulator-tmp"), gateway: join(work, "gateway-tmp") };
   for (const dir of Object.values(tmp)) await mkdir(dir, { recursive: true });
@@ -264,7 +289,7 @@ async function startStack(
       [
         ...nodeFlags,
         join(ROOT, "dist/cli.js"),
-        ...["--upstream", emuUrl, "--email", EMAIL, "--password", PASSWORD],
+        ...["--upstream", emuUrl, ...auth.gatewayFlags],
         ...["--port", String(gwPort), "--state-dir", join(work, "state")],
         ...["--log-level", opts["log-level"]!],
         ...gatewayFlags,
@@ -274,7 +299,12 @@ async function startStack(
       { ...process.env, TMPDIR: tmp.gateway },
     );
     // The gateway logs in on its first request; do it now, outside any measurement.
-    expectStatus(await curl(["-X", "PROPFIND", "-H", "Depth: 0", gwUrl]), [207], "gateway warm-up");
+    const signIn = auth.user === undefined ? [] : ["-u", auth.user];
+    expectStatus(
+      await curl([...signIn, "-X", "PROPFIND", "-H", "Depth: 0", gwUrl]),
+      [207],
+      "gateway warm-up",
+    );
     const api = new CloudreveApi({
       baseUrl: emuUrl,
       email: EMAIL,
@@ -1339,6 +1369,483 @@ function pollingRows(polled: readonly Polled[], seconds: number): Row[] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario 11: eight users at once, one of them uploading a large file
+
+/** The emulator's eight extra accounts; the gateway's users have the same names and passwords. */
+const MANY_USERS = Array.from({ length: 8 }, (_, i) => ({
+  email: `u${i + 1}@example.com`,
+  password: `password${i + 1}`,
+}));
+/** Users 1–7 list (and upload a smaller file once); user 8 uploads the large file. */
+const LISTERS = MANY_USERS.slice(0, 7);
+const UPLOADER = MANY_USERS[7]!;
+/** Files in the folder each user lists. */
+const USER_FOLDER_FILES = 200;
+/** What each lister uploads once while user 8 uploads the large file. */
+const USER_SMALL_UPLOAD = 64 * MiB;
+const USER_BIG_UPLOAD = Number(opts["users-gib"]) * GiB;
+/** Listings per user while the gateway is idle. */
+const USER_LISTINGS = Number(opts["users-listings"]);
+/** The calls a listing makes upstream: the folder's entries, and file info. */
+const LISTING_ROUTES = ["GET /api/v4/file", "GET /api/v4/file/info"];
+const listingCalls = (st: Stats) =>
+  LISTING_ROUTES.reduce((sum, route) => sum + (st.requests[route] ?? 0), 0);
+
+interface UsersConfig {
+  name: string;
+  /** All eight users in the gateway's own account (users mode) rather than each in their own. */
+  shared: boolean;
+  /** The gateway's cache flags. */
+  cacheFlags: string[];
+}
+const USERS_CONFIGS: UsersConfig[] = [
+  { name: "own accounts, TTL 0", shared: false, cacheFlags: ["--cache-ttl-seconds", "0"] },
+  { name: "one shared account, TTL 0", shared: true, cacheFlags: ["--cache-ttl-seconds", "0"] },
+  { name: "own accounts, default cache", shared: false, cacheFlags: [] },
+  { name: "one shared account, default cache", shared: true, cacheFlags: [] },
+];
+
+type User = (typeof MANY_USERS)[number];
+const basic = (u: User) => `Basic ${Buffer.from(`${u.email}:${u.password}`).toString("base64")}`;
+
+/** One PROPFIND Depth 1 of a user's `/list/`; times in ms (`performance.now()`). */
+interface Listing {
+  start: number;
+  ms: number;
+  /** 207 with the folder and its USER_FOLDER_FILES files. */
+  ok: boolean;
+}
+
+/** A WebDAV request as `u` on `pool`: the status and the whole body. */
+async function davAs(
+  pool: Pool,
+  u: User,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+) {
+  const res = await pool.request({
+    path,
+    method,
+    headers: { authorization: basic(u), ...headers },
+  });
+  return { status: res.statusCode, body: Buffer.from(await res.body.arrayBuffer()) };
+}
+
+const responses = (xml: string) => xml.match(/<([A-Za-z]+:)?response[\s>]/g)?.length ?? 0;
+
+async function timedListing(pool: Pool, u: User): Promise<Listing> {
+  const start = performance.now();
+  let ok = false;
+  try {
+    const r = await davAs(pool, u, "PROPFIND", "/list/", { depth: "1" });
+    ok = r.status === 207 && responses(r.body.toString("utf8")) === USER_FOLDER_FILES + 1;
+  } catch {
+    ok = false;
+  }
+  return { start, ms: performance.now() - start, ok };
+}
+
+/** Lists `u`'s folder again and again, one at a time, until `stop(listingsSoFar)`. */
+async function listingLoop(pool: Pool, u: User, stop: (n: number) => boolean) {
+  const listings: Listing[] = [];
+  while (!stop(listings.length)) listings.push(await timedListing(pool, u));
+  return listings;
+}
+
+/** The size PROPFIND Depth 0 gives for `path` (as `u`). */
+async function davSize(pool: Pool, u: User, path: string): Promise<number> {
+  const r = await davAs(pool, u, "PROPFIND", path, { depth: "0" });
+  const size = /getcontentlength>(\d+)</.exec(r.body.toString("utf8"))?.[1];
+  if (r.status !== 207 || size === undefined) throw new Error(`PROPFIND ${path}: HTTP ${r.status}`);
+  return Number(size);
+}
+
+/** A ranged GET of 1 MiB at 90% of `path` (as `u`), compared with the pattern (byte i = i % 251). */
+async function checkPatternRange(pool: Pool, u: User, path: string, size: number) {
+  const start = Math.floor(size * 0.9);
+  const end = Math.min(size, start + MiB) - 1;
+  const r = await davAs(pool, u, "GET", path, { range: `bytes=${start}-${end}` });
+  const bad = r.body.findIndex((byte, i) => byte !== (start + i) % 251);
+  if (r.status !== 206 || r.body.length !== end - start + 1 || bad >= 0) {
+    throw new Error(
+      `GET ${path} bytes ${start}-${end}: HTTP ${r.status}, ${r.body.length} bytes, first wrong byte at ${bad}`,
+    );
+  }
+}
+
+/** One round in one configuration: the idle listings, then the busy ones with the uploads. */
+interface UsersRound {
+  idle: Listing[];
+  busy: Listing[];
+  /** Listings of `busy` started before the last of the 64 MiB uploads answered. */
+  during8: Listing[];
+  /** …and after: only the large upload still running. */
+  alone: Listing[];
+  /** Upstream list and info calls, idle and busy (busy: with the uploads' own few info calls). */
+  callsIdle: number;
+  callsBusy: number;
+  /** MiB/s per user, u1…u8. */
+  mibPerS: number[];
+  /** All eight uploads' bytes / from their start to the last answer, MiB/s. */
+  together: number;
+  peakRss: number;
+  /** CPU, % of one core: the gateway, the emulator, the whole machine; idle and busy. */
+  cpuIdle: number[];
+  cpuBusy: number[];
+}
+
+/** One configuration's emulator and gateway, a connection per user, and its rounds so far. */
+interface UsersRun {
+  config: UsersConfig;
+  stack: Stack;
+  pools: Map<User, Pool>;
+  rounds: UsersRound[];
+}
+
+/** Listings before each round, per user, not counted (JIT, connections, sign-in remembered). */
+const USER_WARM_UP_LISTINGS = 20;
+
+/**
+ * One round: a warm-up, idle listings, then busy ones while the eight uploads (named for
+ * `round`) run; the uploads are checked, then deleted (for good: `--permanent-delete`), so the
+ * emulator's disk holds one round's uploads at most.
+ */
+async function manyUsersRound(
+  { stack, pools }: UsersRun,
+  files: { big: string; small: string },
+  round: number,
+): Promise<UsersRound> {
+  for (const u of MANY_USERS) {
+    if (!(await timedListing(pools.get(u)!, u)).ok) throw new Error(`${u.email} cannot list`);
+  }
+  await Promise.all(
+    LISTERS.map((u) => listingLoop(pools.get(u)!, u, (n) => n >= USER_WARM_UP_LISTINGS)),
+  );
+  await resetStats(stack);
+  const pids = [stack.gateway.pid, stack.emulator.pid];
+  let cpu = await cpuMeter(pids);
+  const idle = (
+    await Promise.all(LISTERS.map((u) => listingLoop(pools.get(u)!, u, (n) => n >= USER_LISTINGS)))
+  ).flat();
+  const cpuIdle = await cpu.stop();
+  const callsIdle = listingCalls(await stats(stack));
+
+  await resetStats(stack);
+  await stack.rss.reset();
+  cpu = await cpuMeter(pids);
+  let uploading = true;
+  const started = performance.now();
+  const [big, small] = [`big-${round}.bin`, `small-${round}.bin`];
+  const put = async (u: User, file: string, name: string) => {
+    const r = await curl([
+      "-u",
+      `${u.email}:${u.password}`,
+      "-T",
+      file,
+      `${stack.gateway.url}${name}`,
+    ]);
+    expectStatus(r, [201], `PUT ${name} as ${u.email}`);
+    return { seconds: r.totalS, end: performance.now() };
+  };
+  const bigPut = put(UPLOADER, files.big, big).finally(() => (uploading = false));
+  const smallPuts = Promise.all(LISTERS.map((u) => put(u, files.small, small)));
+  const listings = Promise.all(LISTERS.map((u) => listingLoop(pools.get(u)!, u, () => !uploading)));
+  // Every promise settles: a failed large upload ends the listings (finally above) first.
+  const [bigR, smallR, busyR] = await Promise.allSettled([bigPut, smallPuts, listings]);
+  if (bigR.status === "rejected") throw bigR.reason;
+  if (smallR.status === "rejected") throw smallR.reason;
+  if (busyR.status === "rejected") throw busyR.reason;
+  const cpuBusy = await cpu.stop();
+  const busy = busyR.value.flat();
+  const peakRss = await stack.rss.peakMB();
+  const callsBusy = listingCalls(await stats(stack));
+  const smallsEnd = Math.max(...smallR.value.map((r) => r.end));
+  const lastEnd = Math.max(smallsEnd, bigR.value.end);
+
+  // The bytes arrived: sizes, and a range of the large file against the pattern; then away.
+  const uploader = pools.get(UPLOADER)!;
+  const bigSize = await davSize(uploader, UPLOADER, `/${big}`);
+  if (bigSize !== USER_BIG_UPLOAD) throw new Error(`${big} holds ${bigSize} bytes`);
+  await checkPatternRange(uploader, UPLOADER, `/${big}`, USER_BIG_UPLOAD);
+  for (const u of LISTERS) {
+    const size = await davSize(pools.get(u)!, u, `/${small}`);
+    if (size !== USER_SMALL_UPLOAD) throw new Error(`${u.email}'s ${small} holds ${size} bytes`);
+  }
+  const uploads: [User, string][] = [
+    [UPLOADER, big],
+    ...LISTERS.map((l): [User, string] => [l, small]),
+  ];
+  for (const [u, name] of uploads) {
+    const r = await davAs(pools.get(u)!, u, "DELETE", `/${name}`);
+    if (r.status !== 204 && r.status !== 200) throw new Error(`DELETE ${name}: HTTP ${r.status}`);
+  }
+  const total = USER_BIG_UPLOAD + LISTERS.length * USER_SMALL_UPLOAD;
+  return {
+    idle,
+    busy,
+    during8: busy.filter((l) => l.start < smallsEnd),
+    alone: busy.filter((l) => l.start >= smallsEnd),
+    callsIdle,
+    callsBusy,
+    mibPerS: [
+      ...smallR.value.map((r) => USER_SMALL_UPLOAD / MiB / r.seconds),
+      USER_BIG_UPLOAD / MiB / bigR.value.seconds,
+    ],
+    together: total / MiB / ((lastEnd - started) / 1000),
+    peakRss,
+    cpuIdle,
+    cpuBusy,
+  };
+}
+
+/**
+ * One configuration's emulator (eight accounts, each user's folder seeded) and gateway, every
+ * user signed in once (a Cloudreve login or an scrypt check, then remembered).
+ */
+async function openUsersRun(config: UsersConfig, latency: number, dir: string): Promise<UsersRun> {
+  await mkdir(dir, { recursive: true });
+  const emulatorFlags = MANY_USERS.flatMap((u) => ["--user", `${u.email}:${u.password}`]);
+  const first = `${MANY_USERS[0]!.email}:${MANY_USERS[0]!.password}`;
+  let auth: StackAuth;
+  if (config.shared) {
+    // Users mode: eight gateway users, each with a folder of the gateway's own account as root.
+    const users = await Promise.all(
+      MANY_USERS.map(async (u, i) => ({
+        name: u.email,
+        passwordHash: await hashPassword(u.password),
+        root: `/u${i + 1}`,
+      })),
+    );
+    const file = join(dir, "gateway-config.json");
+    await writeFile(file, `${JSON.stringify({ users }, null, 2)}\n`);
+    auth = {
+      gatewayFlags: ["--config", file, "--email", EMAIL, "--password", PASSWORD],
+      user: first,
+    };
+  } else {
+    auth = { gatewayFlags: ["--auth", "cloudreve"], user: first };
+  }
+  const stack = await startStack(
+    latency,
+    dir,
+    emulatorFlags,
+    async (url) => {
+      for (const [i, u] of MANY_USERS.entries()) {
+        if (config.shared) await seed(url, `cloudreve://my/u${i + 1}/list`, USER_FOLDER_FILES, 6);
+        else await seed(url, "cloudreve://my/list", USER_FOLDER_FILES, 6, u.email);
+      }
+    },
+    [...config.cacheFlags, "--permanent-delete"],
+    auth,
+  );
+  const origin = new URL(stack.gateway.url).origin;
+  const pools = new Map(MANY_USERS.map((u) => [u, new Pool(origin, { connections: 1 })]));
+  const run = { config, stack, pools, rounds: [] };
+  try {
+    for (const u of MANY_USERS) {
+      const l = await timedListing(pools.get(u)!, u);
+      if (!l.ok) throw new Error(`${config.name}: ${u.email} cannot list /list/`);
+    }
+    return run;
+  } catch (err) {
+    await closeUsersRun(run);
+    throw err;
+  }
+}
+
+async function closeUsersRun(r: UsersRun): Promise<void> {
+  for (const pool of r.pools.values()) await pool.close();
+  await stopStack(r.stack);
+}
+
+/** p50 / p99 / max of the listings that answered, in ms; "(n)" and failures. */
+function latencyCell(listings: readonly Listing[]): string {
+  const ok = listings.filter((l) => l.ok).map((l) => l.ms);
+  const failed = listings.length - ok.length;
+  const msOf = (v: number) => fmt(v, v < 10 ? 2 : 1);
+  if (ok.length === 0) return `n/a (0${failed ? `, ${failed} failed` : ""})`;
+  const spread = [50, 99, 100].map((p) => msOf(percentile(ok, p))).join(" / ");
+  return `${spread} (${fmt(ok.length)}${failed ? `, **${failed} failed**` : ""})`;
+}
+
+const p99 = (listings: readonly Listing[]) =>
+  percentile(
+    listings.filter((l) => l.ok).map((l) => l.ms),
+    99,
+  );
+
+const USERS_LATENCY_COLUMNS = [
+  "idle: p50 / p99 / max (listings)",
+  "busy: p50 / p99 / max (listings)",
+  "busy, while all 8 upload: p50 / p99 / max",
+  "busy, the large upload alone: p50 / p99 / max",
+  "upstream list + info calls per listing: idle / busy",
+];
+
+function manyUsersRows(runs: readonly UsersRun[]): { latency: Row[]; throughput: Row[] } {
+  const all = (r: UsersRun, key: "idle" | "busy" | "during8" | "alone") =>
+    r.rounds.flatMap((round) => round[key]);
+  const latency = runs.map((r): Row => {
+    const [idle, busy] = [all(r, "idle"), all(r, "busy")];
+    const ratio = p99(busy) / p99(idle);
+    const each = r.rounds.map((round) => fmt(p99(round.busy) / p99(round.idle), 2));
+    const failed = [...idle, ...busy].some((l) => !l.ok);
+    const perListing = (key: "callsIdle" | "callsBusy", listings: Listing[]) =>
+      fmt(r.rounds.reduce((sum, round) => sum + round[key], 0) / listings.length, 2);
+    return {
+      scenario: `11 ${r.config.name}`,
+      metric: `PROPFIND D1 of ${USER_FOLDER_FILES} files, ms`,
+      cols: {
+        [USERS_LATENCY_COLUMNS[0]!]: latencyCell(idle),
+        [USERS_LATENCY_COLUMNS[1]!]: latencyCell(busy),
+        [USERS_LATENCY_COLUMNS[2]!]: latencyCell(all(r, "during8")),
+        [USERS_LATENCY_COLUMNS[3]!]: latencyCell(all(r, "alone")),
+        [USERS_LATENCY_COLUMNS[4]!]: `${perListing("callsIdle", idle)} / ${perListing("callsBusy", busy)}`,
+      },
+      ratio: `busy/idle p99 ${fmt(ratio, 2)} (rounds: ${each.join(", ")})`,
+      goal: "≤ 2, none failed",
+      met: yes(ratio <= 2 && !failed),
+      rss: `${fmt(Math.max(...r.rounds.map((round) => round.peakRss)))} MB`,
+    };
+  });
+  const throughput = runs.map((r): Row => {
+    const perUser = MANY_USERS.map((_, i) => median(r.rounds.map((round) => round.mibPerS[i]!)));
+    return {
+      scenario: `11 ${r.config.name}`,
+      metric: `PUT MiB/s, median of ${r.rounds.length} (u1–u7 64 MiB, u8 ${fmt(USER_BIG_UPLOAD / GiB, 2)} GiB)`,
+      cols: {
+        ...Object.fromEntries(MANY_USERS.map((u, i) => [userLabel(u), fmt(perUser[i]!, 0)])),
+        [CPU_COLUMN]: [0, 1, 2]
+          .map((i) => {
+            const at = (key: "cpuIdle" | "cpuBusy") =>
+              fmt(median(r.rounds.map((round) => round[key][i]!)), 0);
+            return `${at("cpuIdle")} → ${at("cpuBusy")}`;
+          })
+          .join(" / "),
+      },
+      ratio: `all 8 together ${fmt(median(r.rounds.map((round) => round.together)), 0)} MiB/s`,
+      goal: "reported",
+      met: "—",
+      rss: "",
+    };
+  });
+  return { latency, throughput };
+}
+
+const userLabel = (u: User) => u.email.replace(/@.*/, "");
+const CPU_COLUMN = "CPU, % of one core, idle → busy: gateway / emulator / machine";
+
+/** The commit measured, and the source files changed since (other work may be in progress). */
+function sourceVersion(): string {
+  const git = (args: string[]) =>
+    spawnSync("git", args, { cwd: ROOT, encoding: "utf8" }).stdout ?? "";
+  const commit = git(["rev-parse", "--short", "HEAD"]).trim() || "unknown";
+  // Porcelain lines are "XY path": two status letters (either may be a space), then the path.
+  const changed = git(["status", "--porcelain", "--", "src"])
+    .split("\n")
+    .filter((line) => line.length > 3)
+    .map((line) => line.slice(3));
+  return changed.length
+    ? `commit ${commit} with uncommitted changes in ${changed.map((f) => `\`${f}\``).join(", ")} (what dist/ was built from)`
+    : `commit ${commit}`;
+}
+
+const USERS_SECTION = {
+  begin: "<!-- many users: replaced by `npm run bench -- --only 11` -->",
+  end: "<!-- many users end -->",
+};
+
+function manyUsersReport(
+  runs: readonly UsersRun[],
+  load: number[],
+  loads: number[],
+  minutes: number,
+  latency: number,
+) {
+  const during = loads.length
+    ? `${fmt(Math.min(...loads), 2)}–${fmt(Math.max(...loads), 2)}`
+    : "n/a";
+  const { latency: latencyRows, throughput } = manyUsersRows(runs);
+  return [
+    USERS_SECTION.begin,
+    "",
+    "## Eight users at once (scenario 11)",
+    "",
+    `Written by \`npm run bench\` (${commandLine()}); the four configurations side by side, each its own emulator and gateway, all started first, then ${REPS} rounds in which each configuration in turn lists idle and then busy (one configuration measured at a time; the others sit idle), the rounds' listings pooled for the percentiles; the run took ${fmt(minutes, 1)} min.`,
+    "",
+    ...machine(load),
+    `- load average (1 min) sampled every 2 s during the run: ${during}`,
+    `- source: ${sourceVersion()}`,
+    `- Upstream: one emulator per configuration (\`--latency-ms ${latency}\`, chunk size 25 MiB), with its primary account and eight more (\`--user u1@example.com:password1\` … \`u8@example.com:password8\`); each user's folder \`list\` seeded with ${USER_FOLDER_FILES} files of 6 bytes (own accounts: \`cloudreve://my/list\` in each account; shared: \`cloudreve://my/uN/list\` in the primary account).`,
+    `- Gateway (\`node dist/cli.js --log-level ${opts["log-level"]}\`, concurrency 8 per account, the default), two ways: **own accounts**: \`--auth cloudreve\`, each user signs in with their own Cloudreve email and password and works in their own account (own client, request queue, cache, event stream); **one shared account**: \`--config\` with eight \`users\` entries (scrypt hashes from \`hashPassword\`, \`root: "/uN"\`, no \`account\`) and \`--email … --password …\`, so the eight share the gateway's one account and its one queue of 8. Both take the same Basic credentials.`,
+    `- Cache: "TTL 0" is \`--cache-ttl-seconds 0\`, "default cache" no cache flag (TTL 30 s, 600 s while change events flow). With TTL 0 every listing makes its calls upstream (the last column shows them; busy includes the uploads' own few info calls), so it measures whether the listers' upstream calls wait behind the uploads' chunk calls: the issue's question. With the default cache a repeated listing of the same folder is answered from memory: no upstream call, so it measures only the gateway's own work under load.`,
+    `- Idle: users 1–7 at once, each PROPFIND Depth 1 (allprop) of its \`/list/\` (${USER_FOLDER_FILES + 1} entries) ${USER_LISTINGS} times in a row on a keep-alive connection of its own (undici in the bench process); no uploads. Before each round, every user lists once (the Basic sign-in was checked when the gateway started and is remembered) and users 1–7 list ${USER_WARM_UP_LISTINGS} times each, not counted.`,
+    `- Busy: the same seven loops, from the moment the uploads start until user 8's answers: user 8 PUTs ${fmt(USER_BIG_UPLOAD / GiB, 2)} GiB, users 1–7 each PUT 64 MiB once, the eight started at once (curl \`-T\` of files written with the pattern byte i = i % 251, with a length, each on its own connection; new names each round). "While all 8 upload": listings started before the last 64 MiB upload answered; "the large upload alone": after. Afterwards the large file's size (PROPFIND Depth 0) and 1 MiB at 90% (ranged GET, compared with the pattern) are checked, and the 64 MiB files' sizes; then the eight files are deleted (the gateways run with \`--permanent-delete\` for this, so the emulator frees their blobs).`,
+    `- Latency: per listing, from the request to the end of the answer, as the client sees it; a listing that does not answer 207 with every entry counts as failed and is left out of the percentiles; p99 by nearest rank. Throughput: size / curl's total time, MiB/s (1 MiB = 2^20 bytes); all 8 together: all bytes / from the start to the last answer. CPU: from /proc over the idle and the busy listings (user + system time; the machine's: every process, ${cpus().length} cores = ${cpus().length * 100}% at most), medians of the rounds.`,
+    "- Everything (the bench's clients, curl, the gateway, the emulator writing the blobs to the local disk) shares this machine's cores.",
+    "",
+    table(latencyRows, USERS_LATENCY_COLUMNS, true),
+    "",
+    table(throughput, [...MANY_USERS.map(userLabel), CPU_COLUMN], false),
+    "",
+    USERS_SECTION.end,
+  ].join("\n");
+}
+
+/** Scenario 11 on its own: a work directory, the four configurations, its section of RESULTS.md. */
+async function runManyUsers(): Promise<void> {
+  const started = Date.now();
+  const load = [loadavg()[0]!];
+  const loads: number[] = [];
+  const latency = Math.max(...latencies);
+  const work = await mkdtemp(join(tmpdir(), "cloudreve-dav-bench-users-"));
+  log(`scenario 11 (latency ${latency} ms), work directory ${work}`);
+  try {
+    const files = { big: join(work, "big.bin"), small: join(work, "small.bin") };
+    await writePattern(files.big, USER_BIG_UPLOAD);
+    await writePattern(files.small, USER_SMALL_UPLOAD);
+    const runs: UsersRun[] = [];
+    try {
+      for (const [i, config] of USERS_CONFIGS.entries()) {
+        log(`  starting ${config.name}`);
+        runs.push(await openUsersRun(config, latency, join(work, `config-${i}`)));
+      }
+      // Round by round, each configuration in turn: what else runs on the machine meanwhile
+      // weighs on all four alike.
+      const sampler = setInterval(() => loads.push(loadavg()[0]!), 2000);
+      sampler.unref();
+      for (let round = 0; round < REPS; round++) {
+        for (const run of runs) {
+          log(`  round ${round + 1}, ${run.config.name}`);
+          const r = await manyUsersRound(run, files, round);
+          run.rounds.push(r);
+          const disk = await diskBytes(run.stack.tmp.emulator);
+          log(
+            `    listing p99 idle ${fmt(p99(r.idle), 1)} ms, busy ${fmt(p99(r.busy), 1)} ms (all 8 uploading ${fmt(p99(r.during8), 1)}, large alone ${fmt(p99(r.alone), 1)}); PUT MiB/s ${r.mibPerS.map((v) => fmt(v, 0)).join(", ")}; emulator disk after deleting ${fmt(disk / MiB)} MiB`,
+          );
+        }
+      }
+      clearInterval(sampler);
+    } finally {
+      for (const run of runs) await closeUsersRun(run).catch(() => undefined);
+    }
+    load.push(loadavg()[0]!);
+    const minutes = (Date.now() - started) / 60_000;
+    const section = manyUsersReport(runs, load, loads, minutes, latency);
+    process.stdout.write(`${section}\n`);
+    if (!opts["no-write"]) {
+      const file = join(ROOT, "bench", "RESULTS.md");
+      await writeSection(file, HAND_WRITTEN, USERS_SECTION, section);
+      log(`wrote the many-users section of ${file}`);
+    }
+  } finally {
+    if (!opts.keep) await rm(work, { recursive: true, force: true });
+    else log(`kept ${work}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 function machine(load: readonly number[]): string[] {
@@ -1602,9 +2109,9 @@ const classic = Object.keys(SCENARIOS)
 const storage = Object.keys(STORAGE_SCENARIOS)
   .map(Number)
   .filter((n) => only.has(n));
-if (classic.length + storage.length > 0 || only.has(10)) {
+if (classic.length + storage.length > 0 || only.has(10) || only.has(11)) {
   // Scenarios 1–6 start nginx and rclone serve; wrk drives scenario 5; split cuts the chunks;
-  // every gateway's warm-up is a curl.
+  // every gateway's warm-up is a curl, and scenario 11's uploads.
   const needs: Record<string, string> = { curl: "curl" };
   if (classic.length + storage.length > 0) needs.split = "coreutils";
   if (classic.length > 0) Object.assign(needs, { nginx: "nginx", rclone: "rclone" });
@@ -1616,6 +2123,7 @@ if (classic.length + storage.length > 0 || only.has(10)) {
   }
   if (classic.length + storage.length > 0) await main(classic, storage);
   if (only.has(10)) await runPolling();
+  if (only.has(11)) await runManyUsers();
 }
 if (onlyNames.includes("soak")) {
   await runSoak({
