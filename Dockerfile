@@ -35,6 +35,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# Demo mode's sample media.
+COPY assets ./assets
 RUN mkdir -p /var/lib/cloudreve-dav && chown node:node /var/lib/cloudreve-dav
 USER node
 VOLUME ["/var/lib/cloudreve-dav"]

@@ -2,12 +2,14 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { CloudreveApi } from "./cloudreve/api.js";
 import { ChangeFeed, loadClientId } from "./cloudreve/events.js";
+import type { RequestQueueStats } from "./cloudreve/queue.js";
+import type { UpstreamObserver } from "./cloudreve/transport.js";
 import type { Token } from "./cloudreve/types.js";
 import { needsOwnAccount, type AccountCredentials, type GatewayUser } from "./config.js";
 import { MemoryLockSystem } from "./dav/locks.js";
 import type { Workspace } from "./dav/server.js";
 import { AppleDoubleOverlay } from "./drive/appledouble.js";
-import { Drive } from "./drive/drive.js";
+import { Drive, type DriveObserver } from "./drive/drive.js";
 import type { FileSystem } from "./drive/types.js";
 import { BadRequest, CredentialInvalid, LoginRejected, UpstreamError } from "./errors.js";
 import type { Logger } from "./log.js";
@@ -31,7 +33,7 @@ export function within(promise: Promise<unknown>, ms: number): Promise<boolean> 
 const CLEANUP_MS = 10_000;
 
 /** A name for one account on one site, for the files the gateway keeps of it. */
-function accountName(upstream: string, credentials: AccountCredentials): string {
+export function accountName(upstream: string, credentials: AccountCredentials): string {
   const site = new URL(upstream).host.replace(/[^A-Za-z0-9.-]/g, "_");
   const who = credentials.email
     ? credentials.email.replace(/[^A-Za-z0-9.@-]/g, "_")
@@ -43,18 +45,27 @@ function accountName(upstream: string, credentials: AccountCredentials): string 
   return `${site}-${who}`;
 }
 
+/** Where an account's token pair is kept: `cloudreve-dav login` writes it, the gateway reads it. */
+export const stateFileOf = (stateDir: string, name: string) => join(stateDir, `${name}.json`);
+
 /**
  * Keeps the drive's cache in step with Cloudreve's change events on the served folder (§5.12):
  * each event forgets the paths it names, and while events flow what is cached is trusted for
  * the longer lifetime. Whatever may have been missed (a reconnect, a full buffer) forgets
  * everything; without events the shorter lifetime alone applies.
  */
-function followChanges(api: CloudreveApi, drive: Drive, config: GatewayConfig, log: Logger) {
+function followChanges(
+  api: CloudreveApi,
+  drive: Drive,
+  config: GatewayConfig,
+  log: Logger,
+  /** Whether the stream is open now, for the metrics. */
+  stream: { up: boolean },
+) {
   const ttl = { cacheTtlSeconds: config.cacheTtlSeconds };
   // A cache turned off (TTL 0) stays off: events only lengthen a cache that is on.
   const ttlWithEvents = config.cacheTtlSeconds === 0 ? 0 : config.cacheTtlWithEventsSeconds;
   let openedBefore = false;
-  let up = false;
   /** A stream that stopped (or never opened) is told once, until one opens again. */
   let told = false;
   return new ChangeFeed(api.transport, config.rootUri, {
@@ -65,7 +76,7 @@ function followChanges(api: CloudreveApi, drive: Drive, config: GatewayConfig, l
         const withEvents = { cacheTtlSeconds: ttlWithEvents };
         log.info(withEvents, "following Cloudreve's change events");
       }
-      openedBefore = up = true;
+      openedBefore = stream.up = true;
       told = false;
       drive.setCacheTtl(ttlWithEvents * 1000);
     },
@@ -80,7 +91,7 @@ function followChanges(api: CloudreveApi, drive: Drive, config: GatewayConfig, l
       }
     },
     down(err) {
-      if (up) {
+      if (stream.up) {
         drive.setCacheTtl(ttl.cacheTtlSeconds * 1000);
         drive.forgetAll();
       }
@@ -90,7 +101,7 @@ function followChanges(api: CloudreveApi, drive: Drive, config: GatewayConfig, l
           "Cloudreve's change events stopped: reconnecting, and trusting the cache for the shorter time meanwhile",
         );
       }
-      up = false;
+      stream.up = false;
       told = true;
     },
     unavailable(err) {
@@ -114,6 +125,8 @@ class Account {
   /** Requests working in the account now. */
   inUse = 0;
   lastUsed = Date.now();
+  /** Cloudreve's change events are followed now (kept by followChanges). */
+  readonly stream = { up: false };
   private readonly changes: ChangeFeed;
   private readonly recovered: Promise<unknown>;
 
@@ -122,6 +135,8 @@ class Account {
     readonly drive: Drive,
     config: GatewayConfig,
     name: string,
+    /** The account in the metrics: its email, or (a token alone) its file name, never the token. */
+    readonly label: string,
     log: Logger,
   ) {
     this.fs =
@@ -135,7 +150,7 @@ class Account {
       .catch((err: unknown) =>
         log.warn({ err }, "could not cancel the upload sessions of an earlier run"),
       );
-    this.changes = followChanges(api, drive, config, log);
+    this.changes = followChanges(api, drive, config, log, this.stream);
   }
 
   static async open(
@@ -143,13 +158,14 @@ class Account {
     credentials: AccountCredentials,
     log: Logger,
     onRefused: (err: Error) => void,
+    observer: (UpstreamObserver & DriveObserver) | undefined,
   ): Promise<Account> {
     const name = accountName(config.upstream, credentials);
     const api = new CloudreveApi({
       baseUrl: config.upstream,
       clientId: await loadClientId(join(config.stateDir, "client-id", name)),
       ...credentials,
-      stateFile: join(config.stateDir, `${name}.json`),
+      stateFile: stateFileOf(config.stateDir, name),
       uploadJournalDir: join(config.stateDir, "uploads", name),
       log,
       timeouts: {
@@ -159,6 +175,7 @@ class Account {
       },
       queue: { concurrency: config.concurrency },
       auth: { onCredentialsRefused: onRefused },
+      observer,
     });
     const drive = new Drive(api, {
       rootUri: config.rootUri,
@@ -168,8 +185,9 @@ class Account {
       directUploadMaxBytes: config.directUploadMaxBytes,
       account: credentials.email ?? "token",
       log,
+      observer,
     });
-    return new Account(api, drive, config, name, log);
+    return new Account(api, drive, config, name, credentials.email ?? name, log);
   }
 
   /** Lets go: the event stream, then what is still being cleaned up, then the connections. */
@@ -183,6 +201,13 @@ class Account {
       log.warn("upstream connections did not close in time");
     }
   }
+}
+
+/** One open account, as the metrics show it. */
+export interface AccountStatus {
+  account: string;
+  /** Cloudreve's change events are followed now. */
+  following: boolean;
 }
 
 /** The key of the gateway's own account (`--email`, `--refresh-token`). */
@@ -213,11 +238,17 @@ export class Accounts {
      * account was closed while idle): they must be checked again on their next request.
      */
     private readonly forgetSignIn: (user: string) => void = () => {},
+    /** Told of every upstream call and of the drives' caches and uploads (the metrics). */
+    private readonly observer?: UpstreamObserver & DriveObserver,
   ) {
     // With Cloudreve sign-in, entries are named by email, which Cloudreve compares regardless of case.
     const nameOf = (name: string) => (config.auth === "cloudreve" ? name.toLowerCase() : name);
     for (const user of config.users) this.users.set(nameOf(user.name), user);
-    this.site = new CloudreveApi({ baseUrl: config.upstream, queue: { concurrency: 4 } });
+    this.site = new CloudreveApi({
+      baseUrl: config.upstream,
+      queue: { concurrency: 4 },
+      observer,
+    });
     const idleMs = config.accountIdleSeconds * 1000;
     this.sweeper = setInterval(() => void this.sweep(idleMs), Math.min(60_000, idleMs / 2));
     this.sweeper.unref();
@@ -280,6 +311,15 @@ export class Accounts {
     };
   }
 
+  /** What the open accounts are doing, and every request queue's load (the site's too). */
+  status(): { accounts: AccountStatus[]; queues: RequestQueueStats[] } {
+    const open = [...this.open.values()];
+    return {
+      accounts: open.map((a) => ({ account: a.label, following: a.stream.up })),
+      queues: [this.site, ...open.map((a) => a.api)].map((api) => api.transport.queue.stats),
+    };
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.sweeper);
@@ -325,16 +365,22 @@ export class Accounts {
         });
     const log = key === OWN ? this.log : this.log.child({ account: credentials.email ?? "token" });
     const user = this.config.auth === "cloudreve" ? key : undefined;
-    const account = await Account.open(this.config, credentials, log, (err) => {
-      // Once per outage: every request fails with this until the operator (or user) acts.
-      log.error(
-        { upstream: this.config.upstream, problem: err.message },
-        user === undefined
-          ? "Cloudreve refused the gateway's credentials: WebDAV requests answer 503 until this is fixed"
-          : "Cloudreve refused this user's credentials: they must sign in again",
-      );
-      if (user !== undefined) this.forgetSignIn(user);
-    });
+    const account = await Account.open(
+      this.config,
+      credentials,
+      log,
+      (err) => {
+        // Once per outage: every request fails with this until the operator (or user) acts.
+        log.error(
+          { upstream: this.config.upstream, problem: err.message },
+          user === undefined
+            ? "Cloudreve refused the gateway's credentials: WebDAV requests answer 503 until this is fixed"
+            : "Cloudreve refused this user's credentials: they must sign in again",
+        );
+        if (user !== undefined) this.forgetSignIn(user);
+      },
+      this.observer,
+    );
     if (checked) await account.api.transport.auth.adopt(checked.token);
     this.open.set(key, account);
     return account;

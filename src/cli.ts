@@ -1,72 +1,33 @@
 #!/usr/bin/env node
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline/promises";
-import { Writable } from "node:stream";
-import { ConfigError, loadConfig, requiresSignIn, usage, type Config } from "./config.js";
+import { readFileSync } from "node:fs";
+import {
+  commandName,
+  ConfigError,
+  loadConfig,
+  requiresSignIn,
+  usage,
+  type Config,
+} from "./config.js";
 import { hashPassword } from "./passwords.js";
+import { loginCommand } from "./login.js";
+import { Prompter } from "./prompt.js";
 import { createLogger } from "./log.js";
 import { startGateway, type Gateway, type GatewayConfig } from "./server.js";
-
-/** The first line of standard input; on a terminal it is asked for and not echoed. */
-async function readPassword(): Promise<string> {
-  if (!process.stdin.isTTY) {
-    let text = "";
-    for await (const chunk of process.stdin) {
-      text += String(chunk);
-      if (text.includes("\n")) break;
-    }
-    return text.split(/\r?\n/)[0] ?? "";
-  }
-  // readline echoes what is typed to its output: give it one that shows nothing.
-  const silent = new Writable({ write: (_chunk, _enc, done) => done() });
-  const rl = createInterface({ input: process.stdin, output: silent, terminal: true });
-  process.stderr.write("password: ");
-  try {
-    return await rl.question("");
-  } finally {
-    rl.close();
-    process.stderr.write("\n");
-  }
-}
+import type { Demo } from "./demo.js";
 
 async function hashPasswordCommand(): Promise<number> {
-  const password = await readPassword();
-  if (password === "") {
+  const prompter = new Prompter();
+  const password = await prompter
+    .ask("password: ", { secret: true })
+    .finally(() => prompter.close());
+  if (!password) {
     process.stderr.write(
-      "cloudreve-dav hash-password: no password given. Example: echo 'a long passphrase' | cloudreve-dav hash-password\n",
+      `cloudreve-dav hash-password: no password given. Example: echo 'a long passphrase' | ${commandName()} hash-password\n`,
     );
     return 2;
   }
   process.stdout.write(`${await hashPassword(password)}\n`);
   return 0;
-}
-
-interface Demo {
-  /** The emulated upstream and its account, in place of the configured ones. */
-  upstream: Pick<Config, "email" | "password" | "refreshToken" | "stateDir"> & {
-    upstream: string;
-  };
-  close(): Promise<void>;
-}
-
-/** No upstream configured: an emulated Cloudreve in-process, so there is something to mount. */
-async function startDemoUpstream(): Promise<Demo> {
-  const { startEmulator } = await import("./emulator/index.js");
-  const email = "demo@example.com";
-  const password = randomBytes(9).toString("base64url");
-  const emulator = await startEmulator({ email, password });
-  // The demo account's tokens are thrown away with it, not kept in the state directory.
-  const stateDir = await mkdtemp(join(tmpdir(), "cloudreve-dav-demo-"));
-  return {
-    upstream: { upstream: emulator.url, email, password, refreshToken: undefined, stateDir },
-    async close() {
-      await emulator.close();
-      await rm(stateDir, { recursive: true, force: true });
-    },
-  };
 }
 
 /** A listen error a person can act on. */
@@ -97,8 +58,17 @@ async function main(): Promise<number> {
     process.stdout.write(`${usage()}\n`);
     return 0;
   }
+  if (loaded.version) {
+    // package.json sits one folder above this file, in a checkout (src/, dist/) and installed.
+    const pkg = readFileSync(new URL("../package.json", import.meta.url), "utf8");
+    process.stdout.write(`${(JSON.parse(pkg) as { version: string }).version}\n`);
+    return 0;
+  }
   if (loaded.positionals[0] === "hash-password" && loaded.positionals.length === 1) {
     return hashPasswordCommand();
+  }
+  if (loaded.positionals[0] === "login" && loaded.positionals.length === 1) {
+    return loginCommand(loaded.config);
   }
   if (loaded.positionals.length > 0) {
     process.stderr.write(
@@ -113,6 +83,8 @@ async function main(): Promise<number> {
   let demo: Demo | undefined;
   if (upstream) config = { ...loaded.config, upstream };
   else {
+    // Loaded only here: demo mode alone brings the emulator into the process.
+    const { startDemoUpstream } = await import("./demo.js");
     demo = await startDemoUpstream();
     config = { ...loaded.config, ...demo.upstream };
   }
@@ -130,14 +102,7 @@ async function main(): Promise<number> {
     process.stderr.write(`cloudreve-dav: ${problem}\n`);
     return 1;
   }
-  if (demo) {
-    process.stdout.write(
-      `\nDemo mode: no upstream is configured, so an emulated Cloudreve runs in this process.\n` +
-        `Mount ${gateway.url} (WebDAV, no login needed on this machine).\n` +
-        `Demo Cloudreve account: ${config.email} / ${config.password} at ${config.upstream}\n` +
-        `Serve your own drive with: npm start -- --upstream https://your.cloudreve --email you@example.com --password …\n\n`,
-    );
-  }
+  if (demo) process.stdout.write(demo.banner(gateway.url, requiresSignIn(config)));
   log.info(
     {
       url: gateway.url,

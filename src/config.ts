@@ -77,6 +77,8 @@ export interface Config {
   tlsKey: string | undefined;
   /** An account nobody used for this long lets go of its connections, cache and event stream. */
   accountIdleSeconds: number;
+  /** HOST:PORT of the Prometheus listener (GET /metrics), apart from WebDAV; "off": none. */
+  metricsListen: string;
 }
 
 type Kind = "string" | "url" | "int" | "bool" | "enum" | "users" | "list";
@@ -102,7 +104,12 @@ const SETTINGS: readonly Setting[] = [
     help: "Cloudreve site URL (none: demo mode)",
   },
   { key: "email", kind: "string", example: "me@example.com", help: "Cloudreve account email" },
-  { key: "password", kind: "string", example: "secret", help: "Cloudreve account password" },
+  {
+    key: "password",
+    kind: "string",
+    example: "secret",
+    help: "Cloudreve account password (none needed after `cloudreve-dav login`)",
+  },
   {
     key: "refreshToken",
     kind: "string",
@@ -269,6 +276,15 @@ const SETTINGS: readonly Setting[] = [
     help: "an upstream account unused this long releases its connections, cache and event stream",
     min: 1,
   },
+  {
+    key: "metricsListen",
+    kind: "string",
+    example: "127.0.0.1:9464",
+    help: 'where Prometheus metrics are served (GET /metrics, no sign-in: keep it private), "off" for none',
+    pattern:
+      /^(?:off|(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]/]+):(?:6553[0-5]|655[0-2]\d|65[0-4]\d{2}|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4}))$/,
+    shape: 'HOST:PORT (an IPv6 host in brackets) or "off"',
+  },
 ];
 
 export function defaults(): Config {
@@ -305,6 +321,7 @@ export function defaults(): Config {
     tlsCert: undefined,
     tlsKey: undefined,
     accountIdleSeconds: 900,
+    metricsListen: "127.0.0.1:9464",
   };
 }
 
@@ -411,10 +428,28 @@ function userOf(raw: unknown, fail: (problem: string) => never): GatewayUser {
   return user;
 }
 
+/** The JSON type each kind of setting takes in the config file. */
+const JSON_TYPE: Record<Kind, "string" | "number" | "boolean" | "array"> = {
+  string: "string",
+  url: "string",
+  int: "number",
+  bool: "boolean",
+  enum: "string",
+  users: "array",
+  list: "array",
+};
+
+const jsonTypeOf = (value: unknown) =>
+  Array.isArray(value) ? "array" : value === null ? "null" : typeof value;
+
 /** Reads one value of a setting from text (flags, environment) or JSON (the config file). */
 function convert(s: Setting, raw: unknown, source: Source): Config[keyof Config] {
   const text = typeof raw === "string" ? raw.trim() : raw;
   const got = JSON.stringify(raw) ?? String(raw);
+  // Flags and the environment can only spell a value as text; in JSON, "yes" or "8080" in
+  // quotes is a mistake (a typed value was meant, or a string was put in the wrong key).
+  if (source.kind === "file" && jsonTypeOf(raw) !== JSON_TYPE[s.kind])
+    fail(s, source, `must be a JSON ${JSON_TYPE[s.kind]}, got ${got}`);
   switch (s.kind) {
     case "string":
       if (typeof text !== "string" || text === "")
@@ -508,6 +543,7 @@ export interface LoadedConfig {
   /** Positional arguments (e.g. the `hash-password` command). */
   positionals: string[];
   help: boolean;
+  version: boolean;
 }
 
 /** The config file's path: --config, else CLOUDREVE_DAV_CONFIG. */
@@ -597,12 +633,17 @@ function argumentError(err: Error & { code?: string }): ConfigError {
 
 /**
  * Flags > environment > config file > defaults. Throws ConfigError with the key, problem and an
- * example. `--help` and commands (`hash-password`) skip the settings: they do not need them.
+ * example. `--help`, `--version` and commands (`hash-password`) skip the settings: they do not
+ * need them. `login` reads them but not the rules of serving.
  */
 export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  const options: Record<string, { type: "string" | "boolean"; multiple?: boolean }> = {
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; multiple?: boolean; short?: string }
+  > = {
     config: { type: "string" },
-    help: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean", short: "v" },
   };
   for (const s of SETTINGS) {
     options[flagOf(s.key).slice(2)] = {
@@ -624,8 +665,11 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   const config = defaults();
   const help = Boolean(parsed.values.help);
-  if (help || parsed.positionals.length > 0) {
-    return { config, positionals: parsed.positionals, help };
+  const version = Boolean(parsed.values.version);
+  // `login` reads the settings naming the account, free of the rules of serving.
+  const login = parsed.positionals[0] === "login";
+  if (help || version || (parsed.positionals.length > 0 && !login)) {
+    return { config, positionals: parsed.positionals, help, version };
   }
   const set = (s: Setting, raw: unknown, source: Source) => {
     (config as unknown as Record<string, unknown>)[s.key] = convert(s, raw, source);
@@ -660,8 +704,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv = process.env)
     const value = parsed.values[flagOf(s.key).slice(2)];
     if (value !== undefined) set(s, value, { kind: "flag" });
   }
-  check(config);
-  return { config, positionals: parsed.positionals, help };
+  if (!login) check(config);
+  return { config, positionals: parsed.positionals, help, version };
 }
 
 const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost", "::ffff:127.0.0.1"]);
@@ -715,10 +759,12 @@ export const needsOwnAccount = (config: Config) =>
 
 function checkGatewaySignIn(config: Config): void {
   const needsOwn = needsOwnAccount(config);
-  if (config.upstream && needsOwn && !config.refreshToken && !(config.email && config.password)) {
-    const missing = !config.email ? "email" : "password";
+  // An email alone will do when `cloudreve-dav login` saved a session for it. Whether it did is
+  // learnt at the first sign-in (at start), which names the fix: a session can be revoked any
+  // time, so a file found here could still be useless.
+  if (config.upstream && needsOwn && !config.refreshToken && !config.email) {
     throw new ConfigError(
-      `${missing}: upstream is set but there are no credentials for it. Give an email and a password or a refresh token (or an account for every user). Example: --email me@example.com --password secret (or --refresh-token …)`,
+      `email: upstream is set but there are no credentials for it. Give an email and a password (or a session saved by \`cloudreve-dav login\`), or a refresh token (or an account for every user). Example: --email me@example.com --password secret (or --refresh-token …)`,
     );
   }
   const withoutPassword = config.users.find((u) => !u.passwordHash);
@@ -751,6 +797,13 @@ function checkCloudreveSignIn(config: Config): void {
   }
 }
 
+/**
+ * The command to name in hints: `npm start --` when run by `npm start` in a checkout (npm sets
+ * npm_lifecycle_event), else the installed `cloudreve-dav`.
+ */
+export const commandName = (env: NodeJS.ProcessEnv = process.env) =>
+  env.npm_lifecycle_event === "start" ? "npm start --" : "cloudreve-dav";
+
 function shown(value: Config[keyof Config]): string {
   if (value === undefined) return "";
   if (Array.isArray(value)) return value.length === 0 ? "none" : `${value.length}`;
@@ -769,10 +822,21 @@ export function usage(): string {
       `      ${s.help}${value ? ` (default: ${value})` : ""}`,
     ];
   });
+  const cmd = commandName();
+  const commands: [string, string][] = [
+    [`${cmd} [--config FILE] [settings]`, "serve a Cloudreve drive over WebDAV"],
+    [`${cmd} hash-password`, "print a password hash for a gateway user"],
+    ["", "(reads the password from standard input)"],
+    [`${cmd} login [settings]`, "sign in to Cloudreve (captcha, 2FA) and keep the session"],
+    ["", "for the gateway, which then needs no password"],
+    [`${cmd} --version, -v`, "print the version"],
+    [`${cmd} --help, -h`, "print this help"],
+  ];
+  const width = Math.max(...commands.map(([command]) => command.length)) + 3;
   return [
-    "usage: cloudreve-dav [--config FILE] [settings]   serve a Cloudreve drive over WebDAV",
-    "       cloudreve-dav hash-password               print a password hash for a gateway user",
-    "                                                 (reads the password from standard input)",
+    ...commands.map(
+      ([command, what], i) => `${i === 0 ? "usage: " : "       "}${command.padEnd(width)}${what}`,
+    ),
     "",
     "Precedence: flags > environment variables > config file > defaults.",
     "With no upstream, demo mode runs an emulated Cloudreve in-process.",

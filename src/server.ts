@@ -7,12 +7,16 @@ import { upstreamCalls } from "./cloudreve/transport.js";
 import { ConfigError, isLoopback, requiresSignIn, type Config } from "./config.js";
 import { BasicAuth } from "./dav/basic-auth.js";
 import { createDavHandler } from "./dav/server.js";
+import { Probes } from "./health.js";
 import type { Logger } from "./log.js";
+import { Metrics, metricsAddress, serveMetrics } from "./metrics.js";
 import { HtpasswdError, LocalPasswords, readHtpasswd } from "./passwords.js";
 
 export interface Gateway {
   /** The URL clients mount, e.g. http://127.0.0.1:8080/ */
   url: string;
+  /** Where Prometheus scrapes; absent when `metricsListen` is "off" or its address was taken. */
+  metricsUrl?: string;
   server: Server;
   /**
    * Logs the gateway's own account in and asks who it is, so bad credentials show at start;
@@ -68,7 +72,10 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   const tls = readTls(config);
   const passwords = new LocalPasswords(config.users, await loadHtpasswd(config));
   let auth: BasicAuth | undefined;
-  const accounts = new Accounts(config, log, (user) => auth?.forget(user));
+  const metricsAt = metricsAddress(config.metricsListen);
+  // Made only when asked for: with "off", no layer is observed at all.
+  const metrics: Metrics | undefined = metricsAt && new Metrics(() => accounts.status());
+  const accounts = new Accounts(config, log, (user) => auth?.forget(user), metrics);
   await accounts.start();
   if (requiresSignIn(config)) {
     auth = new BasicAuth(
@@ -84,16 +91,21 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     trustedProxies: config.trustedProxy,
     log,
     upstreamCalls,
+    observer: metrics,
     downloadMode: config.downloadMode,
     lockTimeoutMaxSeconds: config.lockTimeoutMaxSeconds,
   });
   let closing = false;
+  const probes = new Probes(
+    () => accounts.checkUpstream(),
+    () => closing,
+  );
   const serve = (req: IncomingMessage, res: ServerResponse) => {
     // Once stopping, a kept-alive connection goes as soon as its last reply is out.
     res.once("finish", () => {
       if (closing) setImmediate(() => server.closeIdleConnections());
     });
-    handler(req, res);
+    if (!probes.answer(req, res)) handler(req, res);
   };
   const secure = tls ? createTlsServer(tls, serve) : undefined;
   const server: Server = secure ?? createServer(serve);
@@ -118,10 +130,26 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       "serving plain HTTP on a non-loopback address: Basic passwords travel in clear unless a TLS proxy is in front (or use --tls-cert and --tls-key)",
     );
   }
+  let served: Awaited<ReturnType<typeof serveMetrics>> | undefined;
+  if (metricsAt && metrics) {
+    try {
+      served = await serveMetrics(metrics.registry, metricsAt);
+      // Not `url`: that field names the WebDAV URL in the start line.
+      log.info({ metricsUrl: served.url }, "serving Prometheus metrics");
+    } catch (err) {
+      // Metrics are for the operator, the drive is for the clients: a taken address (say, a
+      // second gateway on the host with the default) is told, and the drive is served anyway.
+      log.warn(
+        { metricsListen: config.metricsListen, problem: (err as Error).message },
+        "Prometheus metrics are not served: their address could not be had",
+      );
+    }
+  }
   let closed: Promise<void> | undefined;
 
   async function stop(): Promise<void> {
     closing = true;
+    const metricsClosed = served?.close();
     const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
     if (!(await within(stopped, (config.shutdownTimeoutSeconds ?? 10) * 1000))) {
@@ -133,11 +161,12 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       server.closeAllConnections();
       await stopped;
     }
-    await accounts.close();
+    await Promise.all([accounts.close(), metricsClosed]);
   }
 
   return {
     url,
+    metricsUrl: served?.url,
     server,
     checkUpstream: () => accounts.checkUpstream(),
     async reload() {

@@ -1,12 +1,11 @@
 /**
  * The CLI as a real process: what `npm start` runs (dist/cli.js, built here first).
  */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { request, type ClientRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requireTool } from "./clients/tools.js";
@@ -14,11 +13,10 @@ import { hashPassword, verifyPassword } from "../src/passwords.js";
 import { startEmulator } from "../src/emulator/index.js";
 import type { RunningEmulator } from "../src/emulator/options.js";
 import { Api, EMAIL, PASSWORD } from "./helpers/emulator.js";
+import { hrefs } from "./helpers/http-raw.js";
+import { Cli as Spawned, cleanEnv, ROOT, WAIT_MS } from "./helpers/cli.js";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CLI = join(ROOT, "dist", "cli.js");
-/** Generous bounds for a process to do something; never asserted as durations. */
-const WAIT_MS = 20_000;
 
 let home: string;
 
@@ -31,105 +29,10 @@ afterAll(async () => {
   await rm(home, { recursive: true, force: true });
 });
 
-/** The environment of a fresh machine: no CLOUDREVE_DAV_* settings, state kept in a temp dir. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("CLOUDREVE_DAV_")) env[k] = v;
-  }
-  return { ...env, XDG_STATE_HOME: home, HOME: home, ...extra };
-}
-
-interface Finished {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/** A running CLI whose output is collected. */
-class Cli {
-  readonly child: ChildProcess;
-  stdout = "";
-  stderr = "";
-  readonly exited: Promise<Finished>;
-  private readonly watchers = new Set<() => void>();
-
+/** The built CLI on a fresh machine. */
+class Cli extends Spawned {
   constructor(args: string[], env: Record<string, string> = {}, input?: string) {
-    this.child = spawn(process.execPath, [CLI, ...args], {
-      cwd: ROOT,
-      env: cleanEnv(env),
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    this.child.stdout!.setEncoding("utf8").on("data", (d: string) => this.add("stdout", d));
-    this.child.stderr!.setEncoding("utf8").on("data", (d: string) => this.add("stderr", d));
-    this.exited = new Promise((resolve) => {
-      this.child.once("close", (code, signal) => {
-        this.notify();
-        resolve({ code, signal });
-      });
-    });
-    if (input !== undefined) this.child.stdin!.end(input);
-  }
-
-  private add(stream: "stdout" | "stderr", data: string) {
-    this[stream] += data;
-    this.notify();
-  }
-
-  private notify() {
-    for (const w of this.watchers) w();
-  }
-
-  get output(): string {
-    return this.stdout + this.stderr;
-  }
-
-  /** The JSON log lines written so far. */
-  get logs(): Record<string, unknown>[] {
-    return this.output
-      .split("\n")
-      .filter((line) => line.startsWith("{"))
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
-  }
-
-  /** Waits (bounded) until the output matches. */
-  waitFor(pattern: RegExp): Promise<RegExpMatchArray> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const m = this.output.match(pattern);
-        if (m) done(() => resolve(m));
-        else if (this.child.exitCode !== null || this.child.signalCode !== null) {
-          done(() => reject(new Error(`exited before ${pattern}:\n${this.output}`)));
-        }
-      };
-      const timer = setTimeout(
-        () => done(() => reject(new Error(`no ${pattern} in:\n${this.output}`))),
-        WAIT_MS,
-      );
-      const done = (then: () => void) => {
-        clearTimeout(timer);
-        this.watchers.delete(check);
-        then();
-      };
-      this.watchers.add(check);
-      check();
-    });
-  }
-
-  /** Waits (bounded) for the exit. */
-  async finished(): Promise<Finished> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`did not exit:\n${this.output}`)), WAIT_MS);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  kill() {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+    super([CLI, ...args], cleanEnv(home, env), input);
   }
 }
 
@@ -227,6 +130,33 @@ describe("bad settings", () => {
   });
 });
 
+describe("--version and short flags", () => {
+  it("--version and -v print package.json's version and exit 0, even with bad settings", async () => {
+    const { version } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as {
+      version: string;
+    };
+    for (const flag of ["--version", "-v"]) {
+      const { code, stdout, stderr } = await run([flag], "", { CLOUDREVE_DAV_PORT: "eighty" });
+      expect([code, stdout, stderr]).toEqual([0, `${version}\n`, ""]);
+    }
+  });
+
+  it("-h is --help", async () => {
+    const short = await run(["-h"]);
+    expect(short.code).toBe(0);
+    expect(short.stdout).toBe((await run(["--help"])).stdout);
+  });
+
+  it("hints name the command as it was started: installed, or `npm start --` in a checkout", async () => {
+    const installed = await run(["--help"], "", { npm_lifecycle_event: "test" });
+    expect(installed.stdout).toContain("cloudreve-dav hash-password");
+    expect(installed.stdout).not.toContain("npm start");
+    const checkout = await run(["--help"], "", { npm_lifecycle_event: "start" });
+    expect(checkout.stdout).toContain("usage: npm start -- [--config FILE]");
+    expect(checkout.stdout).toContain("npm start -- hash-password");
+  });
+});
+
 describe("demo mode (no upstream)", () => {
   it("serves WebDAV at the printed URL, names the demo account and stops on SIGTERM", async () => {
     const cli = new Cli(["--port", "0", "--log-level", "trace"]);
@@ -271,6 +201,81 @@ describe("demo mode (no upstream)", () => {
       expect(logText).not.toMatch(/bearer/i);
       expect(logText).not.toContain(api.token);
       expect(logText).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}/); // no JWT of any kind
+    } finally {
+      cli.kill();
+    }
+  });
+
+  it("holds sample files to open and play, prints mount commands, and its upstream answers", async () => {
+    const exec = promisify(execFile);
+    const cli = new Cli(["--port", "0"]);
+    try {
+      const [, url] = await cli.waitFor(/Mount (http:\/\/\S+)/);
+      const [, upstream] = await cli.waitFor(
+        /Demo Cloudreve account: \S+ \/ \S+ at (http:\/\/\S+)/,
+      );
+
+      // Ready to paste: each names the gateway's URL.
+      for (const command of [
+        `Connect to Server (Cmd-K), then: ${url}`,
+        `net use Z: ${url}`,
+        `rclone lsd ':webdav,url="${url}":'`,
+        `printf 'buf_size 64\\n' > davfs2.conf`,
+        `mount -t davfs -o conf="$PWD/davfs2.conf" ${url} /mnt`,
+      ]) {
+        expect(cli.stdout).toContain(command);
+      }
+      // The rclone one works as printed.
+      requireTool("rclone", "rclone");
+      const rcloneLine = /rclone lsd .*:'/.exec(cli.stdout)![0];
+      const { stdout: listed } = await exec("sh", ["-c", rcloneLine], {
+        env: { ...process.env, RCLONE_CONFIG: "/dev/null" },
+      });
+      expect(
+        listed
+          .trim()
+          .split("\n")
+          .map((l) => l.split(/\s+/).at(-1)),
+      ).toEqual(["Music", "Pictures", "Videos"]);
+
+      // The printed upstream address says what it is, rather than a 404.
+      const page = await fetch(upstream!);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain("/api/v4");
+
+      const listing = async (path: string) => {
+        const r = await fetch(new URL(path, url), { method: "PROPFIND", headers: { depth: "1" } });
+        expect(r.status).toBe(207);
+        return hrefs(await r.text());
+      };
+      expect(await listing("/")).toEqual(
+        expect.arrayContaining(["/README.txt", "/Music/", "/Pictures/", "/Videos/"]),
+      );
+      const video = "/Videos/Test%20pattern.mp4";
+      const tone = "/Music/A440%20tone.wav";
+      const picture = "/Pictures/Colour%20bars.png";
+      expect(await listing("/Videos/")).toContain(video);
+      expect(await listing("/Music/")).toContain(tone);
+      expect(await listing("/Pictures/")).toContain(picture);
+
+      const readme = await fetch(new URL("/README.txt", url));
+      expect(readme.status).toBe(200);
+      expect(await readme.text()).toContain("demo mode");
+      const png = Buffer.from(await (await fetch(new URL(picture, url))).arrayBuffer());
+      expect(png.subarray(0, 8).toString("hex")).toBe("89504e470d0a1a0a");
+
+      // Players open the media over HTTP, as from the mounted drive.
+      const ffprobe = requireTool("ffprobe", "ffmpeg");
+      const streams = async (path: string) => {
+        const { stdout } = await exec(ffprobe, [
+          ...["-v", "error", "-show_entries", "stream=codec_type,codec_name", "-of", "json"],
+          new URL(path, url).href,
+        ]);
+        const { streams } = JSON.parse(stdout) as { streams: { codec_type: string }[] };
+        return streams.map((s) => s.codec_type).sort();
+      };
+      expect(await streams(video)).toEqual(["audio", "video"]);
+      expect(await streams(tone)).toEqual(["audio"]);
     } finally {
       cli.kill();
     }

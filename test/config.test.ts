@@ -126,6 +126,7 @@ describe("precedence: flags > environment > config file > defaults", () => {
       tlsCert: "/etc/cert.pem",
       tlsKey: "/etc/key.pem",
       accountIdleSeconds: 60,
+      metricsListen: "[::]:9100",
     };
     const expected = { ...all, upstream: "https://pan.example.com" };
     const fromFile = loadConfig(["--config", await configFile(all)], {}).config;
@@ -248,6 +249,46 @@ describe("bad values", () => {
     expect(err.message).toContain(file);
   });
 
+  it("a value of the wrong JSON type in the file, for every kind; the same text from a flag or the environment is fine", async () => {
+    const cases: [string, unknown, string, string][] = [
+      ["permanentDelete", "yes", 'a JSON boolean, got "yes"', '"permanentDelete": true'],
+      ["readOnly", 1, "a JSON boolean, got 1", '"readOnly": true'],
+      ["port", "8080", 'a JSON number, got "8080"', '"port": 8080'],
+      ["concurrency", [8], "a JSON number, got [8]", '"concurrency": 8'],
+      ["host", 127, "a JSON string, got 127", '"host": "127.0.0.1"'],
+      ["upstream", null, "a JSON string, got null", '"upstream": "https://pan.example.com"'],
+      ["downloadMode", false, "a JSON string, got false", '"downloadMode": "proxy"'],
+      [
+        "trustedProxy",
+        "10.0.0.0/8",
+        'a JSON array, got "10.0.0.0/8"',
+        '"trustedProxy": ["10.0.0.0/8"]',
+      ],
+      [
+        "users",
+        JSON.stringify([{ name: "me", passwordHash: hash }]),
+        "a JSON array",
+        '"users": [{',
+      ],
+    ];
+    for (const [key, value, problem, example] of cases) {
+      const file = await configFile({ [key]: value });
+      const err = configError(() => loadConfig(["--config", file], {}));
+      expectClear(err, key, `must be ${problem}`, example);
+      expect(err.message).toContain(`(config file ${file})`);
+    }
+    const env = {
+      CLOUDREVE_DAV_PERMANENT_DELETE: "yes",
+      CLOUDREVE_DAV_TRUSTED_PROXY: "10.0.0.0/8",
+    };
+    const fromText = loadConfig(["--port", "8080"], env).config;
+    expect([fromText.permanentDelete, fromText.port, fromText.trustedProxy]).toEqual([
+      true,
+      8080,
+      ["10.0.0.0/8"],
+    ]);
+  });
+
   it("other integers out of range", () => {
     const err = configError(() => loadConfig(["--concurrency", "0"], {}));
     expectClear(err, "concurrency", "from 1 to 256", "--concurrency 8");
@@ -356,10 +397,29 @@ describe("rules between settings", () => {
     const none = configError(() => loadConfig(["--upstream", "https://pan.example.com"], {}));
     expect(none.message).toMatch(/^email: upstream is set but there are no credentials/);
     expect(none.message).toContain("Example: --email me@example.com --password");
-    const noPassword = configError(() =>
-      loadConfig(["--upstream", "https://pan.example.com", "--email", "a@b.c"], {}),
+    expect(none.message).toContain("cloudreve-dav login");
+  });
+
+  it("accepts an email alone: the session `cloudreve-dav login` saved is found at start", () => {
+    const { config } = loadConfig(
+      ["--upstream", "https://pan.example.com", "--email", "a@b.c"],
+      {},
     );
-    expect(noPassword.message).toMatch(/^password: /);
+    expect(config.email).toBe("a@b.c");
+    expect(config.password).toBeUndefined();
+  });
+
+  it("login reads the account's settings without the rules of serving", () => {
+    const { config, positionals } = loadConfig(
+      ["login", "--upstream", "https://pan.example.com", "--host", "0.0.0.0"],
+      { CLOUDREVE_DAV_EMAIL: "a@b.c", CLOUDREVE_DAV_STATE_DIR: "/var/lib/cdav" },
+    );
+    expect(positionals).toEqual(["login"]);
+    expect(config).toMatchObject({
+      upstream: "https://pan.example.com",
+      email: "a@b.c",
+      stateDir: "/var/lib/cdav",
+    });
   });
 
   it("accepts a refresh token instead of email and password", () => {

@@ -8,15 +8,24 @@ import { joinUri } from "./uri.js";
 import { Transport, type TransportOptions } from "./transport.js";
 import type { EventLog } from "../log.js";
 import { UploadJournal } from "./upload-journal.js";
-import { passwordLogin } from "./auth.js";
+import {
+  finishTwoFactorLogin,
+  passwordLogin,
+  startLogin,
+  type CaptchaAnswer,
+  type UnauthenticatedCall,
+} from "./auth.js";
 import type { Token } from "./types.js";
 import {
+  CaptchaSchema,
   CapacitySchema,
   FILE_TYPE_FOLDER,
   FileSchema,
   FileUrlResponseSchema,
   ListResponseSchema,
+  SiteConfigBasicSchema,
   SiteConfigExplorerSchema,
+  SiteConfigLoginSchema,
   UploadSessionSchema,
   UserSchema,
   type File,
@@ -87,32 +96,51 @@ export class CloudreveApi {
     return this.transport.close();
   }
 
-  /** Checks a password by logging in with it: the new token pair, or LoginRejected. */
-  logIn(email: string, password: string): Promise<Token> {
-    return passwordLogin(
-      (path, body, schema) =>
-        this.transport.call({
-          method: "POST",
-          path,
-          json: body,
-          schema,
-          anonymous: true,
-          idempotent: false,
-        }),
-      email,
-      password,
-    );
+  /** A login call: made without a token, and never repeated (a captcha is good for one try). */
+  private readonly post: UnauthenticatedCall = (path, body, schema) =>
+    this.transport.call({
+      method: "POST",
+      path,
+      json: body,
+      schema,
+      anonymous: true,
+      idempotent: false,
+    });
+
+  private siteGet<T>(path: string, schema: z.ZodType<T>): Promise<T> {
+    return this.transport.call({ method: "GET", path, schema, idempotent: true, anonymous: true });
   }
 
-  /** The server's version (§10): a call that needs no account. */
+  /** Checks a password by logging in with it: the new token pair, or LoginRejected. */
+  logIn(email: string, password: string): Promise<Token> {
+    return passwordLogin(this.post, email, password);
+  }
+
+  /** A login step by step, for a person who can answer a captcha and a 2FA code (§2.2). */
+  startLogIn(email: string, password: string, captcha?: CaptchaAnswer) {
+    return startLogin(this.post, email, password, captcha);
+  }
+
+  finishLogIn(twoFactorSession: string, otp: string): Promise<Token> {
+    return finishTwoFactorLogin(this.post, twoFactorSession, otp);
+  }
+
+  /** The captcha type a password login needs (§2.2, §7.3), or undefined when it needs none. */
+  async loginCaptcha(): Promise<string | undefined> {
+    const login = await this.siteGet("/site/config/login", SiteConfigLoginSchema);
+    if (!login.login_captcha) return undefined;
+    const basic = await this.siteGet("/site/config/basic", SiteConfigBasicSchema);
+    return basic.captcha_type || "normal"; // absent: Cloudreve's default type
+  }
+
+  /** A new image captcha (§2.2). */
+  captcha() {
+    return this.siteGet("/site/captcha", CaptchaSchema);
+  }
+
+  /** The server's version (§7.3): a call that needs no account. */
   ping() {
-    return this.transport.call({
-      method: "GET",
-      path: "/site/ping",
-      schema: z.string(),
-      idempotent: true,
-      anonymous: true,
-    });
+    return this.siteGet("/site/ping", z.string());
   }
 
   me() {
@@ -480,6 +508,7 @@ export class CloudreveApi {
     return this.transport.call({
       method: "POST",
       path: `/file/upload/${encodeURIComponent(sessionId)}/${index}`,
+      route: "/file/upload/:sessionId/:index",
       raw: { body, length },
       schema: Nothing,
       idempotent: true,
@@ -497,6 +526,7 @@ export class CloudreveApi {
     return this.transport.call({
       method: policyType === "onedrive" ? "POST" : "GET",
       path: `/callback/${segments}`,
+      route: `/callback/${policyType}/:sessionId/:key`,
       schema: Nothing,
       // Repeating it after a lost answer finds the session gone; the caller checks the file.
       idempotent: true,

@@ -58,8 +58,8 @@ const unrefTimer: SetTimer = (fire, delayMs) => {
 };
 
 const REFRESH_REFUSED =
-  "the Cloudreve refresh token was refused (revoked or expired): sign in to Cloudreve again " +
-  "and configure the new refresh token, or configure the password";
+  "the Cloudreve refresh token was refused (revoked or expired): run `cloudreve-dav login` " +
+  "again, or sign in to Cloudreve again and configure the new refresh token, or configure the password";
 
 const StateFileSchema = z.object({ email: z.string().optional(), token: TokenSchema });
 
@@ -100,7 +100,8 @@ export class Authenticator {
   private token: Token | undefined;
   private renewing: Promise<Pair> | undefined;
   private failure: { error: GatewayError; until: number } | undefined;
-  private loaded = false;
+  /** The state file's read: shared, so no caller renews before the saved pair is in. */
+  private loading: Promise<void> | undefined;
   /** The configured refresh token was refused, or a pair of our own superseded it. */
   private configuredTokenSpent = false;
   private cancelTimer: (() => void) | undefined;
@@ -150,7 +151,7 @@ export class Authenticator {
 
   /** Takes a pair obtained elsewhere (a sign-in checked with this account's password). */
   async adopt(token: Token): Promise<void> {
-    await this.load();
+    // Not after the state file's read: a call waiting for that read takes this pair instead.
     this.token = token;
     this.pair = toPair(token, this.now());
     this.failure = undefined;
@@ -225,7 +226,10 @@ export class Authenticator {
     if (!email || !password) {
       if (!refused && !this.pair && !this.credentials.refreshToken) {
         throw new CredentialInvalid(
-          "no usable credentials: configure an email and password or a refresh token",
+          email
+            ? `no saved Cloudreve session for ${email} and no password: run \`cloudreve-dav login\` ` +
+                "with the same upstream, email and state directory, then restart; or configure the password"
+            : "no usable credentials: configure an email and password or a refresh token",
         );
       }
       throw new CredentialInvalid(REFRESH_REFUSED, { code: refused?.code, cause: refused });
@@ -287,9 +291,12 @@ export class Authenticator {
     }
   }
 
-  private async load(): Promise<void> {
-    if (this.loaded) return;
-    this.loaded = true;
+  private load(): Promise<void> {
+    this.loading ??= this.readStateFile();
+    return this.loading;
+  }
+
+  private async readStateFile(): Promise<void> {
     const file = this.credentials.stateFile;
     if (!file) return;
     let text: string;
@@ -307,6 +314,7 @@ export class Authenticator {
     const parsed = StateFileSchema.safeParse(json);
     // A state file of another account (the email changed in the config) is not ours to use.
     if (!parsed.success || (parsed.data.email ?? "") !== (this.credentials.email ?? "")) return;
+    if (this.pair) return; // adopted while the file was read: newer than the file
     this.token = parsed.data.token;
     this.pair = toPair(parsed.data.token, this.now());
     this.scheduleRenewal(this.pair);
@@ -322,20 +330,58 @@ export class Authenticator {
   }
 }
 
-/** Logs in with a password (§2.2); LoginRejected when refused, or when the account needs 2FA. */
+/** The answer to a captcha image and the ticket that came with it (§2.2). */
+export interface CaptchaAnswer {
+  ticket: string;
+  answer: string;
+}
+
+/** Where a password login stands (§2.2): signed in, or waiting for a 2FA code for the session. */
+export type LoginStep = { token: Token } | { twoFactorSession: string };
+
+/** The first step of a login (§2.2); LoginRejected when the password or captcha is refused. */
+export async function startLogin(
+  call: UnauthenticatedCall,
+  email: string,
+  password: string,
+  captcha?: CaptchaAnswer,
+): Promise<LoginStep> {
+  const body = captcha
+    ? { email, password, ticket: captcha.ticket, captcha: captcha.answer }
+    : { email, password };
+  const reply = await call("/session/token", body, LoginReplySchemaData);
+  return typeof reply === "string" ? { twoFactorSession: reply } : { token: reply.token };
+}
+
+/**
+ * The 2FA step (§2.3): LoginRejected for a wrong code (the session stays), NotFound once the
+ * session has expired (10 minutes).
+ */
+export async function finishTwoFactorLogin(
+  call: UnauthenticatedCall,
+  sessionId: string,
+  otp: string,
+): Promise<Token> {
+  const reply = await call(
+    "/session/token/2fa",
+    { otp, session_id: sessionId },
+    LoginResponseSchema,
+  );
+  return reply.token;
+}
+
+/** Logs in with a password alone; LoginRejected when refused, or when the account needs 2FA. */
 export async function passwordLogin(
   call: UnauthenticatedCall,
   email: string,
   password: string,
 ): Promise<Token> {
-  const reply = await call("/session/token", { email, password }, LoginReplySchemaData);
-  if (typeof reply === "string") {
-    throw new LoginRejected(
-      "the account has two-factor authentication on: log in once in a browser and configure " +
-        "the refresh token instead of the password",
-    );
-  }
-  return reply.token;
+  const step = await startLogin(call, email, password);
+  if ("token" in step) return step.token;
+  throw new LoginRejected(
+    "the account has two-factor authentication on: run `cloudreve-dav login` once (the gateway " +
+      "then keeps that session), or configure a refresh token instead of the password",
+  );
 }
 
 /**

@@ -8,7 +8,7 @@ import type { CloudreveApi } from "./api.js";
 import { bulkGet, UnsupportedReply } from "./bulk-get.js";
 import { errorFromEnvelope } from "./errors.js";
 import { backoffMs, type RequestPriority } from "./queue.js";
-import { unreachable } from "./transport.js";
+import { outcomeOf, unreachable } from "./transport.js";
 import { EnvelopeSchema, timestampToEpochMs } from "./types.js";
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -189,12 +189,14 @@ export class Downloader {
       let failure: unknown;
       try {
         const reply = await this.fetch(read, used, range);
+        this.told(reply instanceof SessionExpired ? outcomeOf(reply) : "ok");
         if (!(reply instanceof SessionExpired)) return reply;
         failure = reply;
         // Unless a concurrent read already replaced it.
         if (this.urls.get(read.entity)?.url === used) this.urls.delete(read.entity);
         resign = true;
       } catch (err) {
+        this.told(outcomeOf(err, read.signal));
         if (read.signal?.aborted || !(err instanceof GatewayError) || !err.retryable) throw err;
         failure = err;
       }
@@ -202,6 +204,11 @@ export class Downloader {
       // A refused signature is renewed at once; anything else gets a moment to recover.
       if (!resign) await this.backoff(attempt);
     }
+  }
+
+  /** Tells the client's observer how one opening of a read went (redirects included). */
+  private told(outcome: string): void {
+    this.api.transport.observer?.called("GET", "download", outcome);
   }
 
   private backoff(attempt: number): Promise<unknown> {

@@ -77,8 +77,9 @@ export function errorFromEnvelope(env: InnerEnvelope): GatewayError {
       return new LoginRejected("the two-factor code was refused", options);
     case 40026:
       return new LoginRejected(
-        "the server requires a captcha for password logins: log in once in a browser and " +
-          "configure the refresh token instead of the password, or turn off the login captcha",
+        "the server requires a captcha for password logins: run `cloudreve-dav login` once " +
+          "(or configure a refresh token from a browser) instead of the password, or turn off " +
+          "the login captcha",
         options,
       );
     case 40080:

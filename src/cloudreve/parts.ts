@@ -9,17 +9,29 @@ import type { UploadRequest } from "./upload-request.js";
 
 const MEMORY_CHUNK_BYTES = 64 * 1024 * 1024;
 
-/** Reads a stream piece by piece, never more than asked for: the rest waits for the next read. */
+/**
+ * Reads a stream piece by piece, never more than asked for: the rest waits for the next read.
+ * `onBytes` sees each piece handed out, so every byte of the body exactly once.
+ */
 export class ExactReader {
   private readonly pieces: AsyncIterator<Buffer>;
   private leftover: Buffer | undefined;
 
-  constructor(source: Readable) {
+  constructor(
+    source: Readable,
+    private readonly onBytes?: (piece: Buffer) => void,
+  ) {
     this.pieces = (source as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
   }
 
   /** Up to `max` bytes; undefined when the stream has ended. */
   async next(max: number): Promise<Buffer | undefined> {
+    const piece = await this.take(max);
+    if (piece) this.onBytes?.(piece);
+    return piece;
+  }
+
+  private async take(max: number): Promise<Buffer | undefined> {
     let piece = this.leftover;
     this.leftover = undefined;
     // Empty pieces carry nothing (a stream may yield them): only the end is an end.
@@ -37,7 +49,8 @@ export class ExactReader {
 
   /** Fails unless the stream ends here: a body longer than declared is not stored cut short. */
   async expectEnd(): Promise<void> {
-    if ((await this.next(1)) !== undefined) {
+    // Not handed out: a byte past the declared length belongs to no content.
+    if ((await this.take(1)) !== undefined) {
       throw new BadRequest("the request body is longer than its declared length");
     }
   }
@@ -214,7 +227,7 @@ export async function sendParts<T>(
   const parts = size === 0 ? 1 : Math.ceil(size / chunkSize);
   const spool = chunkSize > memoryChunkBytes;
   const pool = spool ? undefined : new BufferPool(Math.min(chunkSize, Math.max(size, 1)), parallel);
-  const reader = new ExactReader(source);
+  const reader = new ExactReader(source, upload.onBytes);
   const stop = new AbortController();
   const onAbort = () => stop.abort(signal?.reason);
   signal?.addEventListener("abort", onAbort, { once: true });

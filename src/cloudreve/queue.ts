@@ -23,6 +23,8 @@ export interface RequestQueueOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** Injectable jitter source, in [0, 1). */
   random?: () => number;
+  /** Told of each retry, as it is decided (the gateway's metrics count them). */
+  onRetry?: () => void;
 }
 
 export interface RunOptions {
@@ -60,6 +62,7 @@ export class RequestQueue {
   readonly #maxDelayMs: number;
   readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   readonly #random: () => number;
+  readonly #onRetry: (() => void) | undefined;
   #sleeping = 0;
 
   constructor(options: RequestQueueOptions = {}) {
@@ -76,6 +79,7 @@ export class RequestQueue {
     this.#maxDelayMs = options.maxDelayMs ?? 10_000;
     this.#sleep = options.sleep ?? defaultSleep;
     this.#random = options.random ?? Math.random;
+    this.#onRetry = options.onRetry;
   }
 
   get stats(): RequestQueueStats {
@@ -97,6 +101,7 @@ export class RequestQueue {
         if (!isRetryable(error) || attempt >= this.#maxRetries) throw error;
         const answered = error.httpStatus !== undefined;
         if (!options.idempotent && !(options.retryAnswered && answered)) throw error;
+        this.#onRetry?.();
         // Sleep outside the queue so a waiting retry does not hold a slot.
         await this.#wait(this.#delay(attempt, error), signal);
       }

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import { Agent, request, type Dispatcher } from "undici";
 import { z } from "zod";
-import { AuthRequired, Locked, UpstreamError, UpstreamTimeout } from "../errors.js";
+import { AuthRequired, GatewayError, Locked, UpstreamError, UpstreamTimeout } from "../errors.js";
 import { Authenticator, type AuthOptions, type Credentials } from "./auth.js";
 import { errorFromBatch, errorFromEnvelope } from "./errors.js";
 import { RequestQueue, type RequestPriority, type RequestQueueOptions } from "./queue.js";
@@ -23,6 +23,50 @@ export interface TransportOptions extends Credentials {
    * of the change events it sends this client (§5.12).
    */
   clientId?: string;
+  observer?: UpstreamObserver;
+}
+
+/**
+ * Whoever watches the client (the gateway's metrics): told of each exchange with the upstream
+ * as it ends, and of each retry the request queue decides on.
+ */
+export interface UpstreamObserver {
+  /**
+   * `route` names the call without ids (`/file/info`, `/file/upload/:sessionId/:index`, and
+   * `download` or `storage` for content); `outcome` is one of a few words, see {@link outcomeOf}.
+   */
+  called(method: string, route: string, outcome: string): void;
+  retried(): void;
+}
+
+/**
+ * How a call ended, as a metric label: "ok", the HTTP status of an answer that was not 200,
+ * the error's class (NotFound, UpstreamError for a lost connection, UpstreamTimeout, …), or
+ * "aborted" when the caller gave up. Never an id or a message: few values.
+ */
+export function outcomeOf(err: unknown, signal?: AbortSignal): string {
+  if (signal?.aborted) return "aborted";
+  if (!(err instanceof GatewayError)) return "error";
+  return err.httpStatus === undefined ? err.name : String(err.httpStatus);
+}
+
+/** Runs one exchange with the upstream and tells `observer` how it ended. */
+export async function observed<T>(
+  observer: UpstreamObserver | undefined,
+  method: string,
+  route: string,
+  signal: AbortSignal | undefined,
+  exchange: () => Promise<T>,
+): Promise<T> {
+  if (!observer) return exchange();
+  try {
+    const result = await exchange();
+    observer.called(method, route, "ok");
+    return result;
+  } catch (err) {
+    observer.called(method, route, outcomeOf(err, signal));
+    throw err;
+  }
 }
 
 /** Bounds on waiting for the upstream, so a hung server fails a request instead of holding it. */
@@ -60,6 +104,8 @@ export interface ApiCall<T> {
   method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
   /** Route below /api/v4, e.g. "/file/info". */
   path: string;
+  /** `path` with its ids as placeholders, for the observer; default `path` (which has none). */
+  route?: string;
   query?: Record<string, string | number | boolean | undefined>;
   json?: unknown;
   /**
@@ -120,6 +166,7 @@ export class Transport {
   readonly dispatcher: Dispatcher;
   readonly origin: string;
   readonly timeouts: Required<UpstreamTimeouts>;
+  readonly observer: UpstreamObserver | undefined;
   private readonly clientId: string | undefined;
   /**
    * Frees the locks of a 40073 that nothing alive holds (an upload session a crash left
@@ -130,7 +177,8 @@ export class Transport {
   constructor(options: TransportOptions) {
     const url = new URL(options.baseUrl);
     this.origin = `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
-    this.queue = new RequestQueue(options.queue);
+    this.observer = options.observer;
+    this.queue = new RequestQueue({ ...options.queue, onRetry: () => this.observer?.retried() });
     const concurrency = options.queue?.concurrency ?? 8;
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.clientId = options.clientId;
@@ -206,25 +254,29 @@ export class Transport {
    * would hold a slot for as long as it runs.
    */
   stream(spec: StreamCall): Promise<Readable> {
-    return this.authorized(async (token) => {
-      let res: Dispatcher.ResponseData;
-      try {
-        res = await request(this.url(spec.path, spec.query), {
-          method: "GET",
-          headers: { ...this.headers(token), accept: "text/event-stream" },
-          dispatcher: this.dispatcher,
-          signal: spec.signal,
-          bodyTimeout: spec.idleMs,
-        });
-      } catch (err) {
-        if (spec.signal.aborted) throw err;
-        throw unreachable(`Cloudreve unreachable for GET ${spec.path}`, err);
-      }
-      const type = String(res.headers["content-type"] ?? "");
-      if (res.statusCode === 200 && type.startsWith("text/event-stream")) return res.body;
-      const text = await res.body.text().catch(() => "");
-      return this.decode({ method: "GET", path: spec.path, schema: NotAStream }, res, text);
-    });
+    return this.authorized((token) =>
+      observed(this.observer, "GET", spec.path, spec.signal, () => this.openStream(spec, token)),
+    );
+  }
+
+  private async openStream(spec: StreamCall, token: string): Promise<Readable> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.url(spec.path, spec.query), {
+        method: "GET",
+        headers: { ...this.headers(token), accept: "text/event-stream" },
+        dispatcher: this.dispatcher,
+        signal: spec.signal,
+        bodyTimeout: spec.idleMs,
+      });
+    } catch (err) {
+      if (spec.signal.aborted) throw err;
+      throw unreachable(`Cloudreve unreachable for GET ${spec.path}`, err);
+    }
+    const type = String(res.headers["content-type"] ?? "");
+    if (res.statusCode === 200 && type.startsWith("text/event-stream")) return res.body;
+    const text = await res.body.text().catch(() => "");
+    return this.decode({ method: "GET", path: spec.path, schema: NotAStream }, res, text);
   }
 
   private url(path: string, query: ApiCall<unknown>["query"] = {}): URL {
@@ -242,7 +294,14 @@ export class Transport {
     return headers;
   }
 
-  private async exchange<T>(spec: ApiCall<T>, token: string | undefined, n = 0): Promise<T> {
+  private exchange<T>(spec: ApiCall<T>, token: string | undefined, n = 0): Promise<T> {
+    const route = spec.route ?? spec.path;
+    return observed(this.observer, spec.method, route, spec.signal, () =>
+      this.send(spec, token, n),
+    );
+  }
+
+  private async send<T>(spec: ApiCall<T>, token: string | undefined, n: number): Promise<T> {
     const url = this.url(spec.path, spec.query);
     const headers = this.headers(token);
     let body: string | Buffer | Readable | undefined;

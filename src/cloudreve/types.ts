@@ -1,5 +1,5 @@
 /**
- * Response schemas of the Cloudreve v4 API, written to cloudreve-v4-api.md (community 4.18, "the
+ * Response schemas of the Cloudreve v4 API, written to docs/cloudreve-api.md (community 4.18, "the
  * spec") and to the seed notes (Pro 4.0.0-alpha.9, "the seed"). Where the two differ, both
  * shapes are accepted.
  *
@@ -212,6 +212,9 @@ export const SiteConfigLoginSchema = z.looseObject({
   tos_url: z.string().optional(),
   privacy_policy_url: z.string().optional(),
 });
+
+/** `GET /site/captcha` (§2.2): the image (a data URL) and the ticket its answer goes with. */
+export const CaptchaSchema = z.looseObject({ image: z.string(), ticket: z.string() });
 
 /**
  * `GET /site/config/explorer` (§7.3). Only `max_batch_size` matters to the gateway (batch

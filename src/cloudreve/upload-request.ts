@@ -25,6 +25,11 @@ export interface UploadRequest {
    * (relay mode sends the whole file as one chunk). Default 64 MiB.
    */
   memoryChunkBytes?: number;
+  /**
+   * Sees every byte of `source` once, in order, as it is read (the caller's checksums): a
+   * part sent again is not read again.
+   */
+  onBytes?: (piece: Buffer) => void;
   signal?: AbortSignal;
 }
 

@@ -20,12 +20,14 @@ export async function uploadFile(api: CloudreveApi, upload: UploadRequest): Prom
   const directMax = upload.directMaxBytes ?? 4 * 1024 * 1024;
   // An empty file always: OneDrive's upload sessions cannot take one (§6.2).
   if (upload.size > directMax && upload.size > 0) return uploadBySession(api, upload);
-  const reader = new ExactReader(upload.source);
+  const reader = new ExactReader(upload.source, upload.onBytes);
   // Read whole, with no try streaming from it: the same filling as a chunk's.
   const body = Buffer.allocUnsafe(upload.size);
   await new ChunkTee(inMemory(body)).fill(reader);
   await reader.expectEnd();
-  const bySession = () => uploadBySession(api, { ...upload, source: Readable.from([body]) });
+  // `onBytes` has seen the body already.
+  const bySession = () =>
+    uploadBySession(api, { ...upload, source: Readable.from([body]), onBytes: undefined });
   // PUT /file/content is an upsert; without `replace` the caller wants Exists on a clash.
   if (!upload.replace) return bySession();
   try {

@@ -1,10 +1,10 @@
 import type { Entry } from "../drive/types.js";
 import { StaleVersion } from "../errors.js";
 import { header, type DavContext } from "./context.js";
-import { childOf } from "../drive/paths.js";
+import { childOf, parentOf } from "../drive/paths.js";
+import { folderPage, FOLDER_PAGE_CSP } from "./folder-page.js";
 import { etagListMatches, httpDate, parseByteRange, quoteEtag } from "./headers.js";
 import { contentTypeOf } from "./props.js";
-import { escapeXml } from "./xml.js";
 
 /** 304 or 412 from the validators of a GET/HEAD, or undefined to go on. */
 function conditionalStatus(ctx: DavContext, entry: Entry): number | undefined {
@@ -111,25 +111,26 @@ async function getOnce(ctx: DavContext): Promise<void> {
   }
 }
 
-/** A browser looking at a folder gets a plain list of links. */
+/** A browser looking at a folder gets a table of its members; HEAD the same headers. */
 async function sendIndex(ctx: DavContext, folder: Entry): Promise<void> {
   if (!ctx.slash) {
     ctx.res.writeHead(301, { location: ctx.space.href(folder.path, true) }).end();
     return;
   }
-  const children = await ctx.fs.list(folder.path);
-  const rows = children
-    .sort((a, b) => Number(b.isDir) - Number(a.isDir) || a.name.localeCompare(b.name))
-    .map((child) => {
-      const href = ctx.space.href(childOf(folder.path, child.name), child.isDir);
-      const label = escapeXml(child.name + (child.isDir ? "/" : ""));
-      return `<li><a href="${escapeXml(href)}">${label}</a></li>`;
-    });
-  const title = escapeXml(decodeURIComponent(ctx.space.href(folder.path, true)));
-  const html = `<!doctype html><meta charset="utf-8"><title>${title}</title><h1>${title}</h1><ul>${rows.join("")}</ul>\n`;
+  const members = await ctx.fs.list(folder.path);
+  const html = folderPage({
+    title: decodeURIComponent(ctx.space.href(folder.path, true)),
+    parentHref:
+      folder.path === ctx.space.root ? undefined : ctx.space.href(parentOf(folder.path), true),
+    members: members.map((entry) => ({
+      entry,
+      href: ctx.space.href(childOf(folder.path, entry.name), entry.isDir),
+    })),
+  });
   ctx.res.writeHead(200, {
     "content-type": "text/html; charset=utf-8",
     "content-length": Buffer.byteLength(html),
+    "content-security-policy": FOLDER_PAGE_CSP,
   });
   ctx.res.end(ctx.req.method === "HEAD" ? undefined : html);
 }

@@ -2,7 +2,7 @@
  * WebDAV write locks (RFC 4918 §6, §7, §9.10, §9.11), held in memory.
  *
  * Locks live only in this process on purpose: mirroring them to Cloudreve would make API deletes
- * fail with 40073 (clients.md §E.1). Paths are gateway paths: "/" or "/a/b", no trailing slash.
+ * fail with 40073 (docs/clients.md §E.1). Paths are gateway paths: "/" or "/a/b", no trailing slash.
  * A lock protects its root and, at depth infinity, everything below it. Expired locks are dropped
  * lazily, whenever the table is consulted, so no timer keeps the process alive.
  */

@@ -34,6 +34,20 @@ export function decodePath(rawPath: string): DavPath {
 }
 
 /**
+ * A request URL's path as a person reads it in the log: percent-decoded, without the query.
+ * Control characters stay encoded, so that a name cannot forge log lines; a malformed encoding
+ * is shown as sent.
+ */
+export function readablePath(url: string): string {
+  const path = url.split("?", 1)[0]!;
+  try {
+    return decodeURIComponent(path).replace(/\p{Cc}/gu, encodeURIComponent);
+  } catch {
+    return path;
+  }
+}
+
+/**
  * Where the drive's paths appear in URLs: under the base URL (`--base-url`), and seen from the
  * user's root folder (a user whose root is "/Family/kim" sees it as "/"). The WebDAV layer works
  * with drive paths; requests come in through `pathOf` and hrefs go out through `href`.

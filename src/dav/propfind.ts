@@ -28,7 +28,7 @@ const QUOTA_PROPS = new Set(["quota-available-bytes", "quota-used-bytes"]);
 
 /**
  * macOS 15.4 and later (Darwin 24.4+) stall about 90 s at mount when quota properties come
- * back (clients.md §D.1), so Finder on those systems does not get them.
+ * back (docs/clients.md §D.1), so Finder on those systems does not get them.
  */
 function quotaHiddenFor(userAgent: string | undefined): boolean {
   const darwin = /WebDAVFS\/.*Darwin\/(\d+)\.(\d+)/.exec(userAgent ?? "");
@@ -148,10 +148,13 @@ function propstatsFor(
   wanted: readonly Wanted[],
   rows: readonly LiveProp[],
 ): PropStat[] {
+  // A stored property named like a live one (set through Cloudreve's own WebDAV server) is
+  // not the live one and is not shown: a stale oc:checksums would pass for current.
+  const deadShown = () => dead.filter((d) => !findLiveProp(d));
   if (kind === "propname") {
     const names = [
-      ...rows.map((r) => ({ ns: DAV_NS, name: r.name })),
-      ...dead.map((d) => ({ ns: d.ns, name: d.name })),
+      ...rows.map((r) => ({ ns: r.ns ?? DAV_NS, name: r.name })),
+      ...deadShown().map((d) => ({ ns: d.ns, name: d.name })),
     ];
     return [{ status: 200, props: names }];
   }
@@ -159,8 +162,9 @@ function propstatsFor(
   const missing: PropValue[] = [];
   const live = (row: LiveProp) => {
     const inner = renderLiveProp(row, ctx);
-    if (inner === undefined) missing.push({ ns: DAV_NS, name: row.name });
-    else found.push({ ns: DAV_NS, name: row.name, innerXml: inner });
+    const ns = row.ns ?? DAV_NS;
+    if (inner === undefined) missing.push({ ns, name: row.name });
+    else found.push({ ns, name: row.name, innerXml: inner });
   };
   let deadByName: Map<string, DeadProp> | undefined;
   const render = (prop: Wanted) => {
@@ -172,7 +176,7 @@ function propstatsFor(
   };
   if (kind === "allprop") {
     for (const row of rows) live(row);
-    found.push(...dead);
+    found.push(...deadShown());
     for (const prop of wanted) {
       if (!found.some((f) => f.ns === prop.name.ns && f.name === prop.name.name)) render(prop);
     }

@@ -1,5 +1,5 @@
 /**
- * The live properties, as a table (the role of x/net/webdav's prop.go): one row per DAV:
+ * The live properties, as a table (the role of x/net/webdav's prop.go): one row per
  * property, saying where it applies, whether PROPPATCH may touch it, whether allprop shows it,
  * and how to render it from an Entry. Everything else is a dead property and lives in the drive.
  */
@@ -41,7 +41,8 @@ export interface PropContext {
 }
 
 export interface LiveProp {
-  /** Local name in the DAV: namespace. */
+  /** Namespace; DAV: when absent. */
+  ns?: string;
   name: string;
   files: boolean;
   folders: boolean;
@@ -128,6 +129,9 @@ function lockXml(ctx: PropContext): string {
 }
 
 const both = { files: true, folders: true };
+
+/** ownCloud's namespace, where rclone's owncloud and nextcloud vendors look for checksums. */
+const OC_NS = "http://owncloud.org/ns";
 
 /**
  * Every live property is protected: displayname and getcontentlanguage may be writable per
@@ -216,6 +220,20 @@ export const LIVE_PROPS: readonly LiveProp[] = [
     render: ({ quota }) => (quota === undefined ? undefined : String(Math.max(0, quota.used))),
   },
   {
+    // `<oc:checksum>SHA1:… MD5:…</oc:checksum>`, as rclone reads it (backend/webdav/api
+    // Prop.Hashes). Not in allprop, which RFC 4918 §9.1 owes only its own live properties: the
+    // clients that read checksums ask for them by name.
+    ns: OC_NS,
+    name: "checksums",
+    files: true,
+    folders: false,
+    protected: true,
+    allprop: false,
+    render: ({ entry: { checksums } }) =>
+      checksums &&
+      `<checksum xmlns="${OC_NS}">SHA1:${checksums.sha1} MD5:${checksums.md5}</checksum>`,
+  },
+  {
     // Known but never present: a PROPFIND for it gets 404, a PROPPATCH 403.
     name: "getcontentlanguage",
     files: false,
@@ -226,11 +244,12 @@ export const LIVE_PROPS: readonly LiveProp[] = [
   },
 ];
 
-const BY_NAME = new Map(LIVE_PROPS.map((row) => [row.name, row]));
+const qkey = (ns: string, name: string) => `${ns}\u0000${name}`;
+const BY_NAME = new Map(LIVE_PROPS.map((row) => [qkey(row.ns ?? DAV_NS, row.name), row]));
 
 /** The live-property row for a name, if it is one. */
 export function findLiveProp(name: QName): LiveProp | undefined {
-  return name.ns === DAV_NS ? BY_NAME.get(name.name) : undefined;
+  return BY_NAME.get(qkey(name.ns, name.name));
 }
 
 export function appliesTo(row: LiveProp, entry: Entry): boolean {

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { FileSystem } from "../drive/types.js";
 import { CredentialInvalid, LoginRejected } from "../errors.js";
@@ -17,7 +18,7 @@ import { handleLock, handleUnlock } from "./lock.js";
 import type { LockSystem } from "./locks.js";
 import { handleCopyMove, handleDelete, handleMkcol } from "./namespace.js";
 import { originReader, type RequestOrigin } from "./forwarded.js";
-import { UrlSpace } from "./paths.js";
+import { readablePath, UrlSpace } from "./paths.js";
 import { handlePropfind, handleProppatch } from "./propfind.js";
 import { handlePut } from "./put.js";
 import { HttpError, statusOf } from "./status.js";
@@ -72,6 +73,28 @@ export interface DavServerOptions extends DavOptions {
   log: Logger;
   /** Counts upstream calls made on behalf of the current request, for the request log line. */
   upstreamCalls?: AsyncLocalStorage<{ calls: number }>;
+  observer?: RequestObserver;
+}
+
+/** A request that is over, as the observer is told of it. */
+export interface FinishedRequest {
+  /** A method the gateway knows, or "other": no client can grow the set. */
+  method: string;
+  status: number;
+  seconds: number;
+  /**
+   * The bytes its connection carried for it, head and body: read since the connection's
+   * previous request ended, and written.
+   */
+  received: number;
+  sent: number;
+}
+
+/** Whoever watches the WebDAV requests (the gateway's metrics). */
+export interface RequestObserver {
+  finished(request: FinishedRequest): void;
+  /** Credentials were refused, or their sender is throttled for too many refusals. */
+  signInRefused(throttled: boolean): void;
 }
 
 /**
@@ -154,6 +177,8 @@ export function createDavHandler(
   // The request line's fields are our own and none is a secret, so its logger skips the
   // redaction pass (profiled: ~10 µs a line). A line carrying an error object keeps it.
   const requestLog = options.log.child({}, { redact: [] });
+  /** Per kept-alive connection: its bytes read when its last request ended. */
+  const readUpTo = new WeakMap<Socket, number>();
 
   /** Who is asking: a user, nobody (no sign-in configured), or a refusal already sent. */
   async function signIn(ctx: RequestContext): Promise<{ user?: string } | "refused"> {
@@ -161,6 +186,9 @@ export function createDavHandler(
     const { req, res } = ctx;
     const outcome = await auth.authenticate(req.headers.authorization, ctx.origin.address);
     if (outcome.ok) return { user: outcome.user };
+    // A request without credentials is a challenge (clients send them once asked), not a refusal.
+    if (outcome.throttled || req.headers.authorization !== undefined)
+      options.observer?.signInRefused(outcome.throttled);
     // OPTIONS is answered without credentials: clients probe before they sign in.
     if (req.method === "OPTIONS") return {};
     const headers: Record<string, string | number> = {
@@ -226,13 +254,14 @@ export function createDavHandler(
     res.once("close", () => {
       if (!res.writableFinished) ctx.abort();
       const status = res.statusCode;
+      const sent = socket.bytesWritten - written;
       const fields: Record<string, unknown> = {
         method: req.method,
-        path: req.url,
+        path: readablePath(req.url ?? "/"),
         status,
         client: ctx.origin.address,
         user: ctx.user,
-        bytes: socket.bytesWritten - written,
+        bytes: sent,
         ms: Math.floor(performance.now() - started),
         ua: req.headers["user-agent"],
       };
@@ -248,6 +277,18 @@ export function createDavHandler(
         if (outcome.error !== undefined) fields.error = (outcome.error as Error).message;
         if (refused) requestLog.warn(fields, "request");
         else requestLog.info(fields, "request");
+      }
+      if (options.observer) {
+        const read = socket.bytesRead;
+        const method = req.method ?? "GET";
+        options.observer.finished({
+          method: method === "OPTIONS" || Object.hasOwn(HANDLERS, method) ? method : "other",
+          status,
+          seconds: (performance.now() - started) / 1000,
+          received: read - (readUpTo.get(socket) ?? 0),
+          sent,
+        });
+        readUpTo.set(socket, read);
       }
     });
     void (countCalls ? counter.run(stats, () => serve(ctx, outcome)) : serve(ctx, outcome));

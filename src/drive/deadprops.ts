@@ -1,6 +1,6 @@
 import type { MetadataPatch } from "../cloudreve/api.js";
 import { TooLarge } from "../errors.js";
-import type { DeadProp, PropPatch } from "./types.js";
+import type { Checksums, DeadProp, PropPatch } from "./types.js";
 
 /**
  * Dead properties as Cloudreve's own WebDAV server stores them (spec §9.5): metadata key
@@ -20,25 +20,73 @@ export function encodeDeadProp(p: DeadProp): string {
 }
 
 /**
- * The gateway's own modification time for a file, for clients that set one after the upload
- * (rclone's PROPPATCH lastmodified, Windows' Win32LastModifiedTime). Cloudreve can only set
- * updated_at when content is uploaded, and bumps it on every rename and move; this property
- * holds `<entity> <ms>` and counts only while that entity is still the current version, so a
- * new upload from anywhere makes Cloudreve's own time count again.
+ * The gateway's own properties of one version of a file: stored as `<entity> <value>`, they
+ * count only while that entity is the current version, so content written from anywhere else
+ * (the web UI, a restored version) leaves them unused rather than wrong. Copies share the
+ * entity and the metadata, so they keep them (§5.4).
  */
-const MTIME: Pick<DeadProp, "ns" | "name"> = { ns: "urn:cloudreve-dav:", name: "mtime" };
-const MTIME_KEY = deadPropKey(MTIME);
+class VersionProp {
+  readonly key: string;
+
+  constructor(private readonly prop: Pick<DeadProp, "ns" | "name">) {
+    this.key = deadPropKey(prop);
+  }
+
+  patch(entity: string, value: string): MetadataPatch {
+    return {
+      key: this.key,
+      value: encodeDeadProp({ ...this.prop, innerXml: `${entity} ${value}` }),
+    };
+  }
+
+  /** The value stored for this version, if any. */
+  valueFor(dav: Record<string, string>, entity: string): string | undefined {
+    const raw = dav[this.key];
+    const inner = raw === undefined ? undefined : decodeOne(this.key, raw)?.innerXml;
+    const space = inner?.indexOf(" ") ?? -1;
+    return space > 0 && inner?.slice(0, space) === entity ? inner.slice(space + 1) : undefined;
+  }
+}
+
+/**
+ * The modification time set through the gateway, for clients that set one after the upload
+ * (rclone's PROPPATCH lastmodified, Windows' Win32LastModifiedTime): Cloudreve can only set
+ * updated_at when content is uploaded, and bumps it on every rename and move.
+ */
+const MTIME = new VersionProp({ ns: "urn:cloudreve-dav:", name: "mtime" });
+
+/**
+ * The checksums of the bytes the gateway uploaded, as `SHA1:<hex> MD5:<hex>`. Not stored as
+ * ownCloud's `oc:checksums` itself: Cloudreve's own WebDAV server would serve that dead
+ * property as it is, wrong once the file is written elsewhere.
+ */
+const CHECKSUMS = new VersionProp({ ns: "urn:cloudreve-dav:", name: "checksums" });
+const CHECKSUMS_VALUE = /^SHA1:([0-9a-f]{40}) MD5:([0-9a-f]{32})$/;
+
+/** Shown as getlastmodified and oc:checksums, not as dead properties. */
+const OWN_KEYS = new Set([MTIME.key, CHECKSUMS.key]);
 
 export function mtimePatch(entity: string, mtimeMs: number): MetadataPatch {
-  return { key: MTIME_KEY, value: encodeDeadProp({ ...MTIME, innerXml: `${entity} ${mtimeMs}` }) };
+  return MTIME.patch(entity, String(mtimeMs));
 }
 
 /** The modification time set through the gateway for this version, if any. */
 export function mtimeOverride(dav: Record<string, string>, entity: string): number | undefined {
-  const raw = dav[MTIME_KEY];
-  const prop = raw === undefined ? undefined : decodeOne(MTIME_KEY, raw);
-  const [forEntity, ms] = prop?.innerXml.split(" ") ?? [];
-  return forEntity === entity && ms !== undefined && /^\d+$/.test(ms) ? Number(ms) : undefined;
+  const ms = MTIME.valueFor(dav, entity);
+  return ms !== undefined && /^\d+$/.test(ms) ? Number(ms) : undefined;
+}
+
+export function checksumsPatch(entity: string, sums: Checksums): MetadataPatch {
+  return CHECKSUMS.patch(entity, `SHA1:${sums.sha1} MD5:${sums.md5}`);
+}
+
+/** The checksums the gateway stored for this version, if any. */
+export function storedChecksums(
+  dav: Record<string, string>,
+  entity: string,
+): Checksums | undefined {
+  const match = CHECKSUMS_VALUE.exec(CHECKSUMS.valueFor(dav, entity) ?? "");
+  return match ? { sha1: match[1]!, md5: match[2]! } : undefined;
 }
 
 /** The `dav:` part of a File's metadata, the raw form kept in the cache. */
@@ -52,11 +100,11 @@ export function davMetadata(metadata: Record<string, string> | null): Record<str
 
 /**
  * Decodes stored properties; entries that are not in the encoding (written by hand) are
- * skipped, and so is the gateway's own modification time, which shows as getlastmodified.
+ * skipped, and so are the gateway's own, which show as live properties.
  */
 export function decodeDeadProps(dav: Record<string, string>): DeadProp[] {
   return Object.entries(dav).flatMap(([key, value]) => {
-    const prop = key === MTIME_KEY ? undefined : decodeOne(key, value);
+    const prop = OWN_KEYS.has(key) ? undefined : decodeOne(key, value);
     return prop ? [prop] : [];
   });
 }

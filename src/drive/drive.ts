@@ -1,6 +1,7 @@
+import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { LRUCache } from "lru-cache";
-import type { CloudreveApi } from "../cloudreve/api.js";
+import type { CloudreveApi, MetadataPatch } from "../cloudreve/api.js";
 import { Downloader, servedSpan } from "../cloudreve/download.js";
 import {
   FILE_TYPE_FOLDER,
@@ -28,13 +29,16 @@ import { localRead } from "./ranges.js";
 import { Composer, type Place } from "./compose.js";
 import {
   applyPatches,
+  checksumsPatch,
   davMetadata,
   decodeDeadProps,
   metadataPatches,
   mtimeOverride,
   mtimePatch,
+  storedChecksums,
 } from "./deadprops.js";
 import type {
+  Checksums,
   DeadProp,
   Entry,
   FileSystem,
@@ -66,11 +70,29 @@ export interface DriveOptions {
   now?: () => number;
   /** Where clean-up failures are told (items a MOVE or COPY could not remove). */
   log?: EventLog;
+  observer?: DriveObserver;
+}
+
+/** Whoever watches the drive (the gateway's metrics). */
+export interface DriveObserver {
+  /**
+   * A lookup was answered from memory (hit) or has to ask the upstream: an item's metadata
+   * (entry), a folder's listing, or a small file's content.
+   */
+  cacheLookup(kind: "entry" | "listing" | "content", hit: boolean): void;
+  /** An upload to the upstream began (+1) or ended, however it ended (-1). */
+  uploading(change: 1 | -1): void;
 }
 
 /** Files up to this size are read whole and kept in memory per version. */
 const SMALL_CONTENT_BYTES = 64 * 1024;
 const SMALL_CONTENT_CACHE_BYTES = 32 * 1024 * 1024;
+
+/** Any empty file's checksums, whoever wrote it. */
+const NO_BYTES_CHECKSUMS: Checksums = {
+  sha1: createHash("sha1").digest("hex"),
+  md5: createHash("md5").digest("hex"),
+};
 
 /** `/user/capacity` changes with every upload; it is trusted only this long. */
 const QUOTA_TTL_MS = 5_000;
@@ -137,6 +159,7 @@ export class Drive implements FileSystem {
   private readonly now: () => number;
   private quotaCache: { value: Quota; expiresAt: number } | undefined;
   private quotaGeneration = 0;
+  private readonly observer: DriveObserver | undefined;
 
   constructor(
     private readonly api: CloudreveApi,
@@ -157,6 +180,7 @@ export class Drive implements FileSystem {
     });
     this.composer = new Composer(api, this.permanentDelete, options.log);
     this.downloader = new Downloader(api);
+    this.observer = options.observer;
   }
 
   async stat(path: string): Promise<Entry> {
@@ -176,6 +200,7 @@ export class Drive implements FileSystem {
     if (known === null) throw new NotFound(`${target.path} does not exist`);
     if (known && !known.entry.isDir) throw new WrongType(`${target.path} is not a folder`);
     const cached = this.cache.listing(target.path);
+    this.observer?.cacheLookup("listing", cached !== undefined);
     if (cached) return [...cached.values()];
     try {
       return await this.cache.singleFlight(
@@ -245,6 +270,7 @@ export class Drive implements FileSystem {
    */
   private smallContent(target: Target, node: Node): Promise<Buffer> {
     const cached = this.contents.get(node.entity);
+    this.observer?.cacheLookup("content", cached !== undefined);
     if (cached) return Promise.resolve(cached);
     return this.cache.singleFlight(`content:${node.entity}`, async () => {
       const d = await this.downloader.open({ uri: target.uri, entity: node.entity });
@@ -303,6 +329,10 @@ export class Drive implements FileSystem {
     if (existing?.entry.isDir) throw new WrongType(`${target.path} is a folder`);
     this.dropQuota();
     let node: Node;
+    // Hashed in the one pass that reads the bytes to send them.
+    const sha1 = createHash("sha1");
+    const md5 = createHash("md5");
+    this.observer?.uploading(1);
     try {
       const file = await uploadFile(this.api, {
         uri: target.uri,
@@ -312,13 +342,25 @@ export class Drive implements FileSystem {
         replace: true,
         previousEntity: existing?.entity || undefined,
         directMaxBytes: this.directUploadMaxBytes,
+        onBytes: (piece) => {
+          sha1.update(piece);
+          md5.update(piece);
+        },
         signal: options.signal,
       });
-      node = await this.withModTime(target, this.toNode(target.path, file), options.mtimeMs);
+      const checksums = { sha1: sha1.digest("hex"), md5: md5.digest("hex") };
+      node = await this.recordVersion(
+        target,
+        this.toNode(target.path, file),
+        checksums,
+        options.mtimeMs,
+      );
     } catch (err) {
       // A failed upload may still have changed the path (a placeholder, a partial rename).
       this.cache.invalidate(target.path);
       throw err;
+    } finally {
+      this.observer?.uploading(-1);
     }
     this.cache.upsert(target.path, node);
     return { entry: node.entry, created: existing === undefined };
@@ -440,14 +482,24 @@ export class Drive implements FileSystem {
   }
 
   /**
-   * A file written in one call could not take the client's time (only an upload session sets
-   * Cloudreve's `updated_at`): it goes along as the gateway's mtime property.
+   * What an upload leaves beside the content, in one metadata call: the checksums of the bytes
+   * sent, for the version they became (an empty file's go without saying), and the client's
+   * time when the upload could not carry it (only an upload session sets `updated_at`).
    */
-  private async withModTime(target: Target, node: Node, mtimeMs?: number): Promise<Node> {
-    if (mtimeMs === undefined || node.entry.mtimeMs === mtimeMs) return node;
-    const patches = [mtimePatch(node.entity, mtimeMs)];
+  private async recordVersion(
+    target: Target,
+    node: Node,
+    checksums: Checksums,
+    mtimeMs?: number,
+  ): Promise<Node> {
+    const patches: MetadataPatch[] = [];
+    if (node.entry.size > 0) patches.push(checksumsPatch(node.entity, checksums));
+    if (mtimeMs !== undefined && node.entry.mtimeMs !== mtimeMs)
+      patches.push(mtimePatch(node.entity, mtimeMs));
+    if (patches.length === 0) return node;
     await this.api.patchMetadata([target.uri], patches);
-    return { ...node, entry: { ...node.entry, mtimeMs }, dav: applyPatches(node.dav, patches) };
+    const entry = { ...node.entry, mtimeMs: mtimeMs ?? node.entry.mtimeMs, checksums };
+    return { ...node, entry, dav: applyPatches(node.dav, patches) };
   }
 
   /** Something changed upstream at `path`: it, its subtree and its parent's listing are looked up again. */
@@ -516,6 +568,7 @@ export class Drive implements FileSystem {
   /** The node at a path, from the cache or loaded once for all concurrent askers. */
   private async nodeAt(target: Target): Promise<Node> {
     const known = this.cache.lookup(target.path);
+    this.observer?.cacheLookup("entry", known !== undefined);
     if (known === null) throw new NotFound(`${target.path} does not exist`);
     if (known) return known;
     // Cloudreve cannot hold such a name, so nothing is there to ask about.
@@ -625,6 +678,7 @@ export class Drive implements FileSystem {
     const dav = davMetadata(file.metadata);
     const mtimeMs =
       (isDir ? undefined : mtimeOverride(dav, entity)) ?? timestampToEpochMs(file.updated_at);
+    const uploading = file.metadata?.["sys:upload_session_id"] !== undefined;
     return {
       entry: {
         path,
@@ -634,7 +688,13 @@ export class Drive implements FileSystem {
         etag: isDir ? `${file.id}-${mtimeMs}` : entity,
         mtimeMs,
         ctimeMs: timestampToEpochMs(file.created_at),
-        uploading: file.metadata?.["sys:upload_session_id"] !== undefined,
+        uploading,
+        checksums:
+          isDir || uploading
+            ? undefined
+            : file.size === 0
+              ? NO_BYTES_CHECKSUMS
+              : storedChecksums(dav, entity),
       },
       entity,
       dav,

@@ -21,6 +21,14 @@ export interface Entry {
   ctimeMs: number;
   /** A placeholder of an upload that has not completed. */
   uploading: boolean;
+  /** The current version's content hashes, when known: the gateway wrote it, or it is empty. */
+  checksums?: Checksums;
+}
+
+/** Lowercase hex digests of a file's content. */
+export interface Checksums {
+  sha1: string;
+  md5: string;
 }
 
 /** A dead property: its namespace and local name, xml:lang, and the property element's inner XML. */

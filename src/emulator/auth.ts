@@ -107,6 +107,11 @@ export class Auth {
     return this.captchas.get(ticket);
   }
 
+  /** The newest ticket not yet tried: a test's view of the image a spawned client was shown. */
+  newestCaptcha(): string | undefined {
+    return [...this.captchas.keys()].at(-1);
+  }
+
   /** A captcha is good for one attempt, right or wrong. */
   checkCaptcha(ticket: string | undefined, answer: string | undefined): boolean {
     if (!ticket) return false;

@@ -245,10 +245,11 @@ export async function handleControl(
       return problem ? reply(res, 400, { error: problem }) : reply(res, 200, {});
     }
     case "GET /__emulator/captcha": {
-      const answer = env.auth.captchaAnswer(query.get("ticket") ?? "");
+      const ticket = query.get("ticket") ?? env.auth.newestCaptcha() ?? "";
+      const answer = env.auth.captchaAnswer(ticket);
       return answer === undefined
         ? reply(res, 404, { error: "unknown ticket" })
-        : reply(res, 200, { answer });
+        : reply(res, 200, { answer, ticket });
     }
     case "POST /__emulator/seed":
       return reply(res, 200, await seed(state, body));

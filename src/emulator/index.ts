@@ -97,6 +97,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       });
 
     const method = req.method ?? "GET";
+    if (path === "/" && (method === "GET" || method === "HEAD")) return sendHome(req, res);
     const match = router.match(method, path);
     if (!match) {
       res.writeHead(404, { "content-type": "text/plain" }).end("404 page not found");
@@ -167,6 +168,24 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (ownDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The real server answers its site root with its web app; this one has none, so it says what
+ * it is and where the API lives (a person opens the printed upstream address in a browser).
+ */
+function sendHome(req: IncomingMessage, res: ServerResponse): void {
+  const html =
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8" />' +
+    "<title>Cloudreve v4 emulator</title></head><body><h1>Cloudreve v4 emulator</h1>" +
+    "<p>An emulated Cloudreve v4 server (cloudreve-dav's, for tests and demo mode). Its API is " +
+    'at <a href="/api/v4/site/ping">/api/v4</a>; it has no web interface. Browse or mount the ' +
+    "drive through the WebDAV gateway in front of it.</p></body></html>\n";
+  res.writeHead(200, {
+    "content-type": "text/html; charset=utf-8",
+    "content-length": Buffer.byteLength(html),
+  });
+  res.end(req.method === "HEAD" ? undefined : html);
 }
 
 async function listen(

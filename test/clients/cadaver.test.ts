@@ -10,7 +10,7 @@ import { useGateway } from "../helpers/gateway.js";
 import { requireTool, upstreamTree } from "./tools.js";
 
 /**
- * cadaver 0.24 (neon-based interactive WebDAV shell, clients.md §D.3), driven through stdin one
+ * cadaver 0.24 (neon-based interactive WebDAV shell, docs/clients.md §D.3), driven through stdin one
  * command at a time: it prints its prompt before reading each line and its exit code is always 0,
  * so every command's output is checked for `succeeded.` / `failed:`. Results are verified
  * through the emulator's Cloudreve API and the `webdav` npm client.

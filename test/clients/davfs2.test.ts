@@ -22,7 +22,7 @@ import { useGateway } from "../helpers/gateway.js";
 import { explain, requireTool, run, upstreamTree } from "./tools.js";
 
 /**
- * davfs2 1.6 (a kernel mount of the gateway, clients.md §D.3, tools.md): list, read, write,
+ * davfs2 1.6 (a kernel mount of the gateway, docs/clients.md §D.3, docs/clients.md): list, read, write,
  * mkdir, rename and delete through the mount point, then unmount (umount waits for davfs2's
  * delayed uploads) and check the result through other clients: the emulator's Cloudreve API and
  * the `webdav` npm client.
@@ -73,7 +73,7 @@ describe("davfs2 mount of the gateway", () => {
     await mkdir(join(dir, "cache"));
     await chmod(join(dir, "cache"), 0o777);
     conf = join(dir, "davfs2.conf");
-    // buf_size 64: Linux 6.16+ breaks directory reads with the default (tools.md).
+    // buf_size 64: Linux 6.16+ breaks directory reads with the default (docs/davfs2.md).
     await writeFile(conf, `buf_size 64\nuse_locks 1\ncache_dir ${join(dir, "cache")}\n`);
   });
 

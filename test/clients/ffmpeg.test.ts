@@ -10,7 +10,7 @@ import { settled } from "../helpers/wait.js";
 import { explain, ok, requireTool, run } from "./tools.js";
 
 /**
- * A media player's access pattern with the real ffmpeg/ffprobe (clients.md §D.4): an MP4 whose
+ * A media player's access pattern with the real ffmpeg/ffprobe (docs/clients.md §D.4): an MP4 whose
  * moov atom is at the end (no +faststart), uploaded through the gateway, probed and seeked over
  * HTTP. The player must read the head, jump to the moov at the end, then jump to the seek point:
  * the gateway must serve those as ranged reads and must not pull the whole file upstream.

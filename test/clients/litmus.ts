@@ -5,7 +5,7 @@ import { expect } from "vitest";
 import { explain, requireTool, run, type Run } from "./tools.js";
 
 /**
- * litmus 0.13, the WebDAV compliance suite (clients.md §D.5, tools.md): all five default groups
+ * litmus 0.13, the WebDAV compliance suite (docs/clients.md §D.5, docs/clients.md): all five default groups
  * must run and pass.
  */
 const GROUPS = ["basic", "copymove", "props", "locks", "http"] as const;

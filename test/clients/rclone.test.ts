@@ -21,7 +21,7 @@ import {
 } from "./tools.js";
 
 /**
- * rclone 1.60 as a WebDAV client (clients.md §B.2, tools.md) against the gateway in front of the
+ * rclone 1.60 as a WebDAV client (docs/clients.md §B.2, docs/clients.md) against the gateway in front of the
  * emulator, with vendor `nextcloud` (X-OC-Mtime on PUT, so modification times are kept) and
  * `other` (no modification times at all). Every change is checked on the Cloudreve side through
  * the emulator's API as well as through rclone.

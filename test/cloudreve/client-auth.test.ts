@@ -260,6 +260,16 @@ describe("login and token renewal", () => {
       expect(s.requests[R.me]).toBe(1);
     });
 
+    it("is read before any of the first concurrent calls renews: no login at all", async () => {
+      const file = join(dir, "f", "state.json");
+      await client({ stateFile: file }).me();
+      await resetStats(ctx.emu.url);
+      const api = client({ stateFile: file });
+      await Promise.all([api.me(), api.capacity(), api.me()]);
+      expect(await calls(ctx.emu.url, R.login)).toBe(0);
+      expect(await calls(ctx.emu.url, R.refresh)).toBe(0);
+    });
+
     it("is rewritten after a refresh, still 0600", async () => {
       const file = join(dir, "b", "state.json");
       const clock = await emulatorClock(ctx.emu.url);

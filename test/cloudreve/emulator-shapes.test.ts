@@ -1,7 +1,7 @@
 /**
  * Every emulator reply the gateway decodes must parse with the client's schemas
  * (src/cloudreve/types.ts). A failure here means the emulator or the schema disagrees with
- * cloudreve-v4-api.md; the test does not paper over either.
+ * docs/cloudreve-api.md; the test does not paper over either.
  */
 import { describe, expect, it } from "vitest";
 import type { z } from "zod";

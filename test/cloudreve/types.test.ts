@@ -382,7 +382,7 @@ describe("seed examples (Pro 4.0.0-alpha.9)", () => {
 });
 
 // -----------------------------------------------------------------------------------------------
-// (b) 4.18-shaped replies built from cloudreve-v4-api.md.
+// (b) 4.18-shaped replies built from docs/cloudreve-api.md.
 
 const POLICY_418 = {
   id: "kxTm",

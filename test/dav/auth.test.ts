@@ -167,6 +167,18 @@ describe("the request log", () => {
     expect((await lineFor("PROPFIND", "/nope")).status).toBe(404);
   });
 
+  it("the path is decoded, without the query; the time is ISO-8601", async () => {
+    const auth = { user: USER, password: SECRET };
+    await raw(url, "PUT", "/caf%C3%A9%20menu.txt?x=1", { body: "x", auth });
+    const line = await lineFor("PUT", "/café menu.txt");
+    expect(line.status).toBe(201);
+    expect(typeof line.time).toBe("string");
+    expect(new Date(line.time as string).toISOString()).toBe(line.time);
+    // A control character stays encoded, so that a name cannot start a forged line.
+    await raw(url, "PROPFIND", "/a%0Ab", { headers: { depth: "0" }, auth });
+    expect((await lineFor("PROPFIND", "/a%0Ab")).status).toBe(404);
+  });
+
   it("rejected and malformed requests are logged too", async () => {
     await raw(url, "GET", "/denied", { auth: { user: USER, password: "wrong-pass-123" } });
     expect((await lineFor("GET", "/denied")).status).toBe(401);

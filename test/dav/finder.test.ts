@@ -13,7 +13,7 @@ import { DAV, parseMultistatus, payload, propIn } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
 /**
- * macOS Finder (WebDAVFS) replayed over raw HTTP (clients.md §D.1): the mount probes, chunked
+ * macOS Finder (WebDAVFS) replayed over raw HTTP (docs/clients.md §D.1): the mount probes, chunked
  * PUTs with and without X-Expected-Entity-Length, AppleDouble files, MOVE without Overwrite and
  * LOCK/UNLOCK around a write. Every write is checked upstream, through the emulator's own API.
  */

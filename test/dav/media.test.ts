@@ -6,7 +6,7 @@ import { open, raw } from "../helpers/http-raw.js";
 import { settled } from "../helpers/wait.js";
 
 /**
- * A media player's access pattern (clients.md §D.4): HEAD, `Range: bytes=0-`, seeks near the
+ * A media player's access pattern (docs/clients.md §D.4): HEAD, `Range: bytes=0-`, seeks near the
  * end, suffix ranges and abandoned reads, on a 64 MiB file. Counted upstream: content calls and
  * the bytes the emulator actually sent.
  */

@@ -79,6 +79,17 @@ describe("live property formats", () => {
     expect(render("quota-used-bytes", ctx(file, { quota }))).toBeUndefined();
   });
 
+  it("renders oc:checksums as rclone reads it, only for a file whose checksums are known", () => {
+    const row = findLiveProp({ ns: "http://owncloud.org/ns", name: "checksums" })!;
+    const checksums = { sha1: "a".repeat(40), md5: "b".repeat(32) };
+    expect(renderLiveProp(row, ctx({ ...file, checksums }))).toBe(
+      `<checksum xmlns="http://owncloud.org/ns">SHA1:${checksums.sha1} MD5:${checksums.md5}</checksum>`,
+    );
+    expect(renderLiveProp(row, ctx(file))).toBeUndefined();
+    expect(renderLiveProp(row, ctx({ ...folder, checksums }))).toBeUndefined();
+    expect(row.allprop).toBe(false);
+  });
+
   it("never has getcontentlanguage", () => {
     expect(render("getcontentlanguage", ctx(file))).toBeUndefined();
     expect(render("getcontentlanguage", ctx(folder))).toBeUndefined();
@@ -117,9 +128,10 @@ describe("live property formats", () => {
 });
 
 describe("the table", () => {
-  it("has the DAV: live properties, all protected", () => {
-    expect(LIVE_PROPS.map((r) => r.name).sort()).toEqual(
+  it("has the DAV: live properties and ownCloud's checksums, all protected", () => {
+    expect(LIVE_PROPS.map((r) => `${r.ns ?? "DAV:"} ${r.name}`).sort()).toEqual(
       [
+        "http://owncloud.org/ns checksums",
         "creationdate",
         "displayname",
         "getcontentlanguage",
@@ -132,15 +144,21 @@ describe("the table", () => {
         "quota-used-bytes",
         "resourcetype",
         "supportedlock",
-      ].sort(),
+      ]
+        .map((name) => (name.includes(" ") ? name : `DAV: ${name}`))
+        .sort(),
     );
     expect(LIVE_PROPS.every((r) => r.protected)).toBe(true);
   });
 
-  it("finds rows only in the DAV: namespace", () => {
+  it("finds rows by namespace and name", () => {
     expect(findLiveProp({ ns: "DAV:", name: "getetag" })?.name).toBe("getetag");
     expect(findLiveProp({ ns: "urn:x", name: "getetag" })).toBeUndefined();
     expect(findLiveProp({ ns: "DAV:", name: "lastmodified" })).toBeUndefined();
+    expect(findLiveProp({ ns: "http://owncloud.org/ns", name: "checksums" })?.name).toBe(
+      "checksums",
+    );
+    expect(findLiveProp({ ns: "DAV:", name: "checksums" })).toBeUndefined();
   });
 
   it("keeps quota out of allprop (RFC 4331) but in propname", () => {

@@ -11,7 +11,7 @@ import { DAV, parseMultistatus, payload, propIn } from "../helpers/replay.js";
 import { useGateway } from "../helpers/gateway.js";
 
 /**
- * Windows Explorer (Mini-Redirector) replayed over raw HTTP (clients.md §D.2): the upload
+ * Windows Explorer (Mini-Redirector) replayed over raw HTTP (docs/clients.md §D.2): the upload
  * sequence PROPFIND → PUT 0 bytes → LOCK → PROPPATCH Win32* → HEAD → PUT content → PROPPATCH →
  * UNLOCK, folders without a trailing slash, creationdate; and rclone's PUT-then-PROPFIND.
  * Every write is checked upstream, through the emulator's own API.

@@ -85,6 +85,11 @@ export async function emulatorClock(base: string) {
   };
 }
 
+/** The answer to the captcha image the emulator handed out last (to a client the test spawned). */
+export async function newestCaptchaAnswer(base: string): Promise<string> {
+  return String((await control(base, "GET", "/__emulator/captcha")).answer);
+}
+
 export async function seed(
   base: string,
   body: { uri: string; files?: number; folders?: number; size?: number },

@@ -89,7 +89,9 @@ export function useEmulator(options: EmulatorOptions = {}): { emu: RunningEmulat
   beforeAll(async () => {
     ctx.emu = await startEmulator({ email: EMAIL, password: PASSWORD, ...options });
     ctx.api = new Api(ctx.emu.url);
-    if (!options.otpSecret && !options.captcha) await ctx.api.login();
+    if (!options.otpSecret && !options.captcha) {
+      await ctx.api.login(options.email ?? EMAIL, options.password ?? PASSWORD);
+    }
   });
   afterAll(async () => {
     await ctx.emu?.close();

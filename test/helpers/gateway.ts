@@ -40,6 +40,8 @@ export function useGateway(
         password: PASSWORD,
         stateDir,
         port: 0,
+        // A port of its own for each gateway: suites run side by side.
+        metricsListen: "127.0.0.1:0",
         ...config,
       },
       createLogger("silent"),

@@ -3,10 +3,12 @@
  * of chunking, with and without a client's modification time, Finder's length-less PUT,
  * overwrite, a client that goes away, a part failing and retried, a part failing for good,
  * whole and ranged reads from the storage's origin, a download URL that expires. Each write is
- * read back byte for byte, and nothing may be left upstream. `POLICIES=a,b` runs some only.
+ * read back byte for byte, its checksums are those of the bytes sent, and nothing may be left
+ * upstream. `POLICIES=a,b` runs some only.
  */
 import { Readable } from "node:stream";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { checksumsOf, servedChecksums } from "../helpers/checksums.js";
 import { advanceClock, R, resetStats, setFaults } from "../helpers/control.js";
 import { Api, expectStored, upstreamInfo } from "../helpers/emulator.js";
 import { content, dav, expectNothingLeft, leftovers } from "../helpers/faults.js";
@@ -31,6 +33,8 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
   let seq = 0;
   const fresh = (label: string) => `${site.name.replace(/\W+/g, "-")}-${label}-${++seq}.bin`;
   const stats = () => fx.stats();
+  const expectChecksums = async (path: string, body: Buffer) =>
+    expect(await servedChecksums(fx.url, `/${path}`)).toBe(checksumsOf(body));
   beforeAll(async () => {
     api = new Api(fx.emu.url);
     await api.login();
@@ -65,6 +69,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
         });
         const modified = /getlastmodified>([^<]+)</.exec(getlastmodified.body.toString())?.[1];
         if (withTime) expect(Date.parse(modified!)).toBe(MTIME_S * 1000);
+        await expectChecksums(path, body);
         await expectNothingLeft(fx.emu.url);
       });
     }
@@ -79,6 +84,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
       204,
     );
     await expectStored(api, path, second);
+    await expectChecksums(path, second);
     const got = await dav(`${fx.url}/${path}`, "GET");
     expect(got.body.equals(second)).toBe(true);
     await expectNothingLeft(fx.emu.url);
@@ -94,6 +100,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
     });
     expect(r.status).toBe(201);
     await expectStored(api, path, body);
+    await expectChecksums(path, body);
     await expectNothingLeft(fx.emu.url);
   });
 
@@ -120,6 +127,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
       10_000,
     );
     await expectStored(api, path, old);
+    await expectChecksums(path, old);
     await expectNothingLeft(fx.emu.url);
   });
 
@@ -131,6 +139,8 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
     expect(r.status).toBe(201);
     expect(countOf(await stats(), part)).toBe(partsFor(site, body.length, CHUNK) + 2);
     await expectStored(api, path, body);
+    // A part sent again is not hashed again.
+    await expectChecksums(path, body);
     await expectNothingLeft(fx.emu.url);
   });
 
@@ -144,6 +154,7 @@ describe.each(SITES)("$name policy through the gateway", (site) => {
     expect([502, 503]).toContain(r.status);
     expect((await stats()).requests[R.cancel]).toBe(1);
     await expectStored(api, path, old);
+    await expectChecksums(path, old);
     await expectNothingLeft(fx.emu.url);
 
     const brandNew = fresh("fail-new");

@@ -2,7 +2,7 @@ import type { Readable } from "node:stream";
 import { request } from "undici";
 import { UpstreamError } from "../../errors.js";
 import type { CloudreveApi } from "../api.js";
-import { unreachable } from "../transport.js";
+import { observed, unreachable } from "../transport.js";
 
 /** A storage provider's answer: its status, headers and body text. */
 export interface StorageReply {
@@ -32,7 +32,7 @@ export async function storageCall(
     retryable?: (status: number) => boolean;
   },
 ): Promise<StorageReply> {
-  const attempt = async (n: number) => {
+  const send = async (n: number) => {
     let res;
     try {
       res = await request(url, {
@@ -60,6 +60,8 @@ export async function storageCall(
       { retryable: (call.retryable ?? serverError)(res.statusCode), httpStatus: res.statusCode },
     );
   };
+  const attempt = (n: number) =>
+    observed(api.transport.observer, method, "storage", call.signal, () => send(n));
   return api.transport.queue.run(attempt, {
     idempotent: true,
     priority: "bulk",
