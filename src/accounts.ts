@@ -389,9 +389,12 @@ export class Accounts {
   /** Closes accounts nobody has used for `idleMs`, unless they hold a lock. */
   private async sweep(idleMs: number): Promise<void> {
     const now = Date.now();
+    const idle = (account: Account) => account.inUse === 0 && now - account.lastUsed >= idleMs;
     for (const [key, account] of this.open) {
-      const idle = account.inUse === 0 && now - account.lastUsed >= idleMs;
-      if (key === OWN || !idle || account.locks.holdsAny()) continue;
+      if (key === OWN || !idle(account)) continue;
+      const locked = await account.locks.holdsAny();
+      // While the locks were asked, a request may have taken the account, or close() closed it.
+      if (locked || !idle(account) || this.open.get(key) !== account) continue;
       this.open.delete(key);
       if (this.signedIn.delete(key)) this.forgetSignIn(key);
       await account.close(this.log);

@@ -42,8 +42,10 @@ async function resolveIfStates(
   header: IfHeader,
 ): Promise<Map<string, IfResourceState>> {
   const states = new Map<string, IfResourceState>();
+  // One view of the locks for every resource the header names.
+  const locks = await ctx.locks.snapshot();
   for (const path of ifResourcePaths(header, ctx.path, tagMapper(ctx))) {
-    const lockTokens = ctx.locks.locksCovering(path).map((lock) => lock.token);
+    const lockTokens = locks.covering(path).map((lock) => lock.token);
     const entry = await statIfAny(ctx.fs, path);
     if (entry !== undefined) states.set(path, { etag: quoteEtag(entry.etag), lockTokens });
     else if (lockTokens.length > 0) states.set(path, { lockTokens });
@@ -81,12 +83,22 @@ export async function checkWrite(
     tokens = submittedTokens(ifHeader);
   }
   const principal = ctx.user;
-  let check = ctx.locks.canWrite(path, tokens, { recursive, membership: false, principal });
-  if (check.allowed && membership !== false) {
-    const withParent = ctx.locks.canWrite(path, tokens, { recursive, membership: true, principal });
-    if (!withParent.allowed && (membership === true || (await membership()))) check = withParent;
+  const blocks = async (withParent: boolean) => {
+    const check = await ctx.locks.canWrite(path, tokens, {
+      recursive,
+      membership: withParent,
+      principal,
+    });
+    return !check.allowed;
+  };
+  // The wider check first: with no lock in the way, as nearly always, one look decides.
+  let blocked = await blocks(membership !== false);
+  if (blocked && typeof membership === "function") {
+    // Unless the resource's own locks are in the way, it is a lock on the parent: it applies
+    // only when the write adds a member.
+    blocked = (await blocks(false)) || (await membership());
   }
-  if (!check.allowed) throw new HttpError(423, `${path} is locked`, "lock-token-submitted");
+  if (blocked) throw new HttpError(423, `${path} is locked`, "lock-token-submitted");
 }
 
 /** LOCK (RFC 4918 §9.10): a new lock, or a refresh (empty body with the token in If). */
@@ -100,7 +112,10 @@ export async function handleLock(ctx: DavContext): Promise<void> {
     if (!ifHeader) throw new HttpError(400, "a lock refresh needs the lock token in an If header");
     for (const token of submittedTokens(ifHeader)) {
       try {
-        const lock = ctx.locks.refresh(token, timeout, { path: ctx.path, principal: ctx.user });
+        const lock = await ctx.locks.refresh(token, timeout, {
+          path: ctx.path,
+          principal: ctx.user,
+        });
         return sendXml(
           ctx,
           200,
@@ -125,7 +140,7 @@ export async function handleLock(ctx: DavContext): Promise<void> {
   // Creating the empty resource adds a member to the parent: its locks apply (§7.3, §7.5).
   if (!exists) await checkWrite(ctx, ctx.path, false);
   // The lock comes first so that a conflict is found before anything is created.
-  const lock = ctx.locks.create({
+  const lock = await ctx.locks.create({
     root: ctx.path,
     depth,
     scope: info.scope,
@@ -138,7 +153,7 @@ export async function handleLock(ctx: DavContext): Promise<void> {
     try {
       await ctx.fs.write(ctx.path, { source: Readable.from([]), size: 0, signal: ctx.signal });
     } catch (err) {
-      ctx.locks.unlock(ctx.path, lock.token, ctx.user);
+      await ctx.locks.unlock(ctx.path, lock.token, ctx.user);
       throw err;
     }
   }
@@ -158,7 +173,7 @@ export async function handleUnlock(ctx: DavContext): Promise<void> {
   const token = lockToken ? /^\s*<([^>]+)>\s*$/.exec(lockToken)?.[1] : undefined;
   if (!token) throw new HttpError(400, "UNLOCK needs a Lock-Token header");
   try {
-    ctx.locks.unlock(ctx.path, token, ctx.user);
+    await ctx.locks.unlock(ctx.path, token, ctx.user);
   } catch (err) {
     if (err instanceof LockForbidden) throw new HttpError(403, err.message);
     if (err instanceof LockNotFound || err instanceof LockTokenMismatch) {

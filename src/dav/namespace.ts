@@ -19,7 +19,7 @@ export async function handleDelete(ctx: DavContext): Promise<void> {
   if (ctx.path === "/") throw new HttpError(403, "the root cannot be deleted");
   await checkWrite(ctx, ctx.path, true);
   await ctx.fs.remove(ctx.path);
-  ctx.locks.remove(ctx.path);
+  await ctx.locks.remove(ctx.path);
   sendText(ctx, 204);
 }
 
@@ -61,7 +61,7 @@ export async function handleCopyMove(ctx: DavContext): Promise<void> {
     // A refused overwrite is a plain 412, not a multistatus (RFC 4918 §9.8.5).
     throw new HttpError(statusOf(err, 412), (err as Error).message);
   }
-  if (move) ctx.locks.move(ctx.path, dest);
+  if (move) await ctx.locks.move(ctx.path, dest);
   sendText(ctx, created ? 201 : 204, "", await applyOcMtime(ctx, dest));
 }
 

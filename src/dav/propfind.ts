@@ -112,12 +112,14 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   // Members' hrefs extend the folder's: only their own name is encoded.
   const rootHref = ctx.space.href(root.path, true);
   const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
+  // One view of the locks for all entries: a shared table would pay for a look per entry.
+  const locks = await ctx.locks.snapshot();
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
     const propCtx: PropContext = {
       entry,
       quota: entry.isDir ? quota : undefined,
-      locks: ctx.locks.locksCovering(entry.path),
+      locks: locks.covering(entry.path),
       now,
       contentType: contentTypeOf,
       href: (path, isDir) => ctx.space.href(path, isDir),

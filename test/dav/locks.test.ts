@@ -35,9 +35,9 @@ function setup() {
 }
 
 describe("create", () => {
-  it("issues an opaquelocktoken by default and reports what was asked", () => {
+  it("issues an opaquelocktoken by default and reports what was asked", async () => {
     const locks = new MemoryLockSystem({ now: () => 5000 });
-    const info = locks.create({
+    const info = await locks.create({
       root: "/a",
       depth: "infinity",
       scope: "exclusive",
@@ -60,365 +60,400 @@ describe("create", () => {
     expect(Object.isFrozen(info)).toBe(true);
   });
 
-  it("issues distinct tokens, and urn:uuid tokens through the factory", () => {
+  it("issues distinct tokens, and urn:uuid tokens through the factory", async () => {
     const plain = new MemoryLockSystem();
-    const a = plain.create(request("/a"));
-    const b = plain.create(request("/b"));
+    const a = await plain.create(request("/a"));
+    const b = await plain.create(request("/b"));
     expect(a.token).not.toBe(b.token);
     const urn = new MemoryLockSystem({
       newToken: () => "urn:uuid:6d3c1e00-0000-4000-8000-000000000000",
     });
-    expect(urn.create(request("/a")).token).toBe("urn:uuid:6d3c1e00-0000-4000-8000-000000000000");
+    expect((await urn.create(request("/a"))).token).toBe(
+      "urn:uuid:6d3c1e00-0000-4000-8000-000000000000",
+    );
   });
 
-  it("refuses a second exclusive lock on the same resource (litmus notowner_lock)", () => {
+  it("refuses a second exclusive lock on the same resource (litmus notowner_lock)", async () => {
     const { lock } = setup();
-    const first = lock("/a");
-    const error = catchError(() => lock("/a"));
+    const first = await lock("/a");
+    const error = await rejection(lock("/a"));
     expect(error).toBeInstanceOf(LockConflict);
     expect(error).toBeInstanceOf(Locked);
     expect((error as LockConflict).locks.map((l) => l.token)).toEqual([first.token]);
     expect((error as LockConflict).conflicts).toEqual([{ path: "/a", application: "dav" }]);
   });
 
-  it("grants shared locks side by side (litmus double_sharedlock)", () => {
+  it("grants shared locks side by side (litmus double_sharedlock)", async () => {
     const { lock } = setup();
-    lock("/a", 0, "shared");
-    expect(lock("/a", 0, "shared").scope).toBe("shared");
+    await lock("/a", 0, "shared");
+    expect((await lock("/a", 0, "shared")).scope).toBe("shared");
   });
 
-  it("refuses exclusive over shared and shared over exclusive", () => {
+  it("refuses exclusive over shared and shared over exclusive", async () => {
     const { lock } = setup();
-    lock("/s", 0, "shared");
-    expect(() => lock("/s", 0, "exclusive")).toThrow(LockConflict);
-    lock("/x", 0, "exclusive");
-    expect(() => lock("/x", 0, "shared")).toThrow(LockConflict);
+    await lock("/s", 0, "shared");
+    await expect(lock("/s", 0, "exclusive")).rejects.toThrow(LockConflict);
+    await lock("/x", 0, "exclusive");
+    await expect(lock("/x", 0, "shared")).rejects.toThrow(LockConflict);
   });
 
-  it("refuses a lock below a depth-infinity exclusive lock", () => {
+  it("refuses a lock below a depth-infinity exclusive lock", async () => {
     const { lock } = setup();
-    lock("/a", "infinity");
-    expect(() => lock("/a/b")).toThrow(LockConflict);
-    expect(() => lock("/a/b/c", 0, "shared")).toThrow(LockConflict);
+    await lock("/a", "infinity");
+    await expect(lock("/a/b")).rejects.toThrow(LockConflict);
+    await expect(lock("/a/b/c", 0, "shared")).rejects.toThrow(LockConflict);
   });
 
-  it("allows a lock below a depth-0 lock on a collection", () => {
+  it("allows a lock below a depth-0 lock on a collection", async () => {
     const { lock } = setup();
-    lock("/a", 0);
-    expect(lock("/a/b").root).toBe("/a/b");
+    await lock("/a", 0);
+    expect((await lock("/a/b")).root).toBe("/a/b");
   });
 
-  it("refuses a depth-infinity lock over a locked descendant, but not a depth-0 one", () => {
+  it("refuses a depth-infinity lock over a locked descendant, but not a depth-0 one", async () => {
     const { lock } = setup();
-    const below = lock("/a/b/c");
-    const error = catchError(() => lock("/a", "infinity"));
+    const below = await lock("/a/b/c");
+    const error = await rejection(lock("/a", "infinity"));
     expect((error as LockConflict).locks.map((l) => l.token)).toEqual([below.token]);
-    expect(lock("/a", 0).depth).toBe(0);
+    expect((await lock("/a", 0)).depth).toBe(0);
   });
 
-  it("lets shared locks nest at any depth", () => {
+  it("lets shared locks nest at any depth", async () => {
     const { lock } = setup();
-    lock("/a", "infinity", "shared");
-    lock("/a/b", "infinity", "shared");
-    expect(lock("/a/b/c", 0, "shared").root).toBe("/a/b/c");
+    await lock("/a", "infinity", "shared");
+    await lock("/a/b", "infinity", "shared");
+    expect((await lock("/a/b/c", 0, "shared")).root).toBe("/a/b/c");
   });
 
-  it("does not treat /ab as below /a", () => {
+  it("does not treat /ab as below /a", async () => {
     const { lock } = setup();
-    lock("/a", "infinity");
-    expect(lock("/ab").root).toBe("/ab");
-    expect(lock("/a-b", "infinity").root).toBe("/a-b");
+    await lock("/a", "infinity");
+    expect((await lock("/ab")).root).toBe("/ab");
+    expect((await lock("/a-b", "infinity")).root).toBe("/a-b");
   });
 
-  it("treats everything as below a depth-infinity lock on the root", () => {
+  it("treats everything as below a depth-infinity lock on the root", async () => {
     const { lock } = setup();
-    lock("/", "infinity");
-    expect(() => lock("/a")).toThrow(LockConflict);
+    await lock("/", "infinity");
+    await expect(lock("/a")).rejects.toThrow(LockConflict);
     const other = setup();
-    other.lock("/deep/down");
-    expect(() => other.lock("/", "infinity")).toThrow(LockConflict);
-    expect(other.lock("/", 0).root).toBe("/");
+    await other.lock("/deep/down");
+    await expect(other.lock("/", "infinity")).rejects.toThrow(LockConflict);
+    expect((await other.lock("/", 0)).root).toBe("/");
   });
 
-  it("rejects paths that are not gateway paths and timeouts that are not positive", () => {
+  it("rejects paths that are not gateway paths and timeouts that are not positive", async () => {
     const { lock } = setup();
     for (const bad of ["", "a", "/a/", "//a", "/a//b"]) {
-      expect(() => lock(bad)).toThrow(RangeError);
+      await expect(lock(bad)).rejects.toThrow(RangeError);
     }
-    expect(() => lock("/a", 0, "exclusive", { timeoutSeconds: 0 })).toThrow(RangeError);
-    expect(() => lock("/a", 0, "exclusive", { timeoutSeconds: Number.NaN })).toThrow(RangeError);
+    await expect(lock("/a", 0, "exclusive", { timeoutSeconds: 0 })).rejects.toThrow(RangeError);
+    await expect(lock("/a", 0, "exclusive", { timeoutSeconds: Number.NaN })).rejects.toThrow(
+      RangeError,
+    );
   });
 });
 
 describe("expiry", () => {
-  it("drops a lock once its timeout passes, without waiting", () => {
+  it("drops a lock once its timeout passes, without waiting", async () => {
     const { locks, lock, advance } = setup();
-    const info = lock("/a", 0, "exclusive", { timeoutSeconds: 10 });
+    const info = await lock("/a", 0, "exclusive", { timeoutSeconds: 10 });
     advance(9.999);
-    expect(locks.get(info.token)?.token).toBe(info.token);
+    expect((await locks.get(info.token))?.token).toBe(info.token);
     advance(0.001);
-    expect(locks.get(info.token)).toBeUndefined();
-    expect(locks.locksCovering("/a")).toEqual([]);
-    expect(locks.canWrite("/a", []).allowed).toBe(true);
-    expect(lock("/a").root).toBe("/a");
+    expect(await locks.get(info.token)).toBeUndefined();
+    expect((await locks.snapshot()).covering("/a")).toEqual([]);
+    expect((await locks.canWrite("/a", [])).allowed).toBe(true);
+    expect((await lock("/a")).root).toBe("/a");
   });
 
-  it("makes an expired token unknown to refresh and unlock", () => {
+  it("makes an expired token unknown to refresh and unlock", async () => {
     const { locks, lock, advance } = setup();
-    const info = lock("/a", 0, "exclusive", { timeoutSeconds: 10 });
+    const info = await lock("/a", 0, "exclusive", { timeoutSeconds: 10 });
     advance(11);
-    expect(() => locks.refresh(info.token, 10)).toThrow(LockNotFound);
-    expect(() => locks.unlock("/a", info.token)).toThrow(LockNotFound);
+    await expect(locks.refresh(info.token, 10)).rejects.toThrow(LockNotFound);
+    await expect(locks.unlock("/a", info.token)).rejects.toThrow(LockNotFound);
   });
 
-  it("keeps an infinite timeout forever", () => {
+  it("keeps an infinite timeout forever", async () => {
     const { locks, lock, advance } = setup();
-    const info = lock("/a", 0, "exclusive", { timeoutSeconds: Number.POSITIVE_INFINITY });
+    const info = await lock("/a", 0, "exclusive", { timeoutSeconds: Number.POSITIVE_INFINITY });
     advance(10 * 365 * 86_400);
-    expect(locks.get(info.token)).toBeDefined();
+    expect(await locks.get(info.token)).toBeDefined();
   });
 });
 
 describe("refresh", () => {
-  it("restarts the timeout from now (litmus refresh)", () => {
+  it("restarts the timeout from now (litmus refresh)", async () => {
     const { locks, lock, advance, now } = setup();
-    const info = lock("/a", 0, "exclusive", { timeoutSeconds: 10 });
+    const info = await lock("/a", 0, "exclusive", { timeoutSeconds: 10 });
     advance(8);
-    const refreshed = locks.refresh(info.token, 30);
+    const refreshed = await locks.refresh(info.token, 30);
     expect(refreshed.expiresAt).toBe(now() + 30_000);
     expect(refreshed.timeoutSeconds).toBe(30);
     advance(20);
-    expect(locks.get(info.token)).toBeDefined();
+    expect(await locks.get(info.token)).toBeDefined();
   });
 
-  it("refreshes through a member of a depth-infinity lock (litmus indirect_refresh)", () => {
+  it("refreshes through a member of a depth-infinity lock (litmus indirect_refresh)", async () => {
     const { locks, lock } = setup();
-    const info = lock("/coll", "infinity");
-    expect(locks.refresh(info.token, 60, { path: "/coll/member" }).token).toBe(info.token);
+    const info = await lock("/coll", "infinity");
+    expect((await locks.refresh(info.token, 60, { path: "/coll/member" })).token).toBe(info.token);
   });
 
-  it("refuses an unknown token, a path the lock does not cover and another principal", () => {
+  it("refuses an unknown token, a path the lock does not cover and another principal", async () => {
     const { locks, lock } = setup();
-    const info = lock("/a", 0, "exclusive", { principal: "ann" });
-    expect(() => locks.refresh("opaquelocktoken:nope", 60)).toThrow(LockNotFound);
-    expect(() => locks.refresh(info.token, 60, { path: "/b", principal: "ann" })).toThrow(
+    const info = await lock("/a", 0, "exclusive", { principal: "ann" });
+    await expect(locks.refresh("opaquelocktoken:nope", 60)).rejects.toThrow(LockNotFound);
+    await expect(locks.refresh(info.token, 60, { path: "/b", principal: "ann" })).rejects.toThrow(
       LockTokenMismatch,
     );
-    expect(() => locks.refresh(info.token, 60, { path: "/a/child", principal: "ann" })).toThrow(
-      LockTokenMismatch,
-    );
-    expect(() => locks.refresh(info.token, 60, { path: "/a", principal: "bob" })).toThrow(
+    await expect(
+      locks.refresh(info.token, 60, { path: "/a/child", principal: "ann" }),
+    ).rejects.toThrow(LockTokenMismatch);
+    await expect(locks.refresh(info.token, 60, { path: "/a", principal: "bob" })).rejects.toThrow(
       LockForbidden,
     );
-    expect(locks.refresh(info.token, 60, { path: "/a", principal: "ann" }).token).toBe(info.token);
+    expect((await locks.refresh(info.token, 60, { path: "/a", principal: "ann" })).token).toBe(
+      info.token,
+    );
   });
 });
 
 describe("unlock", () => {
-  it("removes the lock so the resource can be locked again (litmus unlock)", () => {
+  it("removes the lock so the resource can be locked again (litmus unlock)", async () => {
     const { locks, lock } = setup();
-    const info = lock("/a");
-    locks.unlock("/a", info.token);
-    expect(locks.get(info.token)).toBeUndefined();
-    expect(() => locks.unlock("/a", info.token)).toThrow(LockNotFound);
-    expect(lock("/a").root).toBe("/a");
+    const info = await lock("/a");
+    await locks.unlock("/a", info.token);
+    expect(await locks.get(info.token)).toBeUndefined();
+    await expect(locks.unlock("/a", info.token)).rejects.toThrow(LockNotFound);
+    expect((await lock("/a")).root).toBe("/a");
   });
 
-  it("refuses a bogus token and keeps the lock (litmus notowner_lock)", () => {
+  it("refuses a bogus token and keeps the lock (litmus notowner_lock)", async () => {
     const { locks, lock } = setup();
-    const info = lock("/a");
-    expect(() => locks.unlock("/a", `${info.token}x`)).toThrow(LockNotFound);
-    expect(locks.get(info.token)).toBeDefined();
+    const info = await lock("/a");
+    await expect(locks.unlock("/a", `${info.token}x`)).rejects.toThrow(LockNotFound);
+    expect(await locks.get(info.token)).toBeDefined();
   });
 
-  it("refuses a token whose lock does not cover the path", () => {
+  it("refuses a token whose lock does not cover the path", async () => {
     const { locks, lock } = setup();
-    const a = lock("/a");
-    lock("/b");
-    const error = catchError(() => locks.unlock("/b", a.token));
+    const a = await lock("/a");
+    await lock("/b");
+    const error = await rejection(locks.unlock("/b", a.token));
     expect(error).toBeInstanceOf(LockTokenMismatch);
     expect(error).toMatchObject({ token: a.token, path: "/b" });
-    expect(locks.get(a.token)).toBeDefined();
+    expect(await locks.get(a.token)).toBeDefined();
   });
 
-  it("unlocks a depth-infinity lock from a member URL", () => {
+  it("unlocks a depth-infinity lock from a member URL", async () => {
     const { locks, lock } = setup();
-    const info = lock("/coll", "infinity");
-    locks.unlock("/coll/x", info.token);
-    expect(locks.get(info.token)).toBeUndefined();
+    const info = await lock("/coll", "infinity");
+    await locks.unlock("/coll/x", info.token);
+    expect(await locks.get(info.token)).toBeUndefined();
   });
 
-  it("leaves other shared locks on the resource in place", () => {
+  it("leaves other shared locks on the resource in place", async () => {
     const { locks, lock } = setup();
-    const one = lock("/a", 0, "shared");
-    const two = lock("/a", 0, "shared");
-    locks.unlock("/a", one.token);
-    expect(locks.locksCovering("/a").map((l) => l.token)).toEqual([two.token]);
+    const one = await lock("/a", 0, "shared");
+    const two = await lock("/a", 0, "shared");
+    await locks.unlock("/a", one.token);
+    expect((await locks.snapshot()).covering("/a").map((l) => l.token)).toEqual([two.token]);
   });
 
-  it("refuses another principal", () => {
+  it("refuses another principal", async () => {
     const { locks, lock } = setup();
-    const info = lock("/a", 0, "exclusive", { principal: "ann" });
-    expect(() => locks.unlock("/a", info.token, "bob")).toThrow(LockForbidden);
-    expect(() => locks.unlock("/a", info.token)).toThrow(LockForbidden);
-    locks.unlock("/a", info.token, "ann");
-    expect(locks.get(info.token)).toBeUndefined();
+    const info = await lock("/a", 0, "exclusive", { principal: "ann" });
+    await expect(locks.unlock("/a", info.token, "bob")).rejects.toThrow(LockForbidden);
+    await expect(locks.unlock("/a", info.token)).rejects.toThrow(LockForbidden);
+    await locks.unlock("/a", info.token, "ann");
+    expect(await locks.get(info.token)).toBeUndefined();
   });
 });
 
-describe("locksCovering", () => {
-  it("lists locks on the path and depth-infinity locks on its ancestors", () => {
+describe("snapshot", () => {
+  it("lists locks on the path and depth-infinity locks on its ancestors", async () => {
     const { locks, lock } = setup();
-    const root = lock("/", "infinity", "shared");
-    const a0 = lock("/a", 0, "shared");
-    const ab = lock("/a/b", "infinity", "shared");
-    lock("/a/b/c/d", 0, "shared"); // below: not covering /a/b/c
-    lock("/a/bc", 0, "shared"); // a sibling sharing a prefix
-    expect(locks.locksCovering("/a/b/c").map((l) => l.token)).toEqual([root.token, ab.token]);
-    expect(locks.locksCovering("/a").map((l) => l.token)).toEqual([root.token, a0.token]);
-    expect(locks.locksCovering("/").map((l) => l.token)).toEqual([root.token]);
+    const root = await lock("/", "infinity", "shared");
+    const a0 = await lock("/a", 0, "shared");
+    const ab = await lock("/a/b", "infinity", "shared");
+    await lock("/a/b/c/d", 0, "shared"); // below: not covering /a/b/c
+    await lock("/a/bc", 0, "shared"); // a sibling sharing a prefix
+    const view = await locks.snapshot();
+    expect(view.covering("/a/b/c").map((l) => l.token)).toEqual([root.token, ab.token]);
+    expect(view.covering("/a").map((l) => l.token)).toEqual([root.token, a0.token]);
+    expect(view.covering("/").map((l) => l.token)).toEqual([root.token]);
   });
 
-  it("ignores a depth-0 lock on an ancestor", () => {
+  it("stays the view of the moment it was taken", async () => {
     const { locks, lock } = setup();
-    lock("/a", 0);
-    expect(locks.locksCovering("/a/b")).toEqual([]);
+    const before = await lock("/a", 0, "shared");
+    const view = await locks.snapshot();
+    await locks.unlock("/a", before.token);
+    const after = await lock("/a", 0, "shared");
+    expect(view.covering("/a").map((l) => l.token)).toEqual([before.token]);
+    expect((await locks.snapshot()).covering("/a").map((l) => l.token)).toEqual([after.token]);
+  });
+
+  it("rejects a path that is not a gateway path", async () => {
+    const view = await new MemoryLockSystem().snapshot();
+    expect(() => view.covering("/a/")).toThrow(RangeError);
+  });
+
+  it("ignores a depth-0 lock on an ancestor", async () => {
+    const { locks, lock } = setup();
+    await lock("/a", 0);
+    expect((await locks.snapshot()).covering("/a/b")).toEqual([]);
   });
 });
 
 describe("canWrite", () => {
-  it("blocks a write to a locked resource without its token (litmus notowner_modify)", () => {
+  it("blocks a write to a locked resource without its token (litmus notowner_modify)", async () => {
     const { locks, lock } = setup();
-    const info = lock("/a");
-    const check = locks.canWrite("/a", []);
+    const info = await lock("/a");
+    const check = await locks.canWrite("/a", []);
     expect(check.allowed).toBe(false);
     expect(check.allowed ? undefined : check.lock.token).toBe(info.token);
-    expect(locks.canWrite("/a", ["opaquelocktoken:other"]).allowed).toBe(false);
+    expect((await locks.canWrite("/a", ["opaquelocktoken:other"])).allowed).toBe(false);
   });
 
-  it("allows the write with the token (litmus owner_modify)", () => {
+  it("allows the write with the token (litmus owner_modify)", async () => {
     const { locks, lock } = setup();
-    const info = lock("/a");
-    expect(locks.canWrite("/a", [info.token])).toEqual({ allowed: true });
-    expect(locks.canWrite("/b", [])).toEqual({ allowed: true });
+    const info = await lock("/a");
+    expect(await locks.canWrite("/a", [info.token])).toEqual({ allowed: true });
+    expect(await locks.canWrite("/b", [])).toEqual({ allowed: true });
   });
 
-  it("needs the token of every shared lock on the resource", () => {
+  it("needs the token of every shared lock on the resource", async () => {
     const { locks, lock } = setup();
-    const one = lock("/a", 0, "shared");
-    const two = lock("/a", 0, "shared");
-    expect(locks.canWrite("/a", [one.token]).allowed).toBe(false);
-    expect(locks.canWrite("/a", [one.token, two.token]).allowed).toBe(true);
+    const one = await lock("/a", 0, "shared");
+    const two = await lock("/a", 0, "shared");
+    expect((await locks.canWrite("/a", [one.token])).allowed).toBe(false);
+    expect((await locks.canWrite("/a", [one.token, two.token])).allowed).toBe(true);
   });
 
-  it("protects members of a depth-infinity lock (litmus lock_collection)", () => {
+  it("protects members of a depth-infinity lock (litmus lock_collection)", async () => {
     const { locks, lock } = setup();
-    const info = lock("/coll", "infinity");
-    expect(locks.canWrite("/coll/new", [], { membership: true }).allowed).toBe(false);
-    expect(locks.canWrite("/coll/sub/file", []).allowed).toBe(false);
-    expect(locks.canWrite("/coll/sub/file", [info.token]).allowed).toBe(true);
-    expect(locks.canWrite("/collection", []).allowed).toBe(true);
+    const info = await lock("/coll", "infinity");
+    expect((await locks.canWrite("/coll/new", [], { membership: true })).allowed).toBe(false);
+    expect((await locks.canWrite("/coll/sub/file", [])).allowed).toBe(false);
+    expect((await locks.canWrite("/coll/sub/file", [info.token])).allowed).toBe(true);
+    expect((await locks.canWrite("/collection", [])).allowed).toBe(true);
   });
 
-  it("lets a depth-0 collection lock guard membership, not the members' content", () => {
+  it("lets a depth-0 collection lock guard membership, not the members' content", async () => {
     const { locks, lock } = setup();
-    const info = lock("/coll", 0);
-    expect(locks.canWrite("/coll/existing", []).allowed).toBe(true);
-    expect(locks.canWrite("/coll/new", [], { membership: true }).allowed).toBe(false);
-    expect(locks.canWrite("/coll/new", [info.token], { membership: true }).allowed).toBe(true);
-    expect(locks.canWrite("/coll/sub/new", [], { membership: true }).allowed).toBe(true);
+    const info = await lock("/coll", 0);
+    expect((await locks.canWrite("/coll/existing", [])).allowed).toBe(true);
+    expect((await locks.canWrite("/coll/new", [], { membership: true })).allowed).toBe(false);
+    expect((await locks.canWrite("/coll/new", [info.token], { membership: true })).allowed).toBe(
+      true,
+    );
+    expect((await locks.canWrite("/coll/sub/new", [], { membership: true })).allowed).toBe(true);
   });
 
-  it("blocks a recursive write over a lock below, but not a plain one", () => {
+  it("blocks a recursive write over a lock below, but not a plain one", async () => {
     const { locks, lock } = setup();
-    const below = lock("/a/b/c.txt");
-    const check = locks.canWrite("/a", [], { recursive: true });
+    const below = await lock("/a/b/c.txt");
+    const check = await locks.canWrite("/a", [], { recursive: true });
     expect(check.allowed ? undefined : check.lock.token).toBe(below.token);
-    expect(locks.canWrite("/a", []).allowed).toBe(true);
-    expect(locks.canWrite("/a", [below.token], { recursive: true }).allowed).toBe(true);
-    expect(locks.canWrite("/", [], { recursive: true }).allowed).toBe(false);
+    expect((await locks.canWrite("/a", [])).allowed).toBe(true);
+    expect((await locks.canWrite("/a", [below.token], { recursive: true })).allowed).toBe(true);
+    expect((await locks.canWrite("/", [], { recursive: true })).allowed).toBe(false);
   });
 
-  it("does not treat /ab as below /a", () => {
+  it("does not treat /ab as below /a", async () => {
     const { locks, lock } = setup();
-    lock("/a", "infinity", "shared");
-    lock("/a", 0, "shared");
-    expect(locks.canWrite("/ab", [], { recursive: true, membership: true }).allowed).toBe(true);
-    expect(locks.canWrite("/ab/x", [], { recursive: true, membership: true }).allowed).toBe(true);
+    await lock("/a", "infinity", "shared");
+    await lock("/a", 0, "shared");
+    expect((await locks.canWrite("/ab", [], { recursive: true, membership: true })).allowed).toBe(
+      true,
+    );
+    expect((await locks.canWrite("/ab/x", [], { recursive: true, membership: true })).allowed).toBe(
+      true,
+    );
     const other = setup();
-    other.lock("/ab", "infinity");
-    expect(other.locks.canWrite("/a", [], { recursive: true }).allowed).toBe(true);
-    expect(other.locks.canWrite("/a/b", [], { membership: true }).allowed).toBe(true);
+    await other.lock("/ab", "infinity");
+    expect((await other.locks.canWrite("/a", [], { recursive: true })).allowed).toBe(true);
+    expect((await other.locks.canWrite("/a/b", [], { membership: true })).allowed).toBe(true);
   });
 
-  it("counts a token only for the principal who took the lock", () => {
+  it("counts a token only for the principal who took the lock", async () => {
     const { locks, lock } = setup();
-    const info = lock("/a", 0, "exclusive", { principal: "ann" });
-    expect(locks.canWrite("/a", [info.token], { principal: "ann" }).allowed).toBe(true);
-    expect(locks.canWrite("/a", [info.token], { principal: "bob" }).allowed).toBe(false);
-    expect(locks.canWrite("/a", [info.token]).allowed).toBe(false);
+    const info = await lock("/a", 0, "exclusive", { principal: "ann" });
+    expect((await locks.canWrite("/a", [info.token], { principal: "ann" })).allowed).toBe(true);
+    expect((await locks.canWrite("/a", [info.token], { principal: "bob" })).allowed).toBe(false);
+    expect((await locks.canWrite("/a", [info.token])).allowed).toBe(false);
   });
 
-  it("lets a copy read a locked source: only the destination is checked (litmus copy)", () => {
+  it("lets a copy read a locked source: only the destination is checked (litmus copy)", async () => {
     const { locks, lock } = setup();
-    lock("/src", "infinity");
-    expect(locks.canWrite("/dst", [], { recursive: true, membership: true }).allowed).toBe(true);
+    await lock("/src", "infinity");
+    expect((await locks.canWrite("/dst", [], { recursive: true, membership: true })).allowed).toBe(
+      true,
+    );
   });
 });
 
 describe("move and remove", () => {
-  it("drops locks on a deleted path and below, keeping ancestors and /ab", () => {
+  it("drops locks on a deleted path and below, keeping ancestors and /ab", async () => {
     const { locks, lock } = setup();
-    const ancestor = lock("/", 0);
-    const a = lock("/a", 0);
-    const below = lock("/a/b", "infinity");
-    const sibling = lock("/ab");
-    locks.remove("/a");
-    expect(locks.get(a.token)).toBeUndefined();
-    expect(locks.get(below.token)).toBeUndefined();
-    expect(locks.get(ancestor.token)).toBeDefined();
-    expect(locks.get(sibling.token)).toBeDefined();
+    const ancestor = await lock("/", 0);
+    const a = await lock("/a", 0);
+    const below = await lock("/a/b", "infinity");
+    const sibling = await lock("/ab");
+    await locks.remove("/a");
+    expect(await locks.get(a.token)).toBeUndefined();
+    expect(await locks.get(below.token)).toBeUndefined();
+    expect(await locks.get(ancestor.token)).toBeDefined();
+    expect(await locks.get(sibling.token)).toBeDefined();
   });
 
-  it("does not move locks with a moved resource, and drops those on a replaced destination", () => {
+  it("does not move locks with a moved resource, and drops those on a replaced destination", async () => {
     const { locks, lock } = setup();
-    const source = lock("/src/f");
-    const replaced = lock("/dst");
-    const destParent = lock("/parent", "infinity", "shared");
-    locks.move("/src", "/parent/dst");
-    locks.move("/other", "/dst");
-    expect(locks.get(source.token)).toBeUndefined();
-    expect(locks.get(replaced.token)).toBeUndefined();
-    expect(locks.locksCovering("/src/f")).toEqual([]);
+    const source = await lock("/src/f");
+    const replaced = await lock("/dst");
+    const destParent = await lock("/parent", "infinity", "shared");
+    await locks.move("/src", "/parent/dst");
+    await locks.move("/other", "/dst");
+    expect(await locks.get(source.token)).toBeUndefined();
+    expect(await locks.get(replaced.token)).toBeUndefined();
+    expect((await locks.snapshot()).covering("/src/f")).toEqual([]);
     // The moved resource is now under the destination's depth-infinity lock (§7.6).
-    expect(locks.locksCovering("/parent/dst/f").map((l) => l.token)).toEqual([destParent.token]);
+    expect((await locks.snapshot()).covering("/parent/dst/f").map((l) => l.token)).toEqual([
+      destParent.token,
+    ]);
   });
 });
 
 describe("If header and lock system together", () => {
-  function putAllowed(locks: MemoryLockSystem, path: string, ifHeader: string): number {
+  async function putAllowed(locks: MemoryLockSystem, path: string, ifHeader: string) {
     const header = parseIfHeader(ifHeader);
+    const view = await locks.snapshot();
     const resolve = (p: string) => ({
       etag: '"e1"',
-      lockTokens: locks.locksCovering(p).map((l) => l.token),
+      lockTokens: view.covering(p).map((l) => l.token),
     });
     if (!evaluateIf(header, resolve, path)) return 412;
-    return locks.canWrite(path, submittedTokens(header)).allowed ? 204 : 423;
+    return (await locks.canWrite(path, submittedTokens(header))).allowed ? 204 : 423;
   }
 
-  it("answers the litmus conditional PUT cases", () => {
+  it("answers the litmus conditional PUT cases", async () => {
     const { locks, lock } = setup();
-    const { token } = lock("/lockme");
-    expect(putAllowed(locks, "/lockme", `(<${token}>)`)).toBe(204); // cond_put
-    expect(putAllowed(locks, "/lockme", `(<opaquelocktoken:fake>)`)).toBe(412); // fail_cond_put
-    expect(putAllowed(locks, "/lockme", `(<${token}>) (Not <DAV:no-lock>)`)).toBe(204);
-    expect(putAllowed(locks, "/lockme", `(<${token}x>) (Not <DAV:no-lock>)`)).toBe(423);
-    expect(putAllowed(locks, "/lockme", `(<${token}> ["e1"]) (Not <DAV:no-lock> ["e1"])`)).toBe(
-      204,
+    const { token } = await lock("/lockme");
+    expect(await putAllowed(locks, "/lockme", `(<${token}>)`)).toBe(204); // cond_put
+    expect(await putAllowed(locks, "/lockme", `(<opaquelocktoken:fake>)`)).toBe(412); // fail_cond_put
+    expect(await putAllowed(locks, "/lockme", `(<${token}>) (Not <DAV:no-lock>)`)).toBe(204);
+    expect(await putAllowed(locks, "/lockme", `(<${token}x>) (Not <DAV:no-lock>)`)).toBe(423);
+    expect(
+      await putAllowed(locks, "/lockme", `(<${token}> ["e1"]) (Not <DAV:no-lock> ["e1"])`),
+    ).toBe(204);
+    expect(await putAllowed(locks, "/lockme", `(<${token}> ["x"]) (Not <DAV:no-lock> ["x"])`)).toBe(
+      412,
     );
-    expect(putAllowed(locks, "/lockme", `(<${token}> ["x"]) (Not <DAV:no-lock> ["x"])`)).toBe(412);
-    locks.unlock("/lockme", token);
-    expect(putAllowed(locks, "/lockme", `(<${token}>)`)).toBe(412); // fail_cond_put_unlocked
+    await locks.unlock("/lockme", token);
+    expect(await putAllowed(locks, "/lockme", `(<${token}>)`)).toBe(412); // fail_cond_put_unlocked
   });
 });
 
@@ -467,9 +502,9 @@ function request(root: string): LockRequest {
   return { root, depth: 0, scope: "exclusive", ownerXml: "", timeoutSeconds: 60 };
 }
 
-function catchError(fn: () => unknown): unknown {
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
-    fn();
+    await promise;
   } catch (error) {
     return error;
   }
