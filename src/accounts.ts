@@ -6,9 +6,12 @@ import type { RequestQueueStats } from "./cloudreve/queue.js";
 import type { UpstreamObserver } from "./cloudreve/transport.js";
 import type { Token } from "./cloudreve/types.js";
 import { needsOwnAccount, type AccountCredentials, type GatewayUser } from "./config.js";
-import { MemoryLockSystem } from "./dav/locks.js";
+import type { LockSystem } from "./dav/locks.js";
 import type { Workspace } from "./dav/server.js";
+import { AnnouncedDrive } from "./drive/announced.js";
 import { AppleDoubleOverlay } from "./drive/appledouble.js";
+import type { ChangeBus } from "./shared/changes.js";
+import type { SharedState } from "./shared/state.js";
 import { Drive, type DriveObserver } from "./drive/drive.js";
 import type { FileSystem } from "./drive/types.js";
 import { BadRequest, CredentialInvalid, LoginRejected, UpstreamError } from "./errors.js";
@@ -121,7 +124,6 @@ function followChanges(
  */
 class Account {
   readonly fs: FileSystem;
-  readonly locks = new MemoryLockSystem();
   /** Requests working in the account now. */
   inUse = 0;
   lastUsed = Date.now();
@@ -130,19 +132,35 @@ class Account {
   private readonly changes: ChangeFeed;
   private readonly recovered: Promise<unknown>;
 
+  private readonly unsubscribe: () => void;
+
   private constructor(
     readonly api: CloudreveApi,
     readonly drive: Drive,
+    readonly locks: LockSystem,
+    private readonly notices: ChangeBus,
     config: GatewayConfig,
     name: string,
     /** The account in the metrics: its email, or (a token alone) its file name, never the token. */
     readonly label: string,
     log: Logger,
   ) {
+    const announced = new AnnouncedDrive(drive, notices);
     this.fs =
       config.appleDouble === "local"
-        ? new AppleDoubleOverlay(drive, join(config.stateDir, "appledouble", name))
-        : drive;
+        ? new AppleDoubleOverlay(announced, join(config.stateDir, "appledouble", name))
+        : announced;
+    // What other gateway instances changed is looked up again at once.
+    this.unsubscribe = notices.subscribe({
+      changed(paths) {
+        try {
+          for (const path of paths) drive.forget(path);
+        } catch {
+          drive.forgetAll(); // a path the drive cannot take: the safe answer
+        }
+      },
+      reset: () => drive.forgetAll(),
+    });
     // Upload sessions a crash left behind hold their paths locked upstream for a day: cancel
     // them. In the background, so an unreachable upstream does not delay the start.
     this.recovered = api.journal
@@ -159,8 +177,10 @@ class Account {
     log: Logger,
     onRefused: (err: Error) => void,
     observer: (UpstreamObserver & DriveObserver) | undefined,
+    shared: SharedState,
   ): Promise<Account> {
     const name = accountName(config.upstream, credentials);
+    const notices = await shared.changesOf(name);
     const api = new CloudreveApi({
       baseUrl: config.upstream,
       clientId: await loadClientId(join(config.stateDir, "client-id", name)),
@@ -187,13 +207,16 @@ class Account {
       log,
       observer,
     });
-    return new Account(api, drive, config, name, credentials.email ?? name, log);
+    const locks = shared.locksOf(name);
+    return new Account(api, drive, locks, notices, config, name, credentials.email ?? name, log);
   }
 
   /** Lets go: the event stream, then what is still being cleaned up, then the connections. */
   async close(log: Logger): Promise<void> {
     // The stream never ends by itself: it would hold the upstream connections open.
     await this.changes.close();
+    this.unsubscribe();
+    await this.notices.close();
     if (!(await within(Promise.all([this.drive.writesSettled(), this.recovered]), CLEANUP_MS))) {
       log.warn("upstream clean-up did not finish in time");
     }
@@ -233,6 +256,8 @@ export class Accounts {
   constructor(
     private readonly config: GatewayConfig,
     private readonly log: Logger,
+    /** Where each account's locks and change notices live (this process, or Redis). */
+    private readonly shared: SharedState,
     /**
      * A user's checked sign-in no longer holds (Cloudreve refused their credentials, or their
      * account was closed while idle): they must be checked again on their next request.
@@ -380,6 +405,7 @@ export class Accounts {
         if (user !== undefined) this.forgetSignIn(user);
       },
       this.observer,
+      this.shared,
     );
     if (checked) await account.api.transport.auth.adopt(checked.token);
     this.open.set(key, account);

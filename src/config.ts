@@ -77,6 +77,8 @@ export interface Config {
   tlsKey: string | undefined;
   /** An account nobody used for this long lets go of its connections, cache and event stream. */
   accountIdleSeconds: number;
+  /** Redis for locks and cache invalidations shared by several gateway instances. */
+  redis: string | undefined;
   /** HOST:PORT of the Prometheus listener (GET /metrics), apart from WebDAV; "off": none. */
   metricsListen: string;
 }
@@ -270,6 +272,14 @@ const SETTINGS: readonly Setting[] = [
     help: "PEM private key of --tls-cert",
   },
   {
+    key: "redis",
+    kind: "string",
+    example: "redis://127.0.0.1:6379",
+    help: "Redis shared by several gateway instances serving the same drives: WebDAV locks and cache invalidations (none: this process alone)",
+    pattern: /^rediss?:\/\//i,
+    shape: "a redis:// or rediss:// URL",
+  },
+  {
     key: "accountIdleSeconds",
     kind: "int",
     example: "900",
@@ -321,6 +331,7 @@ export function defaults(): Config {
     tlsCert: undefined,
     tlsKey: undefined,
     accountIdleSeconds: 900,
+    redis: undefined,
     metricsListen: "127.0.0.1:9464",
   };
 }
@@ -740,6 +751,11 @@ function check(config: Config): void {
   if (!requiresSignIn(config) && !isLoopback(config.host)) {
     throw new ConfigError(
       `host: ${config.host} is not a loopback address and no gateway users are configured, so anyone on the network could use the drive. Add users (hashes from \`cloudreve-dav hash-password\`), an htpasswd file or --auth cloudreve, or listen on loopback. Example: CLOUDREVE_DAV_USERS='[{"name":"me","passwordHash":"scrypt$…"}]', or --host 127.0.0.1`,
+    );
+  }
+  if (config.redis && config.appleDouble === "local") {
+    throw new ConfigError(
+      `appleDouble: "local" keeps Finder's ._* files on this instance's disk, which other instances sharing Redis cannot see. Example: --apple-double upload (or run without --redis)`,
     );
   }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {

@@ -86,3 +86,6 @@ export class PreconditionFailed extends GatewayError {}
 export class MissingParent extends GatewayError {}
 /** The operation needs a file and the path is a folder, or the other way round. */
 export class WrongType extends GatewayError {}
+
+/** The state gateway instances share (locks, in Redis) cannot be reached: try again later. */
+export class SharedStateUnavailable extends GatewayError {}

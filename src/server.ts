@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
 import { createSecureContext } from "node:tls";
+import { LocalState, RedisState } from "./shared/state.js";
 import { Accounts, within } from "./accounts.js";
 import { upstreamCalls } from "./cloudreve/transport.js";
 import { ConfigError, isLoopback, requiresSignIn, type Config } from "./config.js";
@@ -67,6 +68,17 @@ async function loadHtpasswd(config: Config): Promise<Map<string, string> | undef
   }
 }
 
+/** Redis for shared state, reached at start: an unreachable one is a setting to fix. */
+async function openShared(url: string, log: Logger): Promise<RedisState> {
+  try {
+    return await RedisState.open(url, log);
+  } catch (err) {
+    throw new ConfigError(
+      `redis: cannot reach Redis (${(err as Error).message}). Example: --redis redis://127.0.0.1:6379`,
+    );
+  }
+}
+
 /** Wires the layers (Cloudreve client → drive → WebDAV) and listens. */
 export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
   const tls = readTls(config);
@@ -75,7 +87,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   const metricsAt = metricsAddress(config.metricsListen);
   // Made only when asked for: with "off", no layer is observed at all.
   const metrics: Metrics | undefined = metricsAt && new Metrics(() => accounts.status());
-  const accounts = new Accounts(config, log, (user) => auth?.forget(user), metrics);
+  const shared = config.redis ? await openShared(config.redis, log) : new LocalState();
+  const accounts = new Accounts(config, log, shared, (user) => auth?.forget(user), metrics);
   await accounts.start();
   if (requiresSignIn(config)) {
     auth = new BasicAuth(
@@ -117,7 +130,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       server.listen(config.port, config.host, () => resolve());
     });
   } catch (err) {
-    await accounts.close(); // nothing may keep signing in for a gateway that never started
+    // Nothing may keep signing in for a gateway that never started.
+    await accounts.close();
+    await shared.close();
     throw err;
   }
   const address = server.address();
@@ -162,6 +177,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       await stopped;
     }
     await Promise.all([accounts.close(), metricsClosed]);
+    await shared.close();
   }
 
   return {

@@ -150,6 +150,24 @@ describe("precedence: flags > environment > config file > defaults", () => {
   });
 });
 
+describe("redis", () => {
+  it("is read from each source, and must be a redis:// URL", async () => {
+    const url = "redis://127.0.0.1:6379";
+    expect(loadConfig(["--redis", url], {}).config.redis).toBe(url);
+    expect(loadConfig([], { CLOUDREVE_DAV_REDIS: url }).config.redis).toBe(url);
+    expect(loadConfig(["--config", await configFile({ redis: url })], {}).config.redis).toBe(url);
+    const err = configError(() => loadConfig(["--redis", "http://x"], {}));
+    expect(err.message).toContain("redis:// or rediss:// URL");
+  });
+
+  it("refuses --apple-double local, which keeps files on one instance's disk", () => {
+    const err = configError(() =>
+      loadConfig(["--redis", "redis://127.0.0.1:6379", "--apple-double", "local"], {}),
+    );
+    expect(err.message).toMatch(/^appleDouble: .*other instances sharing Redis cannot see/);
+  });
+});
+
 describe("boolean settings", () => {
   it("is set by a bare flag and cleared by --no-…, over the environment", () => {
     expect(loadConfig(["--permanent-delete"], {}).config.permanentDelete).toBe(true);

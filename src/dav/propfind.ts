@@ -1,8 +1,10 @@
 import type { DeadProp, Entry, Member, Quota } from "../drive/types.js";
-import { NotFound, WrongType } from "../errors.js";
+import { NotFound, SharedStateUnavailable, WrongType } from "../errors.js";
 import { header, readSmallBody, sendXml, type DavContext } from "./context.js";
 import { parseDepth } from "./headers.js";
 import { checkWrite } from "./lock.js";
+import { snapshotOf } from "./lock-rules.js";
+import type { LockSnapshot } from "./locks.js";
 import {
   contentTypeOf,
   encodeSegment,
@@ -47,6 +49,23 @@ interface Wanted {
 }
 
 /** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
+/**
+ * The locks to show. Listings go on while the shared lock table (Redis) is away: they show no
+ * lock then, and every write, whose lock check cannot be made, is refused meanwhile (503).
+ */
+async function lockView(ctx: DavContext): Promise<LockSnapshot> {
+  try {
+    return await ctx.locks.snapshot();
+  } catch (err) {
+    if (!(err instanceof SharedStateUnavailable)) throw err;
+    ctx.log.warn(
+      { problem: err.message },
+      "listing without lock discovery: shared locks unavailable",
+    );
+    return snapshotOf([]);
+  }
+}
+
 /**
  * The resource and, for Depth 1, its members. A folder is listed first: the listing brings the
  * folder's own entry too, so a folder whose cache entry has expired costs one call, not two.
@@ -113,7 +132,7 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   const rootHref = ctx.space.href(root.path, true);
   const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
   // One view of the locks for all entries: a shared table would pay for a look per entry.
-  const locks = await ctx.locks.snapshot();
+  const locks = await lockView(ctx);
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
     const propCtx: PropContext = {

@@ -14,6 +14,7 @@ import {
   PreconditionFailed,
   QuotaExceeded,
   SessionExpired,
+  SharedStateUnavailable,
   StaleVersion,
   TooLarge,
   UpstreamError,
@@ -62,7 +63,7 @@ export function statusOf(err: unknown, exists = 405): number {
     err instanceof LoginRejected
   )
     return 503;
-  if (err instanceof SessionExpired) return 503;
+  if (err instanceof SessionExpired || err instanceof SharedStateUnavailable) return 503;
   if (err instanceof UpstreamTimeout) return 504;
   if (err instanceof UpstreamError) return err.retryable ? 503 : 502;
   return 500;

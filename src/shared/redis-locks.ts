@@ -31,7 +31,8 @@ import {
   snapshotOf,
   writeCheck,
 } from "../dav/lock-rules.js";
-import { SharedStateUnavailable, unavailable } from "./redis.js";
+import { SharedStateUnavailable } from "../errors.js";
+import { unavailable } from "./redis.js";
 
 /** Rounds of a write that other instances keep overtaking before it gives up (503). */
 const ATTEMPTS = 10;
@@ -181,6 +182,7 @@ export class RedisLockSystem implements LockSystem {
       }
       throw new SharedStateUnavailable(
         `the locks kept changing under ${ATTEMPTS} attempts to update them; try again`,
+        { retryable: true },
       );
     });
   }

@@ -6,20 +6,16 @@
  * whatever state it kept is what counts.
  */
 import { Redis } from "ioredis";
-import { GatewayError } from "../errors.js";
+import { SharedStateUnavailable } from "../errors.js";
 import type { Logger } from "../log.js";
-
-/** Redis could not be reached, or did not answer in time: worth retrying later. */
-export class SharedStateUnavailable extends GatewayError {
-  constructor(message: string, cause?: unknown) {
-    super(message, { cause, retryable: true });
-  }
-}
 
 /** Turns whatever a Redis call failed with into SharedStateUnavailable. */
 export function unavailable(err: unknown): SharedStateUnavailable {
   const reason = err instanceof Error ? err.message : String(err);
-  return new SharedStateUnavailable(`shared state (Redis) unavailable: ${reason}`, err);
+  return new SharedStateUnavailable(`shared state (Redis) unavailable: ${reason}`, {
+    cause: err,
+    retryable: true,
+  });
 }
 
 export interface RedisOptions {
