@@ -15,7 +15,8 @@ import {
 } from "../../src/dav/locks.js";
 import { createLogger } from "../../src/log.js";
 import { RedisLockSystem } from "../../src/shared/redis-locks.js";
-import { openRedis, SharedStateUnavailable } from "../../src/shared/redis.js";
+import { SharedStateUnavailable } from "../../src/errors.js";
+import { openRedis } from "../../src/shared/redis.js";
 import { startRedis, type RedisServer } from "../helpers/redis.js";
 import { until } from "../helpers/wait.js";
 
