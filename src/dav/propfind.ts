@@ -48,7 +48,6 @@ interface Wanted {
   row: LiveProp | undefined;
 }
 
-/** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
 /**
  * The locks to show. Listings go on while the shared lock table (Redis) is away: they show no
  * lock then, and every write, whose lock check cannot be made, is refused meanwhile (503).
@@ -89,6 +88,7 @@ async function rootAndMembers(
   return { root, members: members ?? (await ctx.fs.list(ctx.path, { withDeadProps })) };
 }
 
+/** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
 export async function handlePropfind(ctx: DavContext): Promise<void> {
   // Absent means infinity (RFC 4918 §10.2).
   const depth = parseDepth(header(ctx, "depth")) ?? "infinity";
