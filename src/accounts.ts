@@ -183,9 +183,24 @@ class Account {
     const notices = await shared.changesOf(name);
     const api = new CloudreveApi({
       baseUrl: config.upstream,
-      clientId: await loadClientId(join(config.stateDir, "client-id", name)),
+      // One client id per account and worker of `--workers`, not one for all: Cloudreve keeps
+      // one subscriber per client id, and two streams open with the same id would share its
+      // queue, each getting only some of the events. Worker 1 (or the only process) keeps the
+      // plain file; a restarted worker takes its slot's id and resumes that subscription.
+      // Cloudreve does not send a client its own changes; those of another worker do come back
+      // (a few seconds later, after the change bus, `notices`, told at once): harmless.
+      clientId: await loadClientId(
+        join(
+          config.stateDir,
+          "client-id",
+          (config.workerSlot ?? 1) > 1 ? `${name}.worker-${config.workerSlot}` : name,
+        ),
+      ),
       ...credentials,
       stateFile: stateFileOf(config.stateDir, name),
+      // Shared by the processes of `--workers`: each record names the pid whose session it is,
+      // and recovery at start cancels only those of processes no longer alive (a worker the
+      // primary restarts cancels what its dead predecessor left, never a live sibling's).
       uploadJournalDir: join(config.stateDir, "uploads", name),
       log,
       timeouts: {

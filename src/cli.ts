@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
 import {
   commandName,
@@ -13,7 +14,10 @@ import { loginCommand } from "./login.js";
 import { Prompter } from "./prompt.js";
 import { createLogger } from "./log.js";
 import { startGateway, type Gateway, type GatewayConfig } from "./server.js";
+import { isStop, READY, runPrimary, workerSlot } from "./workers.js";
 import type { Demo } from "./demo.js";
+import { WorkerState } from "./shared/primary-state.js";
+import type { SharedState } from "./shared/state.js";
 
 async function hashPasswordCommand(): Promise<number> {
   const prompter = new Prompter();
@@ -78,10 +82,23 @@ async function main(): Promise<number> {
   }
 
   const log = createLogger(loaded.config.logLevel);
+  // --workers N: this process forks the N gateway processes and waits for them (src/workers.ts).
+  const worker = loaded.config.workers > 1 && cluster.isWorker;
+  if (loaded.config.workers > 1 && cluster.isPrimary) {
+    return runPrimary(loaded.config, log);
+  }
   const { upstream } = loaded.config;
   let config: GatewayConfig;
   let demo: Demo | undefined;
-  if (upstream) config = { ...loaded.config, upstream };
+  let shared: SharedState | undefined;
+  if (worker) {
+    // The primary said why metrics are off; without --redis, locks and notices are its.
+    loaded.config.metricsListen = "off";
+    if (!loaded.config.redis) shared = new WorkerState();
+  }
+  // Demo mode is refused with --workers above 1 (config.ts): its emulator is one process's.
+  if (upstream)
+    config = { ...loaded.config, upstream, workerSlot: worker ? workerSlot() : undefined };
   else {
     // Loaded only here: demo mode alone brings the emulator into the process.
     const { startDemoUpstream } = await import("./demo.js");
@@ -90,9 +107,10 @@ async function main(): Promise<number> {
   }
   let gateway: Gateway;
   try {
-    gateway = await startGateway(config, log);
+    gateway = await startGateway(config, log, { shared });
   } catch (err) {
     await demo?.close();
+    await shared?.close();
     if (err instanceof ConfigError) {
       process.stderr.write(`cloudreve-dav: ${err.message}\n`);
       return 2;
@@ -113,6 +131,7 @@ async function main(): Promise<number> {
     "serving WebDAV",
   );
   process.on("SIGHUP", () => void gateway.reload());
+  if (worker) process.send?.({ type: READY });
   if (!demo) {
     gateway.checkUpstream().then(
       ({ user, version }) =>
@@ -125,8 +144,18 @@ async function main(): Promise<number> {
     );
   }
 
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+  const signal = await new Promise<NodeJS.Signals | "primary">((resolve) => {
     for (const s of ["SIGINT", "SIGTERM"] as const) process.once(s, () => resolve(s));
+    // A worker is told by its primary, not by a signal: a terminal's Ctrl-C reaches every
+    // process of the group, and a forwarded signal would then count as the second one.
+    if (worker) {
+      const onMessage = (msg: unknown) => {
+        if (!isStop(msg)) return;
+        process.off("message", onMessage);
+        resolve("primary");
+      };
+      process.on("message", onMessage);
+    }
   });
   log.info(
     { signal, timeoutSeconds: config.shutdownTimeoutSeconds },

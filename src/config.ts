@@ -79,6 +79,7 @@ export interface Config {
   accountIdleSeconds: number;
   /** Redis for locks and cache invalidations shared by several gateway instances. */
   redis: string | undefined;
+  workers: number;
   /** HOST:PORT of the Prometheus listener (GET /metrics), apart from WebDAV; "off": none. */
   metricsListen: string;
 }
@@ -280,6 +281,14 @@ const SETTINGS: readonly Setting[] = [
     shape: "a redis:// or rediss:// URL",
   },
   {
+    key: "workers",
+    kind: "int",
+    example: "4",
+    help: "gateway processes sharing the port on this machine (locks and change notices shared through the first process, or --redis); metrics are off with more than 1",
+    min: 1,
+    max: 64,
+  },
+  {
     key: "accountIdleSeconds",
     kind: "int",
     example: "900",
@@ -332,6 +341,7 @@ export function defaults(): Config {
     tlsKey: undefined,
     accountIdleSeconds: 900,
     redis: undefined,
+    workers: 1,
     metricsListen: "127.0.0.1:9464",
   };
 }
@@ -756,6 +766,17 @@ function check(config: Config): void {
   if (config.redis && config.appleDouble === "local") {
     throw new ConfigError(
       `appleDouble: "local" keeps Finder's ._* files on this instance's disk, which other instances sharing Redis cannot see. Example: --apple-double upload (or run without --redis)`,
+    );
+  }
+  if (config.workers > 1 && config.appleDouble === "local") {
+    throw new ConfigError(
+      `appleDouble: "local" keeps Finder's ._* files in one process, which the other workers do not see. Example: --apple-double upload (or --workers 1)`,
+    );
+  }
+  if (config.workers > 1 && !config.upstream) {
+    // Demo mode's emulator keeps the drive in one process's memory.
+    throw new ConfigError(
+      `workers: demo mode (no upstream) runs in one process. Example: --upstream https://pan.example.com --workers ${config.workers}, or --workers 1`,
     );
   }
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {

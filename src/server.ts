@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
 import { createSecureContext } from "node:tls";
-import { LocalState, RedisState } from "./shared/state.js";
+import { LocalState, RedisState, type SharedState } from "./shared/state.js";
 import { Accounts, within } from "./accounts.js";
 import { upstreamCalls } from "./cloudreve/transport.js";
 import { ConfigError, isLoopback, requiresSignIn, type Config } from "./config.js";
@@ -34,8 +34,11 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-/** The settings of a gateway with its upstream known (configured, or demo mode's emulator). */
-export type GatewayConfig = Config & { upstream: string };
+/**
+ * The settings of a gateway with its upstream known (configured, or demo mode's emulator), and,
+ * in a worker of `--workers`, which of them it is (1 to N, kept by the worker restarted in its place).
+ */
+export type GatewayConfig = Config & { upstream: string; workerSlot?: number };
 
 function readTls(config: Config): { cert: Buffer; key: Buffer } | undefined {
   if (!config.tlsCert || !config.tlsKey) return undefined;
@@ -79,15 +82,23 @@ async function openShared(url: string, log: Logger): Promise<RedisState> {
   }
 }
 
-/** Wires the layers (Cloudreve client → drive → WebDAV) and listens. */
-export async function startGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+/**
+ * Wires the layers (Cloudreve client → drive → WebDAV) and listens. `shared` (a worker of
+ * `--workers`, without --redis) replaces this process's own state; it is closed with the gateway.
+ */
+export async function startGateway(
+  config: GatewayConfig,
+  log: Logger,
+  options: { shared?: SharedState } = {},
+): Promise<Gateway> {
   const tls = readTls(config);
   const passwords = new LocalPasswords(config.users, await loadHtpasswd(config));
   let auth: BasicAuth | undefined;
   const metricsAt = metricsAddress(config.metricsListen);
   // Made only when asked for: with "off", no layer is observed at all.
   const metrics: Metrics | undefined = metricsAt && new Metrics(() => accounts.status());
-  const shared = config.redis ? await openShared(config.redis, log) : new LocalState();
+  const shared =
+    options.shared ?? (config.redis ? await openShared(config.redis, log) : new LocalState());
   const accounts = new Accounts(config, log, shared, (user) => auth?.forget(user), metrics);
   await accounts.start();
   if (requiresSignIn(config)) {

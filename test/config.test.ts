@@ -127,6 +127,8 @@ describe("precedence: flags > environment > config file > defaults", () => {
       tlsKey: "/etc/key.pem",
       accountIdleSeconds: 60,
       metricsListen: "[::]:9100",
+      // Above 1 it refuses appleDouble "local" (above); read from each source in "workers".
+      workers: 1,
     };
     const expected = { ...all, upstream: "https://pan.example.com" };
     const fromFile = loadConfig(["--config", await configFile(all)], {}).config;
@@ -165,6 +167,34 @@ describe("redis", () => {
       loadConfig(["--redis", "redis://127.0.0.1:6379", "--apple-double", "local"], {}),
     );
     expect(err.message).toMatch(/^appleDouble: .*other instances sharing Redis cannot see/);
+  });
+});
+
+describe("workers", () => {
+  const upstream = ["--upstream", "https://pan.example.com", "--email", "me@example.com"];
+  const pw = ["--password", "pw"];
+
+  it("is 1 unless set; read from each source, from 1 to 64", async () => {
+    expect(loadConfig([], {}).config.workers).toBe(1);
+    expect(loadConfig([...upstream, ...pw, "--workers", "4"], {}).config.workers).toBe(4);
+    const env = { CLOUDREVE_DAV_WORKERS: "3" };
+    expect(loadConfig([...upstream, ...pw], env).config.workers).toBe(3);
+    const file = await configFile({ workers: 64 });
+    expect(loadConfig([...upstream, ...pw, "--config", file], {}).config.workers).toBe(64);
+    expect(configError(() => loadConfig(["--workers", "0"], {})).message).toMatch(/^workers /);
+    expect(configError(() => loadConfig(["--workers", "65"], {})).message).toMatch(/^workers /);
+  });
+
+  it("refuses demo mode, whose emulator lives in one process", () => {
+    const err = configError(() => loadConfig(["--workers", "2"], {}));
+    expect(err.message).toMatch(/^workers: demo mode \(no upstream\) runs in one process/);
+  });
+
+  it("refuses --apple-double local, which keeps files in one process", () => {
+    const err = configError(() =>
+      loadConfig([...upstream, ...pw, "--workers", "2", "--apple-double", "local"], {}),
+    );
+    expect(err.message).toMatch(/^appleDouble: .*the other workers do not see/);
   });
 });
 

@@ -160,6 +160,11 @@ export class MemoryLockSystem implements LockSystem {
     return snapshotOf(this.live());
   }
 
+  /** The live locks themselves (the primary of `--workers` sends them for a worker's snapshot). */
+  async list(): Promise<LockInfo[]> {
+    return this.live();
+  }
+
   async canWrite(
     path: string,
     submittedTokens: readonly string[],

@@ -74,8 +74,8 @@ export async function startRedis(): Promise<RedisServer> {
   };
 }
 
-/** A port nothing listens on now (the kernel's pick, released for redis-server to take). */
-async function freePort(): Promise<number> {
+/** A port nothing listens on now (the kernel's pick, released for a server to take). */
+export async function freePort(): Promise<number> {
   const server = createServer();
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
