@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 /**
  * What a lock system decides (RFC 4918 §6, §7, §9.10, §9.11), as pure functions of the live
  * locks, and the errors it throws (locks.ts exports them with the interface). Every
@@ -185,3 +186,6 @@ export function assertTimeout(seconds: number): void {
 function expiry(now: number, timeoutSeconds: number): number {
   return now + timeoutSeconds * 1000;
 }
+
+/** A new lock token (RFC 4918 §6.5): every lock system issues the same kind unless told otherwise. */
+export const newLockToken = (): string => `opaquelocktoken:${randomUUID()}`;

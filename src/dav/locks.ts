@@ -7,11 +7,11 @@
  * with 40073 (docs/clients.md §E.1). Paths are gateway paths: "/" or "/a/b", no trailing slash.
  * A lock protects its root and, at depth infinity, everything below it.
  */
-import { randomUUID } from "node:crypto";
 import {
   assertGatewayPath,
   goesWith,
   grant,
+  newLockToken,
   isLive,
   owned,
   renewed,
@@ -123,7 +123,7 @@ export class MemoryLockSystem implements LockSystem {
 
   constructor(options: MemoryLockSystemOptions = {}) {
     this.now = options.now ?? Date.now;
-    this.newToken = options.newToken ?? (() => `opaquelocktoken:${randomUUID()}`);
+    this.newToken = options.newToken ?? newLockToken;
   }
 
   async create(request: LockRequest): Promise<LockInfo> {

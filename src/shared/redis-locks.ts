@@ -12,7 +12,6 @@
  * MULTI … EXEC; when another instance changed any of them EXEC applies nothing and the write is
  * decided again on fresh state. One Redis, not Cluster: the read script names lock keys itself.
  */
-import { randomUUID } from "node:crypto";
 import type { ChainableCommander, Redis } from "ioredis";
 import type {
   LockInfo,
@@ -30,6 +29,7 @@ import {
   renewed,
   snapshotOf,
   writeCheck,
+  newLockToken,
 } from "../dav/lock-rules.js";
 import { SharedStateUnavailable } from "../errors.js";
 import { unavailable } from "./redis.js";
@@ -73,7 +73,7 @@ export class RedisLockSystem implements LockSystem {
   ) {
     this.prefix = `cdav:${encodeURIComponent(options.account)}:`;
     this.tokens = `${this.prefix}locks`;
-    this.newToken = options.newToken ?? (() => `opaquelocktoken:${randomUUID()}`);
+    this.newToken = options.newToken ?? newLockToken;
   }
 
   async create(request: LockRequest): Promise<LockInfo> {
@@ -210,7 +210,8 @@ export class RedisLockSystem implements LockSystem {
       if (failed !== undefined) throw unavailable(failed[0]);
       return { result };
     } catch (err) {
-      // Without an EXEC the WATCH would outlive this round (a lost connection has none left).
+      // Without an EXEC the WATCH would outlive this round. An UNWATCH that fails needs no
+      // word: only a lost connection fails it, and a lost connection holds no WATCH.
       redis.unwatch().catch(() => undefined);
       throw err;
     }
@@ -222,6 +223,7 @@ const turns = new WeakMap<Redis, Promise<unknown>>();
 
 function takeTurn<T>(redis: Redis, work: () => Promise<T>): Promise<T> {
   const mine = (turns.get(redis) ?? Promise.resolve()).then(work);
+  // The caller hears of its failure through `mine`; the next turn waits only for it to end.
   turns.set(
     redis,
     mine.catch(() => undefined),

@@ -5,17 +5,15 @@
  * screenshot goes to test-artifacts/ for a person to look at.
  */
 import { createHash } from "node:crypto";
-import { createServer, type Server } from "node:http";
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { MemoryLockSystem } from "../../src/dav/locks.js";
-import { createDavHandler } from "../../src/dav/server.js";
 import type { FileSystem, Member } from "../../src/drive/types.js";
 import { NotFound } from "../../src/errors.js";
-import { createLogger } from "../../src/log.js";
+import { useDavOver } from "../helpers/dav-over.js";
 import { useGateway } from "../helpers/gateway.js";
 import { enc, raw } from "../helpers/http-raw.js";
 import { tree, type Tree } from "../helpers/xml-tree.js";
@@ -289,32 +287,14 @@ describe("names Cloudreve refuses, under a base URL and a user's root folder", (
       return folders[path] ?? [];
     },
   };
-  let server: Server;
-  let base: string;
-  beforeAll(async () => {
-    const handler = createDavHandler({
-      workspace: () => ({
-        fs: drive as FileSystem,
-        locks: new MemoryLockSystem(),
-        root: ROOT,
-        readOnly: true,
-        release: () => undefined,
-      }),
-      baseUrl: "/dav",
-      trustedProxies: [],
-      log: createLogger("silent"),
-      downloadMode: "proxy",
-      lockTimeoutMaxSeconds: 600,
-    });
-    server = createServer(handler);
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const address = server.address();
-    base = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
+  const dav = useDavOver(drive as FileSystem, new MemoryLockSystem(), {
+    baseUrl: "/dav",
+    root: ROOT,
+    readOnly: true,
   });
-  afterAll(() => new Promise<void>((resolve) => server?.close(() => resolve())));
 
-  it("each name shows as text and links to itself under the base URL; nothing gets in", async () => {
-    const dom = await chromium(`${base}/dav/`, "--dump-dom");
+  it("each name shows as text and links to itself under the dav.base URL; nothing gets in", async () => {
+    const dom = await chromium(`${dav.base}/dav/`, "--dump-dom");
     expectNothingInjected(dom);
     expect(textOf(/<h1>([\s\S]*?)<\/h1>/.exec(dom)![1]!)).toBe("Index of /dav/");
     const rows = rowsOf(dom);
@@ -335,11 +315,11 @@ describe("names Cloudreve refuses, under a base URL and a user's root folder", (
       expect(row.time).toEqual({ datetime: "2024-01-02T03:04:05Z" });
       expect(row.timeText).toBe("2024-01-02 03:04:05 UTC");
     }
-    wellFormed((await raw(base, "GET", "/dav/")).text);
+    wellFormed((await raw(dav.base, "GET", "/dav/")).text);
   });
 
   it("inside a folder so named: its title, and a parent link to the user's root", async () => {
-    const url = `${base}/dav/${enc(FOLDER)}/`;
+    const url = `${dav.base}/dav/${enc(FOLDER)}/`;
     const dom = await chromium(url, "--dump-dom");
     expectNothingInjected(dom);
     expect(textOf(/<title>([\s\S]*?)<\/title>/.exec(dom)![1]!)).toBe(`Index of /dav/${FOLDER}/`);

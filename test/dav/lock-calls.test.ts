@@ -4,13 +4,11 @@
  * snapshot for all its entries, an If header one for all the resources it names, and a write
  * with no lock in the way one canWrite.
  */
-import { createServer, type Server } from "node:http";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { MemoryLockSystem, type LockSystem } from "../../src/dav/locks.js";
-import { createDavHandler } from "../../src/dav/server.js";
 import type { FileSystem, Member } from "../../src/drive/types.js";
 import { NotFound } from "../../src/errors.js";
-import { createLogger } from "../../src/log.js";
+import { useDavOver } from "../helpers/dav-over.js";
 import { propfindBody, raw, responseFor } from "../helpers/http-raw.js";
 
 const MEMBERS = 2_000;
@@ -61,29 +59,10 @@ function counting(locks: LockSystem): { locks: LockSystem; calls: Record<string,
 describe("lock-system calls per request", () => {
   const memory = new MemoryLockSystem();
   const { locks, calls } = counting(memory);
-  let server: Server;
-  let base: string;
+  const dav = useDavOver(drive as FileSystem, locks);
   let token: string;
 
   beforeAll(async () => {
-    const handler = createDavHandler({
-      workspace: () => ({
-        fs: drive as FileSystem,
-        locks,
-        root: "/",
-        readOnly: false,
-        release: () => undefined,
-      }),
-      baseUrl: "",
-      trustedProxies: [],
-      log: createLogger("silent"),
-      downloadMode: "proxy",
-      lockTimeoutMaxSeconds: 600,
-    });
-    server = createServer(handler);
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    const address = server.address();
-    base = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
     ({ token } = await memory.create({
       root: `/big/${name(1)}`,
       depth: 0,
@@ -92,13 +71,12 @@ describe("lock-system calls per request", () => {
       timeoutSeconds: 600,
     }));
   });
-  afterAll(() => new Promise<void>((resolve) => server?.close(() => resolve())));
   beforeEach(() => {
     for (const key of Object.keys(calls)) delete calls[key];
   });
 
   it(`PROPFIND Depth 1 of ${MEMBERS} members takes one snapshot`, async () => {
-    const r = await raw(base, "PROPFIND", "/big/", {
+    const r = await raw(dav.base, "PROPFIND", "/big/", {
       headers: { depth: "1" },
       body: propfindBody("<D:getetag/>", "<D:lockdiscovery/>"),
     });
@@ -110,7 +88,7 @@ describe("lock-system calls per request", () => {
   });
 
   it("an If header naming several resources takes one snapshot; a free write one canWrite", async () => {
-    const r = await raw(base, "DELETE", `/big/${name(2)}`, {
+    const r = await raw(dav.base, "DELETE", `/big/${name(2)}`, {
       headers: { if: `</big/${name(2)}> (Not <DAV:no-lock>) </big/${name(1)}> (<${token}>)` },
     });
     expect(r.status).toBe(204);
