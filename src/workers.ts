@@ -37,8 +37,11 @@ const STABLE_MS = 60_000;
 export function runPrimary(config: Config, log: Logger): Promise<number> {
   const live = () => Object.values(cluster.workers ?? {});
   if (!config.redis) {
-    const state = new PrimaryState(live);
+    const state = new PrimaryState(live, log);
     cluster.on("message", (worker, msg) => state.handle(worker, msg));
+    for (const event of ["disconnect", "exit"] as const) {
+      cluster.on(event, (worker: Worker) => state.gone(worker));
+    }
   }
   if (config.metricsListen !== "off") {
     // Each worker would count only its own requests, and one address cannot be had by all.

@@ -160,8 +160,8 @@ export class MemoryLockSystem implements LockSystem {
     return snapshotOf(this.live());
   }
 
-  /** The live locks themselves (the primary of `--workers` sends them for a worker's snapshot). */
-  async list(): Promise<LockInfo[]> {
+  /** The live locks themselves, now (the primary of `--workers` sends them to the workers). */
+  liveLocks(): LockInfo[] {
     return this.live();
   }
 

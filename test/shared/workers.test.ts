@@ -143,6 +143,33 @@ describe.each([
     expect(pids.has(cli.child.pid)).toBe(false);
   });
 
+  it("a lock change is in force through the other worker the moment it is answered", async () => {
+    // Each request below is a new connection, so consecutive ones go to alternate workers: the
+    // one answering a LOCK or UNLOCK is never the one answering the check right after it.
+    expect((await raw(base, "PUT", "/race.txt", { body: "0", auth: ALICE })).status).toBe(201);
+    for (let round = 1; round <= 10; round++) {
+      const lock = await raw(base, "LOCK", "/race.txt", { body: LOCK_EXCLUSIVE, auth: ALICE });
+      expect(lock.status).toBe(200);
+      const token = /<([^>]+)>/.exec(String(lock.headers["lock-token"]))![1]!;
+      expect((await raw(base, "PUT", "/race.txt", { body: "x", auth: ALICE })).status).toBe(423);
+      const shown = await raw(base, "PROPFIND", "/race.txt", {
+        auth: BOB,
+        headers: { depth: "0" },
+      });
+      expect(shown.text).toContain(token);
+      const unlock = await raw(base, "UNLOCK", "/race.txt", {
+        auth: ALICE,
+        headers: { "lock-token": `<${token}>` },
+      });
+      expect(unlock.status).toBe(204);
+      const put = await raw(base, "PUT", "/race.txt", { body: String(round), auth: BOB });
+      expect(put.status).toBe(204);
+    }
+    expect((await raw(base, "GET", "/race.txt", { auth: ALICE })).text).toBe("10");
+    const pids = new Set((await logged(0)).slice(-50).map((line) => line.pid));
+    expect(pids.size).toBe(2);
+  });
+
   it("a file written through one worker is listed by both, though both had the folder cached", async () => {
     expect((await raw(base, "MKCOL", "/shared/", { auth: ALICE })).status).toBe(201);
     const listing = async () =>
