@@ -1,8 +1,10 @@
 /**
- * Change notices over Redis pub/sub, one channel per account (`cdav:<account>:changes`). Each
- * message names the instance that sent it, which ignores its own. Pub/sub keeps nothing for a
- * subscriber that is away, so when the subscription comes back after a drop the listeners are
- * told to forget everything.
+ * Change notices over Redis pub/sub, one channel per account (`cdav:<account>:changes`), all of
+ * a process's accounts on one subscribed connection (a subscribed connection can do nothing
+ * else, and a gateway serving many users would otherwise hold one per account). Each message
+ * names the process that sent it, which ignores its own. Pub/sub keeps nothing for a subscriber
+ * that is away, so when the subscription comes back after a drop every listener is told to
+ * forget everything.
  */
 import { randomUUID } from "node:crypto";
 import type { Redis } from "ioredis";
@@ -15,47 +17,118 @@ interface Notice {
   paths: string[];
 }
 
-export class RedisChangeBus implements ChangeBus {
-  private readonly listeners = new Set<ChangeBusListener>();
+/** This process's change notices: a bus per account, one subscribed connection for all. */
+export class RedisNotices {
   private readonly instance = randomUUID();
+  private subscriber: Promise<Redis> | undefined;
+  /** The open buses by channel. */
+  private readonly buses = new Map<string, Set<AccountBus>>();
 
-  private constructor(
+  /** `redis` publishes and may be shared; the subscribed connection is a duplicate of it. */
+  constructor(
     private readonly redis: Redis,
-    private readonly subscriber: Redis,
-    private readonly channel: string,
     private readonly log: Logger,
   ) {}
 
-  /**
-   * Subscribes to `account`'s notices on a connection of its own (a subscribed connection can do
-   * nothing else); `redis`, which publishes, may be shared. Throws SharedStateUnavailable.
-   */
-  static async open(redis: Redis, account: string, log: Logger): Promise<RedisChangeBus> {
+  /** Subscribes to `account`'s notices. Throws SharedStateUnavailable. */
+  async busOf(account: string): Promise<ChangeBus> {
     const channel = `cdav:${encodeURIComponent(account)}:changes`;
-    // Subscribed again by hand after a reconnect, so that listeners are reset only once it holds.
-    const subscriber = redis.duplicate({ autoResubscribe: false, lazyConnect: true });
-    reportOutages(subscriber, log, "Redis (change notices)");
+    const subscriber = await this.connection();
+    const bus = new AccountBus(this, channel);
+    let open = this.buses.get(channel);
+    if (!open) this.buses.set(channel, (open = new Set()));
+    open.add(bus);
     try {
-      await subscriber.connect();
       await subscriber.subscribe(channel);
     } catch (err) {
-      subscriber.disconnect();
+      this.closed(bus);
       throw unavailable(err);
     }
-    const bus = new RedisChangeBus(redis, subscriber, channel, log);
-    subscriber.on("message", (_channel: string, message: string) => bus.receive(message));
-    subscriber.on("ready", () => void bus.resubscribe());
     return bus;
   }
 
-  publish(paths: readonly string[]): void {
+  publish(channel: string, paths: readonly string[]): void {
     if (paths.length === 0) return;
     const notice: Notice = { from: this.instance, paths: [...paths] };
     // The write already succeeded upstream: a notice that cannot be sent leaves the other
     // instances' caches stale for their lifetime at worst, which is no reason to fail it.
-    this.redis.publish(this.channel, JSON.stringify(notice)).catch((err: unknown) => {
+    this.redis.publish(channel, JSON.stringify(notice)).catch((err: unknown) => {
       this.log.warn({ problem: unavailable(err).message, paths }, "change notice not sent");
     });
+  }
+
+  /** `bus` is closed: its channel is left once no bus of this process listens on it. */
+  closed(bus: AccountBus): void {
+    const open = this.buses.get(bus.channel);
+    if (!open?.delete(bus) || open.size > 0) return;
+    this.buses.delete(bus.channel);
+    void this.subscriber
+      ?.then((subscriber) => subscriber.unsubscribe(bus.channel))
+      // Dropped: a reconnection subscribes only to the channels still open.
+      .catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    this.buses.clear();
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    (await subscriber?.catch(() => undefined))?.disconnect();
+  }
+
+  /** The subscribed connection, opened on first use; a failed opening is tried again next time. */
+  private connection(): Promise<Redis> {
+    this.subscriber ??= this.connect().catch((err: unknown) => {
+      this.subscriber = undefined;
+      throw err;
+    });
+    return this.subscriber;
+  }
+
+  private async connect(): Promise<Redis> {
+    // Subscribed again by hand after a reconnect, so that listeners are reset only once it holds.
+    const subscriber = this.redis.duplicate({ autoResubscribe: false, lazyConnect: true });
+    reportOutages(subscriber, this.log, "Redis (change notices)");
+    try {
+      await subscriber.connect();
+    } catch (err) {
+      subscriber.disconnect();
+      throw unavailable(err);
+    }
+    subscriber.on("message", (channel: string, message: string) => this.receive(channel, message));
+    subscriber.on("ready", () => void this.resubscribe(subscriber));
+    return subscriber;
+  }
+
+  private receive(channel: string, message: string): void {
+    const notice = parse(message);
+    for (const bus of this.buses.get(channel) ?? []) {
+      if (notice === undefined) bus.reset();
+      else if (notice.from !== this.instance) bus.changed(notice.paths);
+    }
+  }
+
+  private async resubscribe(subscriber: Redis): Promise<void> {
+    const channels = [...this.buses.keys()];
+    try {
+      if (channels.length > 0) await subscriber.subscribe(...channels);
+    } catch {
+      return; // dropped again: the next reconnection tries again
+    }
+    for (const open of this.buses.values()) for (const bus of open) bus.reset();
+  }
+}
+
+/** One account's notices, as one user of this process's connection sees them. */
+class AccountBus implements ChangeBus {
+  private readonly listeners = new Set<ChangeBusListener>();
+
+  constructor(
+    private readonly notices: RedisNotices,
+    readonly channel: string,
+  ) {}
+
+  publish(paths: readonly string[]): void {
+    this.notices.publish(this.channel, paths);
   }
 
   subscribe(listener: ChangeBusListener): () => void {
@@ -65,26 +138,14 @@ export class RedisChangeBus implements ChangeBus {
 
   async close(): Promise<void> {
     this.listeners.clear();
-    this.subscriber.disconnect();
+    this.notices.closed(this);
   }
 
-  private receive(message: string): void {
-    const notice = parse(message);
-    if (notice === undefined) return this.reset();
-    if (notice.from === this.instance) return;
-    for (const listener of this.listeners) listener.changed(notice.paths);
+  changed(paths: string[]): void {
+    for (const listener of this.listeners) listener.changed(paths);
   }
 
-  private async resubscribe(): Promise<void> {
-    try {
-      await this.subscriber.subscribe(this.channel);
-    } catch {
-      return; // dropped again: the next reconnection tries again
-    }
-    this.reset();
-  }
-
-  private reset(): void {
+  reset(): void {
     for (const listener of this.listeners) listener.reset();
   }
 }

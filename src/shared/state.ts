@@ -2,7 +2,7 @@ import type { Redis } from "ioredis";
 import { MemoryLockSystem, type LockSystem } from "../dav/locks.js";
 import type { Logger } from "../log.js";
 import { LocalChangeBus, type ChangeBus } from "./changes.js";
-import { RedisChangeBus } from "./redis-changes.js";
+import { RedisNotices } from "./redis-changes.js";
 import { RedisLockSystem } from "./redis-locks.js";
 import { openRedis } from "./redis.js";
 
@@ -30,10 +30,14 @@ export class LocalState implements SharedState {
 }
 
 export class RedisState implements SharedState {
+  private readonly notices: RedisNotices;
+
   private constructor(
     private readonly redis: Redis,
-    private readonly log: Logger,
-  ) {}
+    log: Logger,
+  ) {
+    this.notices = new RedisNotices(redis, log);
+  }
 
   /** Throws SharedStateUnavailable when Redis cannot be reached at start. */
   static async open(url: string, log: Logger): Promise<RedisState> {
@@ -45,10 +49,11 @@ export class RedisState implements SharedState {
   }
 
   changesOf(account: string): Promise<ChangeBus> {
-    return RedisChangeBus.open(this.redis, account, this.log);
+    return this.notices.busOf(account);
   }
 
   async close(): Promise<void> {
+    await this.notices.close();
     this.redis.disconnect();
   }
 }

@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/log.js";
 import { LocalChangeBus, type ChangeBus } from "../../src/shared/changes.js";
-import { RedisChangeBus } from "../../src/shared/redis-changes.js";
+import { RedisNotices } from "../../src/shared/redis-changes.js";
 import { openRedis } from "../../src/shared/redis.js";
 import { startRedis, type RedisServer } from "../helpers/redis.js";
 import { until } from "../helpers/wait.js";
@@ -21,7 +21,7 @@ function listen(bus: ChangeBus) {
   return { heard, stop };
 }
 
-describe("RedisChangeBus", () => {
+describe("RedisNotices", () => {
   let server: RedisServer;
   const closers: (() => unknown)[] = [];
   beforeAll(async () => {
@@ -32,15 +32,53 @@ describe("RedisChangeBus", () => {
   });
   afterAll(() => server?.dispose());
 
-  const instance = async (account: string) => {
+  /** A gateway process's notices: its own publishing client and subscribed connection. */
+  const gatewayProcess = async () => {
     const client = await openRedis(server.url, createLogger("silent"), { commandTimeoutMs: 300 });
-    const bus = await RedisChangeBus.open(client, account, createLogger("silent"));
+    const notices = new RedisNotices(client, createLogger("silent"));
     closers.push(
-      () => bus.close(),
+      () => notices.close(),
       () => client.disconnect(),
     );
-    return bus;
+    return { notices, client };
   };
+  const instance = async (account: string) => (await gatewayProcess()).notices.busOf(account);
+
+  /** Per connection to the server, how many channels it is subscribed to (CLIENT LIST). */
+  const subscriptions = async (client: Awaited<ReturnType<typeof gatewayProcess>>["client"]) => {
+    const list = (await client.client("LIST")) as string;
+    return list
+      .trim()
+      .split("\n")
+      .map((line) => Number(/ sub=(\d+)/.exec(line)?.[1] ?? 0))
+      .filter((sub) => sub > 0);
+  };
+
+  it("serves every account of a process over one subscribed connection", async () => {
+    const [one, other] = [await gatewayProcess(), await gatewayProcess()];
+    const accounts = [randomUUID(), randomUUID(), randomUUID()];
+    const buses = await Promise.all(accounts.map((account) => one.notices.busOf(account)));
+    const heard = buses.map(listen);
+    expect(await subscriptions(one.client)).toEqual([3]);
+
+    const senders = await Promise.all(accounts.map((account) => other.notices.busOf(account)));
+    senders.forEach((bus, i) => bus.publish([`/${i}`]));
+    await until("each account's notice", () => heard.every((h) => h.heard.length === 1), 5_000);
+    expect(heard.map((h) => h.heard)).toEqual([[["/0"]], [["/1"]], [["/2"]]]);
+    expect((await subscriptions(one.client)).sort()).toEqual([3, 3]);
+
+    // A closed bus leaves its channel; the others stay.
+    await buses[0]!.close();
+    await until(
+      "the channel to be left",
+      async () => (await subscriptions(one.client)).sort().join() === "2,3",
+      5_000,
+    );
+    senders[0]!.publish(["/gone"]);
+    senders[1]!.publish(["/kept"]);
+    await until("the open bus to hear", () => heard[1]!.heard.length === 2, 5_000);
+    expect(heard[0]!.heard).toEqual([["/0"]]);
+  });
 
   it("reaches the other instances of the account, not the sender nor other accounts", async () => {
     const account = randomUUID();
