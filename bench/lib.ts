@@ -264,6 +264,19 @@ async function processCpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
+/** `pid` and its descendants (a `--workers` primary and its workers), from /proc. */
+export async function processTree(pid: number): Promise<number[]> {
+  const children = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
+  const below = await Promise.all(children.split(" ").filter(Boolean).map(Number).map(processTree));
+  return [pid, ...below.flat()];
+}
+
+/** Resident memory of these processes together right now, in MB (VmRSS). */
+export async function rssMB(pids: readonly number[]): Promise<number> {
+  const each = await Promise.all(pids.map((pid) => new PeakRss(pid).currentMB()));
+  return each.reduce((a, b) => a + b, 0);
+}
+
 /** Busy CPU time of the whole machine so far, all cores together, in seconds. */
 async function machineCpuSeconds(): Promise<number> {
   const first = (await readFile("/proc/stat", "utf8")).split("\n")[0] ?? "";

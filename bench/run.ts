@@ -26,6 +26,11 @@
  * disk in the tmp dir (the two files it uploads, and one round's uploads in the emulator), and
  * writes its own section of RESULTS.md.
  *
+ * Scenario 12 (several workers: wrk PROPFIND Depth 0 and GET of a 6-byte file against gateways
+ * with `--workers 1`, `--workers 2` and `--workers 2 --redis`, beside `rclone serve webdav`) is not
+ * part of the default run either (`--only 12`); it needs wrk, rclone, redis-server and curl, and
+ * writes its own section of RESULTS.md.
+ *
  * `--only soak` (alone or with numbers: `--only 1,soak`) runs the soak of bench/soak.ts, which
  * is never part of the default run; its own options are there.
  *
@@ -35,7 +40,8 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, open, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { Readable } from "node:stream";
@@ -60,6 +66,8 @@ import {
   missingTools,
   PeakRss,
   percentile,
+  processTree,
+  rssMB,
   run,
   sampleMax,
   secondsSince,
@@ -1845,6 +1853,272 @@ async function runManyUsers(): Promise<void> {
   }
 }
 
+const WORKERS_SECTION = {
+  begin: "<!-- several workers: replaced by `npm run bench -- --only 12` -->",
+  end: "<!-- several workers end -->",
+};
+
+function workersReport(rows: Row[], load: number[], minutes: number) {
+  return [
+    WORKERS_SECTION.begin,
+    "",
+    "## Several workers (scenario 12)",
+    "",
+    `Written by \`npm run bench\` (${commandLine()}); ${REPS} repetitions, each target in turn within a repetition, medians; wrk ${WRK_SECONDS} s per run; the run took ${fmt(minutes, 1)} min.`,
+    "",
+    ...machine(load),
+    `- source: ${sourceVersion()}`,
+    `- Targets, all started first and measured one at a time: three gateways (\`node dist/cli.js --log-level ${opts["log-level"]} --metrics-listen off\`, each in front of its own emulator, no added latency) with \`--workers 1\`, \`--workers 2\` (locks and change notices shared through the primary process; each worker answers lock reads from its own copy of the tables) and \`--workers 2 --redis\` (a redis-server of the bench's own: each PROPFIND reads the locks from Redis); and \`rclone serve webdav\` on a local folder holding the same 6-byte file. Metrics are off in all three gateways, as \`--workers 2\` has them off.`,
+    `- Requests: wrk \`-t 2 -c ${WORKERS_CONNECTIONS}\` (keep-alive connections, which node:cluster's primary hands to the workers in turn) of \`/${WORKERS_FILE}\`: PROPFIND Depth 0 without a body (allprop), then GET. Both are answered from the gateway's memory once primed (metadata cache, small-file cache): the row of upstream calls shows what the runs cost upstream.`,
+    `- CPU: from /proc during each PROPFIND run, user + system time of the target's processes (a gateway's primary and its workers) and of the whole machine (${cpus().length} cores = ${cpus().length * 100}% at most; wrk runs on the same cores). Memory: VmRSS of the target's processes together after the last run.`,
+    "",
+    table(rows, [...WORKERS_CONFIGS.map((c) => c.name), RCLONE_SERVE], false),
+    "",
+    WORKERS_SECTION.end,
+  ].join("\n");
+}
+
+/** Scenario 12 on its own: a work directory, the four targets, its section of RESULTS.md. */
+async function runWorkers(): Promise<void> {
+  const started = Date.now();
+  const load = [loadavg()[0]!];
+  const work = await mkdtemp(join(tmpdir(), "cloudreve-dav-bench-workers-"));
+  log(`scenario 12, work directory ${work}`);
+  const children: { stop(): Promise<void> }[] = [];
+  try {
+    const peer = join(work, "peer");
+    await mkdir(join(peer, "small"), { recursive: true });
+    await writeFile(join(peer, WORKERS_FILE), Buffer.from([0, 1, 2, 3, 4, 5]));
+    const script = join(work, "propfind0.lua");
+    await writeFile(script, 'wrk.method = "PROPFIND"\nwrk.headers["Depth"] = "0"\n');
+    const redis = await startRedisServer(work);
+    children.push(redis);
+    const targets: WorkersTarget[] = [];
+    for (const [i, config] of WORKERS_CONFIGS.entries()) {
+      log(`  starting ${config.name}`);
+      const dir = join(work, `config-${i}`);
+      await mkdir(dir, { recursive: true });
+      const stack = await startStack(
+        0,
+        dir,
+        [],
+        (emuUrl) => seed(emuUrl, "cloudreve://my/small", 1, 6).then(() => undefined),
+        [
+          ...["--workers", String(config.workers), "--metrics-listen", "off"],
+          ...(config.redis ? ["--redis", redis.url] : []),
+        ],
+      );
+      children.push({ stop: () => stopStack(stack) });
+      await serving(join(dir, "gateway.log"), config.workers);
+      const pids = await processTree(stack.gateway.pid);
+      targets.push({ name: config.name, url: stack.gateway.url, pids, stack });
+    }
+    const rclonePort = await freePort();
+    const rcloneUrl = `http://127.0.0.1:${rclonePort}/`;
+    await writeFile(join(work, "rclone.conf"), "");
+    const rclone = await startChild(
+      RCLONE_SERVE,
+      "rclone",
+      [
+        ...["--config", join(work, "rclone.conf"), "serve", "webdav", peer],
+        ...["--addr", `127.0.0.1:${rclonePort}`],
+      ],
+      join(work, "rclone-serve.log"),
+      () => answers(rcloneUrl),
+    );
+    children.push(rclone);
+    targets.push({ name: RCLONE_SERVE, url: rcloneUrl, pids: [rclone.pid] });
+
+    const rows = workersRows(await measureWorkers(targets, script));
+    load.push(loadavg()[0]!);
+    const section = workersReport(rows, load, (Date.now() - started) / 60_000);
+    process.stdout.write(`${section}\n`);
+    if (!opts["no-write"]) {
+      const file = join(ROOT, "bench", "RESULTS.md");
+      await writeSection(file, HAND_WRITTEN, WORKERS_SECTION, section);
+      log(`wrote the several-workers section of ${file}`);
+    }
+  } finally {
+    for (const child of children.reverse()) await child.stop().catch(() => undefined);
+    if (!opts.keep) await rm(work, { recursive: true, force: true });
+    else log(`kept ${work}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 12: small requests on several cores, `--workers 1` and `2` beside rclone serve
+
+interface WorkersConfig {
+  name: string;
+  workers: number;
+  redis: boolean;
+}
+
+const WORKERS_CONFIGS: WorkersConfig[] = [
+  { name: "workers 1", workers: 1, redis: false },
+  { name: "workers 2", workers: 2, redis: false },
+  { name: "workers 2, Redis", workers: 2, redis: true },
+];
+const RCLONE_SERVE = "rclone serve";
+const WORKERS_FILE = "small/file-00000.bin";
+const WORKERS_CONNECTIONS = 16;
+
+/** True once something accepts TCP connections on 127.0.0.1:`port`. */
+function listens(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** A redis-server of the bench's own on a free port, saving nothing. */
+async function startRedisServer(work: string): Promise<Child & { url: string }> {
+  const port = await freePort();
+  const dir = join(work, "redis");
+  await mkdir(dir, { recursive: true });
+  const redis = await startChild(
+    "redis-server",
+    "redis-server",
+    [...["--port", String(port), "--bind", "127.0.0.1", "--dir", dir], "--save", ""],
+    join(dir, "redis.log"),
+    () => listens(port),
+  );
+  return { ...redis, url: `redis://127.0.0.1:${port}` };
+}
+
+/** Waits until `count` processes have logged that they serve (each worker logs it once). */
+async function serving(logFile: string, count: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const text = await readFile(logFile, "utf8").catch(() => "");
+    if (text.split('"msg":"serving WebDAV"').length - 1 >= count) return;
+    if (Date.now() > deadline) throw new Error(`${count} workers did not start; see ${logFile}`);
+    await sleep(100);
+  }
+}
+
+interface WorkersTarget {
+  name: string;
+  url: string;
+  /** The processes whose CPU and memory count: a primary and its workers, or rclone. */
+  pids: number[];
+  stack?: Stack;
+}
+
+interface WorkersMeasure {
+  propfind: number[];
+  get: number[];
+  /** CPU during the PROPFIND runs, % of one core: the target's processes, then the machine's. */
+  cpu: number[];
+  machineCpu: number[];
+  calls: number;
+  rssMB: number;
+}
+
+/**
+ * wrk PROPFIND Depth 0 and GET of a 6-byte file against each target in turn, rep by rep; the
+ * gateways answer both from memory after the priming requests (the upstream calls made during
+ * the runs are counted).
+ */
+async function measureWorkers(targets: WorkersTarget[], script: string) {
+  const m = new Map<string, WorkersMeasure>();
+  for (const t of targets) {
+    const url = `${t.url}${WORKERS_FILE}`;
+    expectStatus(await curl(["-X", "PROPFIND", "-H", "Depth: 0", url]), [207], `${t.name} prime`);
+    expectStatus(await curl([url]), [200], `${t.name} prime GET`);
+    if (t.stack) await resetStats(t.stack);
+    m.set(t.name, { propfind: [], get: [], cpu: [], machineCpu: [], calls: 0, rssMB: 0 });
+  }
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const t of targets) {
+      const r = m.get(t.name)!;
+      const url = `${t.url}${WORKERS_FILE}`;
+      const meter = await cpuMeter(t.pids);
+      const pf = await wrk(url, WRK_SECONDS, WORKERS_CONNECTIONS, script);
+      const cpu = await meter.stop();
+      const get = await wrk(url, WRK_SECONDS, WORKERS_CONNECTIONS);
+      if (pf.non2xx > 0 || get.non2xx > 0) {
+        throw new Error(`wrk against ${t.name}: non-2xx answers\n${pf.output}\n${get.output}`);
+      }
+      r.propfind.push(pf.rps);
+      r.get.push(get.rps);
+      r.cpu.push(cpu.slice(0, -1).reduce((a, b) => a + b, 0));
+      r.machineCpu.push(cpu.at(-1)!);
+      log(
+        `    rep ${rep + 1}, ${t.name}: PROPFIND ${fmt(pf.rps)}/s (CPU ${fmt(r.cpu.at(-1)!)}%), GET ${fmt(get.rps)}/s`,
+      );
+    }
+  }
+  for (const t of targets) {
+    const r = m.get(t.name)!;
+    r.rssMB = await rssMB(t.pids);
+    if (t.stack) r.calls = totalCalls(await stats(t.stack));
+  }
+  return m;
+}
+
+function workersRows(m: Map<string, WorkersMeasure>): Row[] {
+  const cols = (pick: (r: WorkersMeasure) => string) =>
+    Object.fromEntries([...m].map(([name, r]) => [name, pick(r)]));
+  const rclone = m.get(RCLONE_SERVE)!;
+  const ratios = (pick: (r: WorkersMeasure) => number[]) =>
+    WORKERS_CONFIGS.map(
+      (c) => `${c.name} ${fmt(median(pick(m.get(c.name)!)) / median(pick(rclone)), 2)}`,
+    ).join("; ");
+  const two = median(m.get("workers 2")!.propfind) / median(rclone.propfind);
+  return [
+    {
+      scenario: "12 wrk PROPFIND D0 (cached file)",
+      metric: "requests/s",
+      cols: cols((r) => fmt(median(r.propfind))),
+      ratio: `/rclone: ${ratios((r) => r.propfind)}`,
+      goal: "workers 2 ≥ rclone",
+      met: yes(two >= 1),
+      rss: "",
+    },
+    {
+      scenario: "12 wrk GET 6-byte file",
+      metric: "requests/s",
+      cols: cols((r) => fmt(median(r.get))),
+      ratio: `/rclone: ${ratios((r) => r.get)}`,
+      goal: "reported",
+      met: "—",
+      rss: "",
+    },
+    {
+      scenario: "12 CPU during PROPFIND",
+      metric: "% of one core: its processes (machine)",
+      cols: cols((r) => `${fmt(median(r.cpu))} (${fmt(median(r.machineCpu))})`),
+      ratio: "",
+      goal: "reported",
+      met: "—",
+      rss: "",
+    },
+    {
+      scenario: "12 memory after the runs",
+      metric: "RSS MB, all its processes",
+      cols: cols((r) => fmt(r.rssMB)),
+      ratio: "",
+      goal: "reported",
+      met: "—",
+      rss: "",
+    },
+    {
+      scenario: "12 upstream calls during the runs",
+      metric: "calls",
+      cols: Object.fromEntries(WORKERS_CONFIGS.map((c) => [c.name, fmt(m.get(c.name)!.calls)])),
+      ratio: "",
+      goal: "reported",
+      met: "—",
+      rss: "",
+    },
+  ];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -2109,13 +2383,14 @@ const classic = Object.keys(SCENARIOS)
 const storage = Object.keys(STORAGE_SCENARIOS)
   .map(Number)
   .filter((n) => only.has(n));
-if (classic.length + storage.length > 0 || only.has(10) || only.has(11)) {
+if (classic.length + storage.length > 0 || [10, 11, 12].some((n) => only.has(n))) {
   // Scenarios 1–6 start nginx and rclone serve; wrk drives scenario 5; split cuts the chunks;
   // every gateway's warm-up is a curl, and scenario 11's uploads.
   const needs: Record<string, string> = { curl: "curl" };
   if (classic.length + storage.length > 0) needs.split = "coreutils";
   if (classic.length > 0) Object.assign(needs, { nginx: "nginx", rclone: "rclone" });
-  if (only.has(5)) needs.wrk = "wrk";
+  if (only.has(5) || only.has(12)) needs.wrk = "wrk";
+  if (only.has(12)) Object.assign(needs, { rclone: "rclone", "redis-server": "redis-server" });
   const missing = missingTools(needs);
   if (missing) {
     log(missing);
@@ -2124,6 +2399,7 @@ if (classic.length + storage.length > 0 || only.has(10) || only.has(11)) {
   if (classic.length + storage.length > 0) await main(classic, storage);
   if (only.has(10)) await runPolling();
   if (only.has(11)) await runManyUsers();
+  if (only.has(12)) await runWorkers();
 }
 if (onlyNames.includes("soak")) {
   await runSoak({
