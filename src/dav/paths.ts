@@ -17,21 +17,27 @@ export function decodePath(rawPath: string): DavPath {
   const segments: string[] = [];
   for (const raw of rawPath.split("/")) {
     if (raw === "") continue;
-    let segment: string;
-    try {
-      segment = decodeURIComponent(raw);
-    } catch {
-      throw new HttpError(400, "malformed percent-encoding in the path");
+    let segment = raw;
+    // Most segments have nothing encoded (and the HTTP parser lets no control character in).
+    if (raw.includes("%")) {
+      try {
+        segment = decodeURIComponent(raw);
+      } catch {
+        throw new HttpError(400, "malformed percent-encoding in the path");
+      }
     }
     if (segment === "." || segment === ".." || segment.includes("\0") || /[/\\]/.test(segment)) {
       throw new HttpError(400, `refused path segment ${JSON.stringify(segment)}`);
     }
-    if (Buffer.byteLength(segment) > 255)
+    // UTF-8 takes at most three bytes per UTF-16 unit: only a long segment needs counting.
+    if (segment.length > 85 && Buffer.byteLength(segment) > 255)
       throw new HttpError(400, "a path segment is longer than 255 bytes");
     segments.push(segment);
   }
   return { path: `/${segments.join("/")}`, slash: rawPath.endsWith("/") };
 }
+
+const CONTROL = /\p{Cc}/u;
 
 /**
  * A request URL's path as a person reads it in the log: percent-decoded, without the query.
@@ -40,6 +46,7 @@ export function decodePath(rawPath: string): DavPath {
  */
 export function readablePath(url: string): string {
   const path = url.split("?", 1)[0]!;
+  if (!path.includes("%") && !CONTROL.test(path)) return path;
   try {
     return decodeURIComponent(path).replace(/\p{Cc}/gu, encodeURIComponent);
   } catch {

@@ -120,19 +120,15 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   ];
   const now = Date.now();
 
-  // The live rows depend only on the request and on file-or-folder: worked out once for each.
   const which = request.kind === "propname" ? "propname" : "allprop";
-  const rowsOf = (entry: Entry) =>
-    livePropsFor(entry, which).filter((row) => quota !== undefined || !QUOTA_PROPS.has(row.name));
-  let fileRows: LiveProp[] | undefined;
-  let folderRows: LiveProp[] | undefined;
 
   const writer = new MultistatusWriter();
   // Members' hrefs extend the folder's: only their own name is encoded.
-  const rootHref = ctx.space.href(root.path, true);
+  const rootHref = ctx.space.href(root.path, root.isDir);
   const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
   // One view of the locks for all entries: a shared table would pay for a look per entry.
   const locks = await lockView(ctx);
+  const lockHref = (path: string, isDir: boolean) => ctx.space.href(path, isDir);
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
     const propCtx: PropContext = {
@@ -141,13 +137,15 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       locks: locks.covering(entry.path),
       now,
       contentType: contentTypeOf,
-      href: (path, isDir) => ctx.space.href(path, isDir),
+      href: lockHref,
     };
-    const rows = entry.isDir ? (folderRows ??= rowsOf(entry)) : (fileRows ??= rowsOf(entry));
+    const rows = liveRows(which, entry.isDir, quota !== undefined);
     const href =
-      entry !== root && entry.name !== "" && entry.path === `${memberPrefix}${entry.name}`
-        ? `${rootHref}${encodeSegment(entry.name)}${entry.isDir ? "/" : ""}`
-        : ctx.space.href(entry.path, entry.isDir);
+      i === 0
+        ? rootHref
+        : entry.name !== "" && entry.path === `${memberPrefix}${entry.name}`
+          ? `${rootHref}${encodeSegment(entry.name)}${entry.isDir ? "/" : ""}`
+          : ctx.space.href(entry.path, entry.isDir);
     writer.propstats(
       href,
       propstatsFor(request.kind, propCtx, entry.deadProps ?? [], wanted, rows),
@@ -159,6 +157,18 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
     "content-length": body.length,
   });
   ctx.res.end(body);
+}
+
+/**
+ * The live rows an entry shows: they depend only on the request's kind, file or folder, and
+ * whether quota is shown, so each of the eight lists is worked out once.
+ */
+const LIVE_ROWS: (readonly LiveProp[])[] = [];
+function liveRows(which: "allprop" | "propname", isDir: boolean, withQuota: boolean) {
+  const id = (which === "propname" ? 4 : 0) + (isDir ? 2 : 0) + (withQuota ? 1 : 0);
+  return (LIVE_ROWS[id] ??= livePropsFor({ isDir }, which).filter(
+    (row) => withQuota || !QUOTA_PROPS.has(row.name),
+  ));
 }
 
 /** One entry's propstats; `rows` are its live rows for allprop or propname. */

@@ -252,7 +252,7 @@ export function findLiveProp(name: QName): LiveProp | undefined {
   return BY_NAME.get(qkey(name.ns, name.name));
 }
 
-export function appliesTo(row: LiveProp, entry: Entry): boolean {
+export function appliesTo(row: LiveProp, entry: Pick<Entry, "isDir">): boolean {
   return entry.isDir ? row.folders : row.files;
 }
 
@@ -262,6 +262,9 @@ export function renderLiveProp(row: LiveProp, ctx: PropContext): string | undefi
 }
 
 /** The live rows an entry has: all that apply (propname), or the allprop subset. */
-export function livePropsFor(entry: Entry, which: "allprop" | "propname"): LiveProp[] {
+export function livePropsFor(
+  entry: Pick<Entry, "isDir">,
+  which: "allprop" | "propname",
+): LiveProp[] {
   return LIVE_PROPS.filter((row) => appliesTo(row, entry) && (which === "propname" || row.allprop));
 }
