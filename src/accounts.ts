@@ -331,10 +331,16 @@ export class Accounts {
     return { user: me.email ?? me.nickname };
   }
 
-  async workspace(user: string | undefined): Promise<Workspace> {
+  /** A promise only while the account is being opened: most requests find it open. */
+  workspace(user: string | undefined): Workspace | Promise<Workspace> {
     const settings = user === undefined ? undefined : this.users.get(user);
     const key = this.keyOf(user, settings);
-    const account = this.open.get(key) ?? (await this.account(key, settings));
+    const open = this.open.get(key);
+    if (open) return this.enter(open, settings);
+    return this.account(key, settings).then((account) => this.enter(account, settings));
+  }
+
+  private enter(account: Account, settings: GatewayUser | undefined): Workspace {
     account.inUse++;
     let released = false;
     return {

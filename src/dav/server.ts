@@ -121,6 +121,8 @@ class RequestContext implements DavContext {
   path = "/";
   slash = true;
   user: string | undefined;
+  /** The workspace to release when the exchange is over. */
+  held: Workspace | undefined;
   fs!: FileSystem;
   locks!: LockSystem;
   space!: UrlSpace;
@@ -180,9 +182,11 @@ export function createDavHandler(
   /** Per kept-alive connection: its bytes read when its last request ended. */
   const readUpTo = new WeakMap<Socket, number>();
 
-  /** Who is asking: a user, nobody (no sign-in configured), or a refusal already sent. */
-  async function signIn(ctx: RequestContext): Promise<{ user?: string } | "refused"> {
-    if (!auth) return {};
+  /** Who is asking: a user, or a refusal already sent. */
+  async function signIn(
+    ctx: RequestContext,
+    auth: BasicAuth,
+  ): Promise<{ user?: string } | "refused"> {
     const { req, res } = ctx;
     const outcome = await auth.authenticate(req.headers.authorization, ctx.origin.address);
     if (outcome.ok) return { user: outcome.user };
@@ -205,15 +209,16 @@ export function createDavHandler(
     const method = req.method ?? "GET";
     let workspace: Workspace | undefined;
     try {
-      const who = await signIn(ctx);
+      const who = auth ? await signIn(ctx, auth) : {};
       if (who === "refused") return;
       ctx.user = who.user;
       // An OPTIONS without credentials looks at nothing, so it opens no account either.
       if (!auth || who.user !== undefined) {
-        const held = (workspace = await options.workspace(who.user));
+        const opened = options.workspace(who.user);
+        workspace = opened instanceof Promise ? await opened : opened;
         // Released when the exchange is over, however it ends.
-        if (res.closed) held.release();
-        else res.once("close", () => held.release());
+        if (res.closed) workspace.release();
+        else ctx.held = workspace;
       }
       const space = spaceOf(workspace?.root ?? "/");
       ctx.enter(workspace, space);
@@ -252,6 +257,7 @@ export function createDavHandler(
     const outcome: { error?: unknown } = {};
     const ctx = new RequestContext(req, res, originOf(req), options, options.log);
     res.once("close", () => {
+      ctx.held?.release();
       if (!res.writableFinished) ctx.abort();
       const status = res.statusCode;
       const sent = socket.bytesWritten - written;
