@@ -88,6 +88,18 @@ async function rootAndMembers(
   return { root, members: members ?? (await ctx.fs.list(ctx.path, { withDeadProps })) };
 }
 
+/**
+ * The last Depth 0 answer sent for each cached entry, with what it answered (the href and the
+ * request body). Finder, Explorer and davfs2 ask for one resource's properties again and again,
+ * and rendering them was a third of the cost of such a request, profiled. The drive replaces an
+ * entry when the resource changes, never alters it, so an answer made from an entry alone holds
+ * as long as the entry does: one is reused only when nothing else went into it (no lock covers
+ * the resource, it has no dead properties, no quota is shown), and it goes with its entry.
+ */
+const depthZeroAnswers = new WeakMap<Entry, { signature: string; body: Buffer }>();
+/** Request bodies kept in a signature at most (a propfind naming a few properties is ~300). */
+const MAX_REUSED_REQUEST = 4096;
+
 /** PROPFIND (RFC 4918 §9.1): Depth 0 and 1; infinity is refused with propfind-finite-depth. */
 export async function handlePropfind(ctx: DavContext): Promise<void> {
   // Absent means infinity (RFC 4918 §10.2).
@@ -99,7 +111,8 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
       "propfind-finite-depth",
     );
   }
-  const request = parsePropfind(await readSmallBody(ctx.req));
+  const text = await readSmallBody(ctx.req);
+  const request = parsePropfind(text);
 
   const names =
     request.kind === "prop"
@@ -114,20 +127,27 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   const quota: Quota | undefined = wantsQuota ? await ctx.fs.quota() : undefined;
   const needsDead = request.kind !== "prop" || wanted.some((w) => !w.row);
   const { root, members } = await rootAndMembers(ctx, depth, needsDead);
-  const entries: Member[] = [
-    { ...root, deadProps: needsDead ? (await ctx.fs.getDeadProps([root.path]))[0] : undefined },
-    ...members,
-  ];
-  const now = Date.now();
-
-  const which = request.kind === "propname" ? "propname" : "allprop";
-
-  const writer = new MultistatusWriter();
-  // Members' hrefs extend the folder's: only their own name is encoded.
-  const rootHref = ctx.space.href(root.path, root.isDir);
-  const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
+  const rootDead = needsDead ? (await ctx.fs.getDeadProps([root.path]))[0] : undefined;
   // One view of the locks for all entries: a shared table would pay for a look per entry.
   const locks = await lockView(ctx);
+  // Members' hrefs extend the folder's: only their own name is encoded.
+  const rootHref = ctx.space.href(root.path, root.isDir);
+
+  const reuse =
+    depth === 0 &&
+    quota === undefined &&
+    (rootDead ?? []).length === 0 &&
+    locks.covering(root.path).length === 0 &&
+    text.length <= MAX_REUSED_REQUEST;
+  const signature = reuse ? `${rootHref}\u0000${text}` : "";
+  const earlier = reuse ? depthZeroAnswers.get(root) : undefined;
+  if (earlier?.signature === signature) return sendMultistatus(ctx, earlier.body);
+
+  const entries: Member[] = [{ ...root, deadProps: rootDead }, ...members];
+  const now = Date.now();
+  const which = request.kind === "propname" ? "propname" : "allprop";
+  const writer = new MultistatusWriter();
+  const memberPrefix = root.path === "/" ? "/" : `${root.path}/`;
   const lockHref = (path: string, isDir: boolean) => ctx.space.href(path, isDir);
   for (let i = 0; i < entries.length; i++) {
     const entry = entries[i]!;
@@ -152,6 +172,11 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
     );
   }
   const body = writer.endBytes();
+  if (reuse) depthZeroAnswers.set(root, { signature, body });
+  sendMultistatus(ctx, body);
+}
+
+function sendMultistatus(ctx: DavContext, body: Buffer): void {
   ctx.res.writeHead(207, {
     "content-type": "application/xml; charset=utf-8",
     "content-length": body.length,
