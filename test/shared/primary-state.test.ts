@@ -54,11 +54,13 @@ const LOCK = {
   timeoutSeconds: 60,
 } as const;
 
-function setUp(count: number) {
+/** `count` stand-ins, of which the first `joined` have asked for the tables. */
+function setUp(count: number, joined = count) {
   const workers = Array.from({ length: count }, () => new StandIn());
   const state = new PrimaryState(() => workers.map((w) => w.worker), createLogger("silent"));
   const join = (w: StandIn) => state.handle(w.worker, { type: "cdav:locks-wanted" });
-  const create = (from: StandIn, id: number, root = LOCK.root) =>
+  workers.slice(0, joined).forEach(join);
+  const create = (from: StandIn, id: number, root: string = LOCK.root) =>
     state.handle(from.worker, {
       type: "cdav:lock",
       id,
@@ -79,10 +81,8 @@ afterEach(() => {
 
 describe("the primary's lock tables", () => {
   it("answers a change only after every worker with a copy has acknowledged the new table", async () => {
-    const { workers, join, create, ack, settle } = setUp(3);
+    const { workers, join, create, ack, settle } = setUp(3, 2);
     const [a, b, late] = workers as [StandIn, StandIn, StandIn];
-    join(a);
-    join(b);
     expect(a.sent).toEqual([{ type: "cdav:locks", tables: {}, all: true }]);
     create(a, 1);
     await settle();
@@ -104,10 +104,8 @@ describe("the primary's lock tables", () => {
   });
 
   it("answers a refused change at once, sending no table", async () => {
-    const { workers, join, create, ack, settle } = setUp(2);
+    const { workers, create, ack, settle } = setUp(2);
     const [a, b] = workers as [StandIn, StandIn];
-    join(a);
-    join(b);
     create(a, 1);
     await settle();
     ack(a);
@@ -120,10 +118,8 @@ describe("the primary's lock tables", () => {
   });
 
   it("stops waiting for a worker that is gone", async () => {
-    const { workers, state, join, create, ack, settle } = setUp(2);
+    const { workers, state, create, ack, settle } = setUp(2);
     const [a, b] = workers as [StandIn, StandIn];
-    join(a);
-    join(b);
     create(a, 1);
     await settle();
     ack(a);
@@ -139,10 +135,8 @@ describe("the primary's lock tables", () => {
 
   it("kills a worker that does not acknowledge within 10 s, then answers", async () => {
     vi.useFakeTimers();
-    const { workers, join, create, ack } = setUp(2);
+    const { workers, create, ack } = setUp(2);
     const [a, stuck] = workers as [StandIn, StandIn];
-    join(a);
-    join(stuck);
     create(a, 1);
     await vi.advanceTimersByTimeAsync(0);
     ack(a);
