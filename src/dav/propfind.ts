@@ -133,15 +133,17 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
   // Members' hrefs extend the folder's: only their own name is encoded.
   const rootHref = ctx.space.href(root.path, root.isDir);
 
-  const reuse =
+  // What the answer was made from besides the entry; none when something else went into it.
+  const signature =
     depth === 0 &&
     quota === undefined &&
     (rootDead ?? []).length === 0 &&
     locks.covering(root.path).length === 0 &&
-    text.length <= MAX_REUSED_REQUEST;
-  const signature = reuse ? `${rootHref}\u0000${text}` : "";
-  const earlier = reuse ? depthZeroAnswers.get(root) : undefined;
-  if (earlier?.signature === signature) return sendMultistatus(ctx, earlier.body);
+    text.length <= MAX_REUSED_REQUEST
+      ? `${rootHref}\u0000${text}`
+      : undefined;
+  const earlier = signature === undefined ? undefined : depthZeroAnswers.get(root);
+  if (earlier && earlier.signature === signature) return sendMultistatus(ctx, earlier.body);
 
   const entries: Member[] = [{ ...root, deadProps: rootDead }, ...members];
   const now = Date.now();
@@ -172,7 +174,7 @@ export async function handlePropfind(ctx: DavContext): Promise<void> {
     );
   }
   const body = writer.endBytes();
-  if (reuse) depthZeroAnswers.set(root, { signature, body });
+  if (signature !== undefined) depthZeroAnswers.set(root, { signature, body });
   sendMultistatus(ctx, body);
 }
 

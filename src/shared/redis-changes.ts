@@ -62,9 +62,10 @@ export class RedisNotices {
     const open = this.buses.get(bus.channel);
     if (!open?.delete(bus) || open.size > 0) return;
     this.buses.delete(bus.channel);
+    // A failed UNSUBSCRIBE needs no word: only a lost connection fails it, and the reconnection
+    // subscribes only to the channels still open.
     void this.subscriber
       ?.then((subscriber) => subscriber.unsubscribe(bus.channel))
-      // Dropped: a reconnection subscribes only to the channels still open.
       .catch(() => undefined);
   }
 
@@ -72,6 +73,8 @@ export class RedisNotices {
     this.buses.clear();
     const subscriber = this.subscriber;
     this.subscriber = undefined;
+    // A connection that failed to open was disconnected then, and its failure went to the
+    // busOf that asked for it: nothing is left to close.
     (await subscriber?.catch(() => undefined))?.disconnect();
   }
 

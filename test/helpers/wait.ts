@@ -50,3 +50,21 @@ export async function settled<T>(
   );
   return last as T;
 }
+
+/**
+ * Asks `probe` until it gives `wanted`, for at most `deadlineMs`, and returns what it gave last:
+ * the caller asserts on that, so a miss shows the value seen (a change notice that never came).
+ */
+export async function eventually<T>(
+  probe: () => Promise<T>,
+  wanted: T,
+  deadlineMs = 2000,
+): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  let got = await probe();
+  while (got !== wanted && Date.now() < deadline) {
+    await sleep(POLL_MS);
+    got = await probe();
+  }
+  return got;
+}

@@ -14,20 +14,8 @@ import { hashPassword } from "../../src/passwords.js";
 import { startGateway, type Gateway } from "../../src/server.js";
 import { EMAIL, PASSWORD } from "../helpers/emulator.js";
 import { hrefs, LOCK_EXCLUSIVE, raw } from "../helpers/http-raw.js";
+import { eventually } from "../helpers/wait.js";
 import { startRedis, type RedisServer } from "../helpers/redis.js";
-
-/**
- * A notice is sent once A's upstream write returned and B forgets on receipt, moments later (long
- * before Cloudreve's own events here): asks `probe` until it gives `wanted`, at most 2 s.
- */
-async function eventually(probe: () => Promise<string>, wanted: string): Promise<string> {
-  let got = await probe();
-  for (let i = 0; i < 100 && got !== wanted; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    got = await probe();
-  }
-  return got;
-}
 
 const ALICE = { user: "alice", password: "alice-pw" };
 const BOB = { user: "bob", password: "bob-pw" };

@@ -15,6 +15,7 @@ import { hashPassword } from "../../src/passwords.js";
 import { Cli, cleanEnv } from "../helpers/cli.js";
 import { EMAIL, PASSWORD } from "../helpers/emulator.js";
 import { hrefs, LOCK_EXCLUSIVE, raw } from "../helpers/http-raw.js";
+import { eventually } from "../helpers/wait.js";
 import { freePort, startRedis, type RedisServer } from "../helpers/redis.js";
 
 const ALICE = { user: "alice", password: "alice-pw" };
@@ -22,16 +23,6 @@ const BOB = { user: "bob", password: "bob-pw" };
 
 /** An htpasswd SHA-1 entry (`htpasswd -s`), written without the tool. */
 const sha = (password: string) => `{SHA}${createHash("sha1").update(password).digest("base64")}`;
-
-/** Asks `probe` until it gives `wanted`, at most 2 s (a notice travels through the primary). */
-async function eventually(probe: () => Promise<string>, wanted: string): Promise<string> {
-  let got = await probe();
-  for (let i = 0; i < 100 && got !== wanted; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    got = await probe();
-  }
-  return got;
-}
 
 describe.each([
   { shared: "the primary", withRedis: false },
